@@ -1,1 +1,204 @@
-fn main() {}
+//! `cargo xtask test | bench | ci`: one entry point for every check, usable on a fresh machine.
+//!
+//! `test` installs what is missing (rustup targets, cargo-deny, the advisory database copy,
+//! Debian packages the suites need), then runs formatting, clippy, every test, the engine's
+//! bare-metal builds, the docs and `cargo deny`. `bench` runs every benchmark and prints one
+//! table comparing twinhub with the raw baseline measured in the same run.
+
+use std::env;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+/// Bare-metal targets the engine must build for.
+const BARE_TARGETS: [&str; 2] = ["thumbv7em-none-eabihf", "x86_64-unknown-none"];
+
+/// Debian packages the test suites start for real (added as suites need them).
+const DEBIAN_PACKAGES: &[(&str, &str)] = &[];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") | Some("ci") => test(),
+        Some("bench") => bench(&args[1..]),
+        Some("setup") => setup(),
+        _ => {
+            eprintln!("usage: cargo xtask <test|ci|bench|setup>");
+            eprintln!("  test   install what is missing, then run every check and suite");
+            eprintln!("  bench  run every benchmark and print twinhub vs raw baseline");
+            eprintln!("  setup  only install what is missing");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Result<T = ()> = std::result::Result<T, String>;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+fn run(cmd: &mut Command) -> Result {
+    eprintln!("xtask: running {cmd:?}");
+    let status = cmd
+        .current_dir(root())
+        .status()
+        .map_err(|e| format!("cannot start {cmd:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{cmd:?} failed with {status}"))
+    }
+}
+
+fn succeeds(cmd: &mut Command) -> bool {
+    cmd.current_dir(root())
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+fn cargo() -> Command {
+    Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn setup() -> Result {
+    // Targets are idempotent to add and cheap when present.
+    let mut add = Command::new("rustup");
+    add.args(["target", "add"]).args(BARE_TARGETS);
+    run(&mut add)?;
+    if !succeeds(cargo().args(["deny", "--version"])) {
+        run(cargo().args(["install", "cargo-deny", "--locked"]))?;
+    }
+    if !succeeds(Command::new("rustup").args(["run", "nightly", "rustc", "--version"])) {
+        run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
+    }
+    let missing: Vec<&str> = DEBIAN_PACKAGES
+        .iter()
+        .filter(|(_, bin)| !succeeds(Command::new("sh").args(["-c", &format!("command -v {bin}")])))
+        .map(|(pkg, _)| *pkg)
+        .collect();
+    if !missing.is_empty() {
+        run(Command::new("apt-get").arg("update").arg("-q"))?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+    // The advisory database copy lives beside the repository, in shared/.
+    let installer = root().join("../shared/tools/install-advisory-db");
+    if installer.exists() {
+        run(Command::new("bash").arg(installer))?;
+    } else {
+        return Err(format!(
+            "advisory database installer not found at {}",
+            installer.display()
+        ));
+    }
+    Ok(())
+}
+
+fn test() -> Result {
+    setup()?;
+    run(cargo().args(["fmt", "--all", "--check"]))?;
+    run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    run(cargo().args(["test", "--workspace"]))?;
+    for target in BARE_TARGETS {
+        // Both with the SAS signer and without any optional feature.
+        run(cargo().args(["build", "-p", "twinhub-core", "--release", "--target", target]))?;
+        run(cargo().args([
+            "build",
+            "-p",
+            "twinhub-core",
+            "--no-default-features",
+            "--target",
+            target,
+        ]))?;
+    }
+    run(cargo()
+        .args(["doc", "--workspace", "--no-deps"])
+        .env("RUSTDOCFLAGS", "-D warnings"))?;
+    // The fuzz targets need nightly and are outside the workspace: prove they still build.
+    run(Command::new("cargo")
+        .args(["+nightly", "check", "--manifest-path", "fuzz/Cargo.toml", "--bins"])
+        .env_remove("RUSTUP_TOOLCHAIN"))?;
+    run(cargo().args(["deny", "--offline", "check"]))?;
+    eprintln!("xtask: every check passed");
+    Ok(())
+}
+
+fn bench(extra: &[String]) -> Result {
+    let out = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["bench", "--workspace"])
+        .args(extra)
+        .current_dir(root())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run cargo bench: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    print!("{stdout}");
+    if !out.status.success() {
+        return Err("cargo bench failed".into());
+    }
+    let mut rows = criterion_rows(&root().join("target/criterion"));
+    // Benches print extra figures as `ROW<TAB>name<TAB>ours<TAB>baseline<TAB>unit` lines.
+    for line in stdout.lines() {
+        let f: Vec<&str> = line.split('\t').collect();
+        if f.len() == 5 && f[0] == "ROW" {
+            if let (Ok(ours), Ok(base)) = (f[2].parse::<f64>(), f[3].parse::<f64>()) {
+                rows.push(Row { name: f[1].into(), ours, base, unit: f[4].into() });
+            }
+        }
+    }
+    println!();
+    println!("{:<48} {:>14} {:>14} {:>8}", "benchmark", "twinhub", "baseline", "ratio");
+    for r in &rows {
+        let ratio = if r.base > 0.0 { r.ours / r.base } else { f64::NAN };
+        println!(
+            "{:<48} {:>11.1} {:<2} {:>11.1} {:<2} {:>7.2}x",
+            r.name, r.ours, r.unit, r.base, r.unit, ratio
+        );
+    }
+    Ok(())
+}
+
+struct Row {
+    name: String,
+    ours: f64,
+    base: f64,
+    unit: String,
+}
+
+/// Every criterion group holding a `twinhub` and a `baseline` function becomes a row
+/// (mean time per iteration, as criterion measured it in this run).
+fn criterion_rows(dir: &Path) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let Ok(groups) = fs::read_dir(dir) else { return rows };
+    let mut groups: Vec<_> = groups.flatten().map(|e| e.path()).collect();
+    groups.sort();
+    for g in groups {
+        let mean = |id: &str| -> Option<f64> {
+            let text = fs::read_to_string(g.join(id).join("new/estimates.json")).ok()?;
+            // {"mean":{"confidence_interval":{...},"point_estimate":123.4,...
+            let after = &text[text.find("\"mean\"")?..];
+            let pe = &after[after.find("\"point_estimate\":")? + 17..];
+            let end = pe.find([',', '}'])?;
+            pe[..end].trim().parse().ok()
+        };
+        if let (Some(ours), Some(base)) = (mean("twinhub"), mean("baseline")) {
+            let name = g.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            rows.push(Row { name, ours, base, unit: "ns".into() });
+        }
+    }
+    rows
+}
