@@ -1,6 +1,38 @@
-//! twinhub-core
+//! twinhub-core: the sans-IO, `no_std`, allocation-free engine of twinhub.
+//!
+//! A [`Producer`] keeps a device's records in a [`Store`], sends them over routes
+//! (endpoint × link) with health tracking, failover and failback, and keeps costly links
+//! idle unless a budget and a rule allow them. It never does I/O, never reads a clock and
+//! never draws system randomness, so the same engine runs in firmware, in the tokio SDK and
+//! millions of times in the fleet simulator.
+//!
+//! Start with [`Producer`]: its documentation holds the driving contract and an example.
 #![no_std]
 #![forbid(unsafe_code)]
 
+#[cfg(test)]
+extern crate std;
+
+pub mod config;
+pub mod event;
+pub mod frame;
+pub mod id;
+pub mod producer;
 #[cfg(feature = "sas")]
 pub mod sas;
+pub mod store;
+pub mod time;
+
+pub use config::{
+    Budget, Class, ClassSet, Config, ConfigBuilder, ConfigError, Cost, EndpointConfig, EndpointId,
+    LinkConfig, LinkId, MAX_ENDPOINTS, MAX_INFLIGHT, MAX_LINKS, OnFull, Routing, Timings,
+};
+pub use event::{DownCause, DropCounts, DropReason, Event, Stats};
+pub use frame::{Frame, FrameError, RecordMeta};
+pub use id::{DeviceId, IdError, MessageId};
+pub use producer::{
+    ControlError, EnqueueError, LinkState, Outcome, Producer, RejectReason, RouteHealth, Transmit,
+    TransmitId,
+};
+pub use store::{RamStore, RecordInfo, RecordState, Store, StoreError};
+pub use time::{Duration, Instant};

@@ -114,7 +114,8 @@ pub fn signature(key: &SasKey<'_>, encoded_uri: &str, expiry: u64) -> Result<[u8
             &key_buf[..n]
         }
     };
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key_bytes).map_err(|_| SasError::BadKey)?;
+    let mut mac =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(key_bytes).map_err(|_| SasError::BadKey)?;
     mac.update(encoded_uri.as_bytes());
     mac.update(b"\n");
     let mut digits = [0u8; 20];
@@ -137,20 +138,28 @@ pub fn sign<'o>(
     w.write_str("SharedAccessSignature sr=")
         .map_err(|_| SasError::BufferTooSmall)?;
     let uri_start = w.len;
-    write!(w, "{}", utf8_percent_encode(resource_uri, COMPONENT)).map_err(|_| SasError::BufferTooSmall)?;
+    write!(w, "{}", utf8_percent_encode(resource_uri, COMPONENT))
+        .map_err(|_| SasError::BufferTooSmall)?;
     let uri_end = w.len;
     // Sign the encoded text exactly as written into the token.
-    let encoded_uri = core::str::from_utf8(&w.buf[uri_start..uri_end]).map_err(|_| SasError::BufferTooSmall)?;
+    let encoded_uri =
+        core::str::from_utf8(&w.buf[uri_start..uri_end]).map_err(|_| SasError::BufferTooSmall)?;
     let mac = signature(key, encoded_uri, expiry)?;
     let mut b64 = [0u8; 44];
     let n = STANDARD
         .encode_slice(mac, &mut b64)
         .map_err(|_| SasError::BufferTooSmall)?;
     let sig = core::str::from_utf8(&b64[..n]).map_err(|_| SasError::BufferTooSmall)?;
-    write!(w, "&sig={}&se={}", utf8_percent_encode(sig, COMPONENT), expiry)
-        .map_err(|_| SasError::BufferTooSmall)?;
+    write!(
+        w,
+        "&sig={}&se={}",
+        utf8_percent_encode(sig, COMPONENT),
+        expiry
+    )
+    .map_err(|_| SasError::BufferTooSmall)?;
     if let Some(name) = key_name {
-        write!(w, "&skn={}", utf8_percent_encode(name, COMPONENT)).map_err(|_| SasError::BufferTooSmall)?;
+        write!(w, "&skn={}", utf8_percent_encode(name, COMPONENT))
+            .map_err(|_| SasError::BufferTooSmall)?;
     }
     let len = w.len;
     core::str::from_utf8(&out[..len]).map_err(|_| SasError::BufferTooSmall)
@@ -174,10 +183,14 @@ impl<'a> ParsedToken<'a> {
     pub fn parse(token: &'a str) -> Result<Self, SasError> {
         let rest = token
             .strip_prefix("SharedAccessSignature ")
-            .ok_or(SasError::Malformed("missing `SharedAccessSignature ` prefix"))?;
+            .ok_or(SasError::Malformed(
+                "missing `SharedAccessSignature ` prefix",
+            ))?;
         let (mut sr, mut sig, mut se, mut skn) = (None, None, None, None);
         for pair in rest.split('&') {
-            let (k, v) = pair.split_once('=').ok_or(SasError::Malformed("field without `=`"))?;
+            let (k, v) = pair
+                .split_once('=')
+                .ok_or(SasError::Malformed("field without `=`"))?;
             let slot = match k {
                 "sr" => &mut sr,
                 "sig" => &mut sig,
@@ -205,7 +218,10 @@ impl<'a> ParsedToken<'a> {
     pub fn verify(&self, key: &SasKey<'_>, now_unix: u64) -> Result<(), SasError> {
         let expected = signature(key, self.resource, self.expiry)?;
         let mut sig_text = [0u8; 64];
-        let mut w = SliceWriter { buf: &mut sig_text, len: 0 };
+        let mut w = SliceWriter {
+            buf: &mut sig_text,
+            len: 0,
+        };
         for chunk in percent_decode_str(self.signature) {
             w.push(chunk).map_err(|_| SasError::BadSignature)?;
         }
@@ -223,7 +239,9 @@ impl<'a> ParsedToken<'a> {
             return Err(SasError::BadSignature);
         }
         if self.expiry <= now_unix {
-            return Err(SasError::Expired { expiry: self.expiry });
+            return Err(SasError::Expired {
+                expiry: self.expiry,
+            });
         }
         Ok(())
     }
@@ -267,7 +285,10 @@ impl SliceWriter<'_> {
 impl fmt::Write for SliceWriter<'_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         let end = self.len.checked_add(s.len()).ok_or(fmt::Error)?;
-        self.buf.get_mut(self.len..end).ok_or(fmt::Error)?.copy_from_slice(s.as_bytes());
+        self.buf
+            .get_mut(self.len..end)
+            .ok_or(fmt::Error)?
+            .copy_from_slice(s.as_bytes());
         self.len = end;
         Ok(())
     }
@@ -289,7 +310,14 @@ mod tests {
         let mac = signature(&SasKey::Base64("cGFzc3dvcmQ="), "uri", 12345).unwrap();
         assert_eq!(b64(mac), "kcWxXAK2OAaAoq2oCkaGzX2NMqDB8nCyNuq2fPYCDhk=");
         let mut buf = [0u8; 128];
-        let t = sign("uri", &SasKey::Base64("cGFzc3dvcmQ="), None, 12345, &mut buf).unwrap();
+        let t = sign(
+            "uri",
+            &SasKey::Base64("cGFzc3dvcmQ="),
+            None,
+            12345,
+            &mut buf,
+        )
+        .unwrap();
         assert_eq!(
             t,
             "SharedAccessSignature sr=uri&sig=kcWxXAK2OAaAoq2oCkaGzX2NMqDB8nCyNuq2fPYCDhk%3D&se=12345"
@@ -309,7 +337,10 @@ mod tests {
         )
         .unwrap();
         let p = ParsedToken::parse(t).unwrap();
-        assert_eq!(p.resource, "myiothub.azure-devices.net%2Fdevices%2Fmy_device");
+        assert_eq!(
+            p.resource,
+            "myiothub.azure-devices.net%2Fdevices%2Fmy_device"
+        );
         assert_eq!(p.expiry, 1578941692);
         assert_eq!(p.key_name, Some("iothubowner"));
         assert!(t.ends_with("&se=1578941692&skn=iothubowner"));
@@ -352,8 +383,14 @@ mod tests {
         let t = sign("sb://ns.example/hub", &key, Some("send"), 2000, &mut buf).unwrap();
         let p = ParsedToken::parse(t).unwrap();
         assert_eq!(p.verify(&key, 1999), Ok(()));
-        assert_eq!(p.verify(&key, 2000), Err(SasError::Expired { expiry: 2000 }));
-        assert_eq!(p.verify(&SasKey::Text("other"), 1999), Err(SasError::BadSignature));
+        assert_eq!(
+            p.verify(&key, 2000),
+            Err(SasError::Expired { expiry: 2000 })
+        );
+        assert_eq!(
+            p.verify(&SasKey::Text("other"), 1999),
+            Err(SasError::BadSignature)
+        );
         let mut out = [0u8; 64];
         assert_eq!(p.resource_decoded(&mut out).unwrap(), "sb://ns.example/hub");
     }
@@ -370,7 +407,10 @@ mod tests {
             sign("uri", &SasKey::Base64("not base64!"), None, 1, &mut buf),
             Err(SasError::BadKey)
         );
-        assert!(matches!(ParsedToken::parse("Bearer x"), Err(SasError::Malformed(_))));
+        assert!(matches!(
+            ParsedToken::parse("Bearer x"),
+            Err(SasError::Malformed(_))
+        ));
         assert!(matches!(
             ParsedToken::parse("SharedAccessSignature sr=a&sig=b"),
             Err(SasError::Malformed(_))

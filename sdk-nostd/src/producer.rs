@@ -1,0 +1,1479 @@
+//! The engine: a sans-IO producer that routes records over endpoints and links.
+
+use core::ops::Deref;
+
+use crate::config::{
+    Class, Config, Cost, EndpointId, LinkId, MAX_ENDPOINTS, MAX_INFLIGHT, MAX_LINKS, OnFull,
+    Routing,
+};
+use crate::event::{DownCause, DropReason, Event, Stats};
+use crate::frame::{self, Frames, RecordMeta};
+use crate::id::MessageId;
+use crate::store::{RecordState, Store, StoreError};
+use crate::time::{Duration, Instant};
+
+/// Identifies one transmit until its outcome is handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TransmitId(pub u32);
+
+/// A batch of records the driver must send, written by [`Producer::poll_transmit`] into the
+/// caller's buffer as back-to-back frames (see [`crate::frame`]).
+#[must_use = "a transmit must be sent and its outcome handed back"]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit {
+    /// Pass this back to [`Producer::handle_outcome`].
+    pub id: TransmitId,
+    /// The hub to send to.
+    pub endpoint: EndpointId,
+    /// The network path to use.
+    pub link: LinkId,
+    /// Bytes of the buffer holding the frames.
+    pub len: usize,
+    /// Records in the batch.
+    pub records: u16,
+    /// Whether this tests a down route: its outcome decides whether the route recovers.
+    pub probe: bool,
+}
+
+impl Transmit {
+    /// The records of this transmit, read from the buffer it was written into.
+    pub fn frames<'b>(&self, buf: &'b [u8]) -> Frames<'b> {
+        Frames::new(buf.get(..self.len).unwrap_or(&[]))
+    }
+}
+
+/// What became of a transmit. The driver maps its protocol's results onto these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// The hub acknowledged every record.
+    Delivered,
+    /// No answer in time after the bytes may have left: the records may have arrived, so
+    /// resending them may duplicate (counted in [`Stats::possible_duplicates`]).
+    Timeout,
+    /// No connection could be made (refused, DNS, no route): nothing arrived.
+    Unreachable,
+    /// The hub failed (HTTP 5xx other than throttling).
+    ServerError,
+    /// The hub is throttling; retry the same endpoint after the delay.
+    Throttled {
+        /// The hub's requested delay, if it gave one.
+        retry_after: Option<Duration>,
+    },
+    /// The hub refused our credentials: the endpoint is unusable until they change.
+    Unauthorized,
+    /// The hub refused the records themselves: dropped, never retried, health untouched.
+    Rejected(RejectReason),
+}
+
+/// Why a hub refused records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    /// Over the hub's size limit.
+    TooLarge,
+    /// Not acceptable to the hub.
+    Malformed,
+}
+
+/// A link's state as the application sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    /// The link can carry traffic (it may still fail; the engine will find out).
+    Up,
+    /// The link is known to be down: do not use it, do not probe it.
+    Down,
+}
+
+/// Why a record was not accepted. The record was not stored and nothing stored was harmed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EnqueueError {
+    /// The payload is larger than the smallest limit of the endpoints, or than the store.
+    TooLarge {
+        /// The largest payload accepted, in bytes.
+        limit: u32,
+    },
+    /// The store is full and the policy (or the classes present) forbids eviction.
+    Full,
+    /// The store failed.
+    Store(StoreError),
+}
+
+impl core::fmt::Display for EnqueueError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            EnqueueError::TooLarge { limit } => {
+                write!(f, "record too large: the limit is {limit} bytes of payload")
+            }
+            EnqueueError::Full => f.write_str("outbox full"),
+            EnqueueError::Store(e) => write!(f, "outbox failed: {e}"),
+        }
+    }
+}
+
+impl core::error::Error for EnqueueError {}
+
+/// Why a runtime control call was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ControlError {
+    /// No endpoint or link with that index.
+    NoSuch,
+    /// Weights must name every endpoint and not all be zero.
+    BadWeights,
+}
+
+impl core::fmt::Display for ControlError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ControlError::NoSuch => f.write_str("no endpoint or link with that index"),
+            ControlError::BadWeights => {
+                f.write_str("weights must give one value per endpoint, not all zero")
+            }
+        }
+    }
+}
+
+impl core::error::Error for ControlError {}
+
+/// The health of one route (endpoint over link).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteHealth {
+    /// Working, or not yet tried.
+    Healthy,
+    /// Failed recently; retried after a short back-off, not yet given up on.
+    Suspect,
+    /// Given up on: only probes go there.
+    Down,
+    /// A probe is in flight.
+    Probing,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Route {
+    health: RouteHealth,
+    fails: u8,
+    probe_ok: u8,
+    attempt: u8,
+    retry_at: Instant,
+    trouble_since: Instant,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct EndpointRt {
+    throttled_until: Instant,
+    throttled_since: Instant,
+    left_at: Instant,
+    wrr: i32,
+    weight: u16,
+    isolate: u16,
+    throttles: u8,
+    drained: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct LinkRt {
+    window_start: Instant,
+    spent: u64,
+    app_down: bool,
+    armed: bool,
+    exhausted: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    sent_at: Instant,
+    id: u32,
+    records: u16,
+    endpoint: u8,
+    link: u8,
+    probe: bool,
+}
+
+/// Events as queued: compact, expanded by `poll_event`.
+#[derive(Debug, Clone, Copy)]
+enum Raw {
+    FailedOver(u8, u8),
+    FailedBack(u8, u8),
+    RouteDown(u8, u8, DownCause),
+    RouteUp(u8, u8),
+    LinkDown(u8),
+    LinkUp(u8),
+    LinkArmed(u8),
+    LinkDisarmed(u8),
+    BudgetExhausted(u8),
+    // Sequence split in two words so the queue entry stays 16 bytes.
+    Dropped {
+        epoch: u32,
+        seq_lo: u32,
+        seq_hi: u32,
+        reason: DropReason,
+    },
+    AuthFailed(u8),
+}
+
+const EVENT_QUEUE: usize = 8;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Dead,
+    Wait,
+    Ready,
+}
+
+const TIERS: [Cost; 3] = [Cost::Free, Cost::Metered, Cost::Costly];
+
+/// The engine for one device: an outbox, route health, failover and cost control.
+///
+/// It does no I/O, reads no clock and draws no system randomness: time comes in as `now`,
+/// randomness from the seed. That is what lets the same code run in firmware, under tokio,
+/// and two million times in a simulator.
+///
+/// # Driving contract
+///
+/// 1. Hand it records with [`enqueue`](Self::enqueue). A record is then pending until it is
+///    delivered or dropped by an explicit policy.
+/// 2. Call [`poll_transmit`](Self::poll_transmit) until it returns `None`. Send each
+///    [`Transmit`] to its endpoint over its link, then report what happened with
+///    [`handle_outcome`](Self::handle_outcome), exactly once per transmit. Records are only
+///    removed on [`Outcome::Delivered`].
+/// 3. Call [`handle_timeout`](Self::handle_timeout) when the time from
+///    [`poll_timeout`](Self::poll_timeout) is reached, and report link changes the
+///    application knows of with [`handle_link`](Self::handle_link).
+/// 4. After every call above, drain [`poll_event`](Self::poll_event) and call
+///    `poll_transmit` again: any of them may make records sendable.
+///
+/// `now` must not go backwards; an earlier `now` is treated as the latest seen.
+///
+/// ```
+/// use twinhub_core::*;
+///
+/// let config = Config::builder("sensor-1")
+///     .endpoint(EndpointConfig::new("primary"))
+///     .endpoint(EndpointConfig::new("secondary"))
+///     .build()
+///     .unwrap();
+/// let mut p = Producer::new(&config, RamStore::<4096>::new(), Instant::ZERO, 1, 42);
+/// let id = p.enqueue(Instant::ZERO, b"21.5", Class::Normal).unwrap();
+/// assert_eq!(id.to_string(), "sensor-1:1:0");
+///
+/// let mut buf = [0u8; 1024];
+/// let tx = p.poll_transmit(Instant::ZERO, &mut buf).unwrap();
+/// assert_eq!(tx.endpoint, EndpointId(0));
+/// let record = tx.frames(&buf).next().unwrap().unwrap();
+/// assert_eq!(record.payload, b"21.5");
+///
+/// // The primary is unreachable: after three failures (with short back-offs between) the
+/// // route is down and the same record goes to the secondary.
+/// let mut now = Instant::ZERO;
+/// let mut tx = tx;
+/// while tx.endpoint == EndpointId(0) {
+///     p.handle_outcome(now, tx.id, Outcome::Unreachable);
+///     tx = match p.poll_transmit(now, &mut buf) {
+///         Some(tx) => tx,
+///         None => {
+///             now = p.poll_timeout().unwrap(); // sleep until then
+///             p.handle_timeout(now);
+///             p.poll_transmit(now, &mut buf).unwrap()
+///         }
+///     };
+/// }
+/// assert_eq!(tx.endpoint, EndpointId(1));
+/// assert!(now < Instant::from_millis(5_000));
+/// p.handle_outcome(now, tx.id, Outcome::Delivered);
+/// assert_eq!(p.stats().delivered, 1);
+/// assert!(std::iter::from_fn(|| p.poll_event())
+///     .any(|e| e == Event::FailedOver { from: EndpointId(0), to: EndpointId(1) }));
+/// ```
+pub struct Producer<S: Store, C: Deref<Target = Config> = &'static Config> {
+    config: C,
+    store: S,
+    routes: [[Route; MAX_LINKS]; MAX_ENDPOINTS],
+    endpoints: [EndpointRt; MAX_ENDPOINTS],
+    links: [LinkRt; MAX_LINKS],
+    inflight: [InFlight; MAX_INFLIGHT],
+    events: heapless::Deque<Raw, EVENT_QUEUE>,
+    stats: Stats,
+    rng: fastrand::Rng,
+    next_seq: u64,
+    now: Instant,
+    active_since: Instant,
+    cheap_down_since: Instant,
+    next_expiry: Instant,
+    class_count: [u32; 3],
+    inflight_records: u32,
+    epoch: u32,
+    next_tx: u32,
+    active: u8,
+    aa_mask: u8,
+    mirror_next: u8,
+}
+
+impl<S: Store, C: Deref<Target = Config>> core::fmt::Debug for Producer<S, C> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Producer")
+            .field("device", self.config.device_id())
+            .field("epoch", &self.epoch)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Store, C: Deref<Target = Config>> Producer<S, C> {
+    /// Starts the engine.
+    ///
+    /// `epoch` must be larger than at any earlier start of this device (persist a counter);
+    /// if the store holds records from a later epoch, the epoch is raised past them.
+    /// Records already in `store` (a recovered outbox) become pending and count as accepted.
+    /// `seed` drives the back-off jitter.
+    pub fn new(config: C, mut store: S, now: Instant, epoch: u32, seed: u64) -> Self {
+        let mut stats = Stats::default();
+        let mut class_count = [0u32; 3];
+        let mut epoch = epoch;
+        let mut next_expiry = Instant::NEVER;
+        for i in 0..store.len() {
+            if let Some(info) = store.info(i) {
+                store.set_state(i, RecordState::default());
+                stats.pending += 1;
+                stats.pending_bytes += u64::from(info.payload_len);
+                class_count[info.meta.class as usize] += 1;
+                epoch = epoch.max(info.meta.epoch.saturating_add(1));
+                next_expiry = next_expiry.min(info.meta.enqueued_at + config.ttl(info.meta.class));
+            }
+        }
+        stats.accepted = stats.pending;
+        let route = Route {
+            health: RouteHealth::Healthy,
+            fails: 0,
+            probe_ok: 0,
+            attempt: 0,
+            retry_at: now,
+            trouble_since: Instant::NEVER,
+        };
+        let mut endpoints = [EndpointRt {
+            throttled_until: now,
+            throttled_since: Instant::NEVER,
+            left_at: now,
+            wrr: 0,
+            weight: 0,
+            isolate: 0,
+            throttles: 0,
+            drained: false,
+        }; MAX_ENDPOINTS];
+        let mut aa_mask = 0;
+        for (i, e) in config.endpoints().iter().enumerate() {
+            endpoints[i].weight = e.weight;
+            if e.weight > 0 {
+                aa_mask |= 1 << i;
+            }
+        }
+        Producer {
+            routes: [[route; MAX_LINKS]; MAX_ENDPOINTS],
+            endpoints,
+            links: [LinkRt {
+                window_start: now,
+                spent: 0,
+                app_down: false,
+                armed: false,
+                exhausted: false,
+            }; MAX_LINKS],
+            inflight: [InFlight {
+                sent_at: now,
+                id: 0,
+                records: 0,
+                endpoint: 0,
+                link: 0,
+                probe: false,
+            }; MAX_INFLIGHT],
+            events: heapless::Deque::new(),
+            stats,
+            rng: fastrand::Rng::with_seed(seed),
+            next_seq: 0,
+            now,
+            active_since: now,
+            cheap_down_since: Instant::NEVER,
+            next_expiry,
+            class_count,
+            inflight_records: 0,
+            epoch,
+            next_tx: 1,
+            active: 0,
+            aa_mask,
+            mirror_next: 0,
+            config,
+            store,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    /// The counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+    /// This start's epoch (part of every new message id).
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+    /// The store, for drivers that need to maintain it (for example to sync a disk store).
+    /// Adding or removing records through it breaks the engine's counts.
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+    /// The health of one route.
+    pub fn route_health(&self, endpoint: EndpointId, link: LinkId) -> RouteHealth {
+        self.routes[endpoint.0 as usize % MAX_ENDPOINTS][link.0 as usize % MAX_LINKS].health
+    }
+    /// Whether a costly link is armed.
+    pub fn link_armed(&self, link: LinkId) -> bool {
+        self.links.get(link.0 as usize).is_some_and(|l| l.armed)
+    }
+    /// The endpoint active-passive routing currently sends to.
+    pub fn active_endpoint(&self) -> EndpointId {
+        EndpointId(self.active)
+    }
+    /// When the oldest pending record was accepted.
+    pub fn oldest_pending(&mut self) -> Option<Instant> {
+        self.store.info(0).map(|i| i.meta.enqueued_at)
+    }
+    /// The full message id of a record of this device.
+    pub fn message_id(&self, epoch: u32, seq: u64) -> MessageId {
+        MessageId {
+            device: self.config.device_id().clone(),
+            epoch,
+            seq,
+        }
+    }
+
+    /// Accepts a record into the outbox and returns its id.
+    ///
+    /// Fails with [`EnqueueError::TooLarge`] when the payload exceeds the smallest limit of
+    /// the endpoints, and with [`EnqueueError::Full`] when the store has no room and the
+    /// policy forbids eviction; in both cases nothing stored changes.
+    pub fn enqueue(
+        &mut self,
+        now: Instant,
+        payload: &[u8],
+        class: Class,
+    ) -> Result<MessageId, EnqueueError> {
+        self.touch(now);
+        let limit = self.config.max_record_bytes();
+        if payload.len() > limit as usize {
+            return Err(EnqueueError::TooLarge { limit });
+        }
+        let meta = RecordMeta {
+            epoch: self.epoch,
+            seq: self.next_seq,
+            class,
+            enqueued_at: self.now,
+        };
+        let flen = frame::encoded_len(&meta, payload.len());
+        let need = self.store.cost(flen);
+        if need > self.store.capacity() {
+            let overhead = need - payload.len();
+            return Err(EnqueueError::TooLarge {
+                limit: self.store.capacity().saturating_sub(overhead) as u32,
+            });
+        }
+        if !self.store.fits(flen) {
+            if self.config.on_full() == OnFull::Reject || !self.can_evict_for(flen, class) {
+                return Err(EnqueueError::Full);
+            }
+            while !self.store.fits(flen) {
+                if !self.evict_one(class) {
+                    return Err(EnqueueError::Full);
+                }
+            }
+        }
+        self.store
+            .push(&meta, payload)
+            .map_err(EnqueueError::Store)?;
+        self.next_seq += 1;
+        self.stats.accepted += 1;
+        self.stats.pending += 1;
+        self.stats.pending_bytes += payload.len() as u64;
+        self.class_count[class as usize] += 1;
+        self.next_expiry = self.next_expiry.min(self.now + self.config.ttl(class));
+        Ok(self.message_id(meta.epoch, meta.seq))
+    }
+
+    /// Whether evicting records no more important than `class` makes room for `flen`.
+    fn can_evict_for(&mut self, flen: usize, class: Class) -> bool {
+        let mut free = self.store.capacity();
+        let mut evictable = 0;
+        for i in 0..self.store.len() {
+            let Some(info) = self.store.info(i) else {
+                break;
+            };
+            let cost = self.store.cost(info.frame_len as usize);
+            free = free.saturating_sub(cost);
+            if info.meta.class >= class && info.state.inflight == 0 {
+                evictable += cost;
+            }
+        }
+        free + evictable >= self.store.cost(flen)
+    }
+
+    /// Evicts the oldest record of the lowest class present that is not more important
+    /// than `class` and not in flight.
+    fn evict_one(&mut self, class: Class) -> bool {
+        for victim in [Class::Bulk, Class::Normal, Class::Critical] {
+            if victim < class || self.class_count[victim as usize] == 0 {
+                continue;
+            }
+            for i in 0..self.store.len() {
+                let Some(info) = self.store.info(i) else {
+                    break;
+                };
+                if info.meta.class == victim && info.state.inflight == 0 {
+                    return self.drop_record(i, DropReason::Evicted);
+                }
+            }
+        }
+        false
+    }
+
+    fn drop_record(&mut self, index: usize, reason: DropReason) -> bool {
+        let Some(info) = self.store.info(index) else {
+            return false;
+        };
+        if self.store.remove(index).is_err() {
+            return false;
+        }
+        self.stats.pending -= 1;
+        self.stats.pending_bytes -= u64::from(info.payload_len);
+        self.class_count[info.meta.class as usize] -= 1;
+        self.stats.dropped.bump(reason);
+        let seq = info.meta.seq;
+        self.push_event(Raw::Dropped {
+            epoch: info.meta.epoch,
+            seq_lo: seq as u32,
+            seq_hi: (seq >> 32) as u32,
+            reason,
+        });
+        true
+    }
+
+    /// Writes the next batch to send into `buf` and describes it, or returns `None` when
+    /// nothing should be sent now (nothing pending, every slot in flight, a back-off or
+    /// linger running, no allowed route).
+    ///
+    /// `buf` should hold at least the largest `max_batch_bytes` plus frame overhead; a
+    /// smaller buffer makes smaller batches.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        self.touch(now);
+        let slot = self.inflight[..self.config.max_inflight()]
+            .iter()
+            .position(|f| f.id == 0)?;
+        if self.stats.pending <= u64::from(self.inflight_records)
+            && self.config.routing() != Routing::Mirror
+        {
+            return None;
+        }
+        let (ne, nl) = (self.config.endpoints().len(), self.config.links().len());
+        // Probes first: they are how a down route comes back.
+        for e in 0..ne {
+            for l in 0..nl {
+                let r = self.routes[e][l];
+                if r.health == RouteHealth::Down && r.retry_at <= self.now && self.probeable(e, l) {
+                    if let Some(tx) = self.build(buf, slot, e, l, true) {
+                        self.routes[e][l].health = RouteHealth::Probing;
+                        return Some(tx);
+                    }
+                }
+            }
+        }
+        match self.config.routing() {
+            Routing::ActivePassive => {
+                let (e, l) = self.choose_active_passive()?;
+                let tx = self.build(buf, slot, e, l, false)?;
+                self.note_active(e);
+                Some(tx)
+            }
+            Routing::ActiveActive => {
+                let (e, l) = self.choose_active_active()?;
+                self.build(buf, slot, e, l, false)
+            }
+            Routing::Mirror => {
+                for k in 0..ne {
+                    let e = (self.mirror_next as usize + k) % ne;
+                    if self.endpoints[e].drained {
+                        continue;
+                    }
+                    if let Some((l, Status::Ready)) = self.best_route(e, None) {
+                        if let Some(tx) = self.build(buf, slot, e, l, false) {
+                            self.mirror_next = ((e + 1) % ne) as u8;
+                            return Some(tx);
+                        }
+                    }
+                }
+                None
+            }
+        }
+    }
+
+    fn probeable(&self, e: usize, l: usize) -> bool {
+        let link = &self.config.links()[l];
+        !self.endpoints[e].drained
+            && !self.links[l].app_down
+            && link.usable()
+            && (link.cost != Cost::Costly || self.links[l].armed)
+            && self.endpoints[e].throttled_until <= self.now
+    }
+
+    fn status(&self, e: usize, l: usize) -> Status {
+        let link = &self.config.links()[l];
+        if self.endpoints[e].drained
+            || self.links[l].app_down
+            || !link.usable()
+            || (link.cost == Cost::Costly && !self.links[l].armed)
+        {
+            return Status::Dead;
+        }
+        let r = &self.routes[e][l];
+        let st = match r.health {
+            RouteHealth::Down | RouteHealth::Probing => return Status::Dead,
+            RouteHealth::Healthy => Status::Ready,
+            RouteHealth::Suspect if r.retry_at <= self.now => Status::Ready,
+            RouteHealth::Suspect => Status::Wait,
+        };
+        if self.endpoints[e].throttled_until > self.now {
+            Status::Wait
+        } else {
+            st
+        }
+    }
+
+    /// The cheapest live route of endpoint `e`, optionally only within one cost tier.
+    fn best_route(&self, e: usize, tier: Option<Cost>) -> Option<(usize, Status)> {
+        for t in TIERS {
+            if tier.is_some_and(|x| x != t) {
+                continue;
+            }
+            for (l, link) in self.config.links().iter().enumerate() {
+                if link.cost == t {
+                    let s = self.status(e, l);
+                    if s != Status::Dead {
+                        return Some((l, s));
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    fn choose_active_passive(&mut self) -> Option<(usize, usize)> {
+        let ne = self.config.endpoints().len();
+        // Cheapest tier first, then endpoint priority: a region outage on a working cheap
+        // link moves to the other region over that link, never to a dearer link.
+        let mut pick = None;
+        'tiers: for t in TIERS {
+            for e in 0..ne {
+                if let Some((l, s)) = self.best_route(e, Some(t)) {
+                    pick = Some((e, l, s));
+                    break 'tiers;
+                }
+            }
+        }
+        let (mut e, mut l, mut s) = pick?;
+        let a = self.active as usize;
+        // Failback waits for the minimum dwell on the fallback, if the fallback still works.
+        if e < a && self.now.saturating_since(self.active_since) < self.config.timings().min_dwell {
+            if let Some((al, as_)) = self.best_route(a, None) {
+                (e, l, s) = (a, al, as_);
+            }
+        }
+        (s == Status::Ready).then_some((e, l))
+    }
+
+    fn note_active(&mut self, e: usize) {
+        let a = self.active as usize;
+        if e == a {
+            return;
+        }
+        if e < a {
+            self.stats.failbacks += 1;
+            self.push_event(Raw::FailedBack(a as u8, e as u8));
+        } else {
+            self.stats.failovers += 1;
+            self.push_event(Raw::FailedOver(a as u8, e as u8));
+        }
+        self.active = e as u8;
+        self.active_since = self.now;
+    }
+
+    fn choose_active_active(&mut self) -> Option<(usize, usize)> {
+        let ne = self.config.endpoints().len();
+        let dwell = self.config.timings().min_dwell;
+        // Which endpoints take a share now; a returning one waits out the dwell.
+        let mut mask = 0u8;
+        for e in 0..ne {
+            let was = self.aa_mask & (1 << e) != 0;
+            let alive = self.endpoints[e].weight > 0 && self.best_route(e, None).is_some();
+            if alive && (was || self.now.saturating_since(self.endpoints[e].left_at) >= dwell) {
+                mask |= 1 << e;
+            }
+        }
+        if mask != self.aa_mask {
+            let first = |m: u8| (0..ne).find(|&i| m & (1 << i) != 0);
+            for e in 0..ne {
+                let bit = 1 << e;
+                if self.aa_mask & bit != 0 && mask & bit == 0 {
+                    self.endpoints[e].left_at = self.now;
+                    if let Some(to) = first(mask) {
+                        self.stats.failovers += 1;
+                        self.push_event(Raw::FailedOver(e as u8, to as u8));
+                    }
+                } else if self.aa_mask & bit == 0 && mask & bit != 0 {
+                    let from = first(mask & !bit).unwrap_or(e);
+                    self.stats.failbacks += 1;
+                    self.push_event(Raw::FailedBack(from as u8, e as u8));
+                }
+            }
+            self.aa_mask = mask;
+            for ep in &mut self.endpoints {
+                ep.wrr = 0;
+            }
+        }
+        for t in TIERS {
+            let mut any = false;
+            let mut best: Option<(usize, usize)> = None;
+            let mut total = 0i32;
+            for e in 0..ne {
+                if mask & (1 << e) == 0 {
+                    continue;
+                }
+                let Some((l, s)) = self.best_route(e, Some(t)) else {
+                    continue;
+                };
+                any = true;
+                if s != Status::Ready {
+                    continue;
+                }
+                let w = i32::from(self.endpoints[e].weight);
+                total += w;
+                self.endpoints[e].wrr += w;
+                if best.is_none_or(|(b, _)| self.endpoints[e].wrr > self.endpoints[b].wrr) {
+                    best = Some((e, l));
+                }
+            }
+            if any {
+                // Smooth weighted round robin: exact shares, no memory of past outages.
+                let (e, l) = best?;
+                self.endpoints[e].wrr -= total;
+                return Some((e, l));
+            }
+        }
+        None
+    }
+
+    /// Selects records for `(e, l)`, copies their frames into `buf` and marks them in flight.
+    fn build(
+        &mut self,
+        buf: &mut [u8],
+        slot: usize,
+        e: usize,
+        l: usize,
+        probe: bool,
+    ) -> Option<Transmit> {
+        let ep = &self.config.endpoints()[e];
+        let link = &self.config.links()[l];
+        let mirror = self.config.routing() == Routing::Mirror;
+        let ebit = 1u8 << e;
+        let max_records = if probe || self.endpoints[e].isolate > 0 {
+            1
+        } else {
+            ep.max_batch_records
+        };
+        let budget_left = link
+            .budget
+            .map_or(u64::MAX, |b| b.bytes.saturating_sub(self.links[l].spent));
+        let (mut len, mut count, mut wire, mut charged) = (0usize, 0u16, 0u64, 0u64);
+        let mut oldest = Instant::NEVER;
+        let mut full = false;
+        let mut over_budget = false;
+        let mut i = 0;
+        while i < self.store.len() && count < max_records {
+            let Some(info) = self.store.info(i) else {
+                break;
+            };
+            i += 1;
+            let class = info.meta.class;
+            if info.state.inflight != 0
+                || (mirror && info.state.delivered & ebit != 0)
+                || !link.allow.contains(class)
+                || info.meta.enqueued_at + self.config.ttl(class) <= self.now
+            {
+                continue;
+            }
+            let w = u64::from(info.payload_len) + u64::from(ep.record_overhead);
+            let cost = u64::from(info.frame_len) + u64::from(link.frame_overhead);
+            if wire + w > u64::from(ep.max_batch_bytes) || len + info.frame_len as usize > buf.len()
+            {
+                full = true;
+                break;
+            }
+            if charged + cost > budget_left {
+                over_budget = true;
+                break;
+            }
+            let Ok(n) = self.store.read_frame(i - 1, &mut buf[len..]) else {
+                continue;
+            };
+            self.store.set_state(
+                i - 1,
+                RecordState {
+                    inflight: slot as u8 + 1,
+                    ..info.state
+                },
+            );
+            len += n;
+            count += 1;
+            wire += w;
+            charged += cost;
+            oldest = oldest.min(info.meta.enqueued_at);
+        }
+        if count == 0 {
+            if over_budget && !self.links[l].exhausted {
+                self.links[l].exhausted = true;
+                self.push_event(Raw::BudgetExhausted(l as u8));
+            }
+            return None;
+        }
+        let linger = self.config.timings().linger;
+        if !probe && !full && count < max_records && oldest + linger > self.now {
+            // Wait for more records; undo the marks.
+            self.release_slot(slot, count, false);
+            return None;
+        }
+        self.links[l].spent += charged;
+        self.stats.link_bytes[l] += charged;
+        self.inflight_records += u32::from(count);
+        let id = self.next_tx;
+        self.next_tx = self.next_tx.wrapping_add(1).max(1);
+        self.inflight[slot] = InFlight {
+            sent_at: self.now,
+            id,
+            records: count,
+            endpoint: e as u8,
+            link: l as u8,
+            probe,
+        };
+        if !probe {
+            self.endpoints[e].isolate = self.endpoints[e].isolate.saturating_sub(1);
+        }
+        Some(Transmit {
+            id: TransmitId(id),
+            endpoint: EndpointId(e as u8),
+            link: LinkId(l as u8),
+            len,
+            records: count,
+            probe,
+        })
+    }
+
+    /// Clears the in-flight mark of the `count` records of `slot`.
+    fn release_slot(&mut self, slot: usize, count: u16, ambiguous: bool) {
+        let mark = slot as u8 + 1;
+        let mut found = 0;
+        let mut i = 0;
+        while found < count && i < self.store.len() {
+            if let Some(info) = self.store.info(i)
+                && info.state.inflight == mark
+            {
+                self.store.set_state(
+                    i,
+                    RecordState {
+                        inflight: 0,
+                        ..info.state
+                    },
+                );
+                found += 1;
+            }
+            i += 1;
+        }
+        if ambiguous {
+            self.stats.possible_duplicates += u64::from(found);
+        }
+    }
+
+    /// Reports what became of a transmit. Unknown or already-handled ids are ignored (a
+    /// transmit abandoned when its route went down may still report late).
+    pub fn handle_outcome(&mut self, now: Instant, tx: TransmitId, outcome: Outcome) {
+        self.touch(now);
+        let Some(slot) = self.inflight.iter().position(|f| f.id != 0 && f.id == tx.0) else {
+            return;
+        };
+        self.complete(slot, outcome);
+    }
+
+    fn complete(&mut self, slot: usize, outcome: Outcome) {
+        let f = self.inflight[slot];
+        self.inflight[slot].id = 0;
+        self.inflight_records -= u32::from(f.records);
+        let (e, l) = (f.endpoint as usize, f.link as usize);
+        match outcome {
+            Outcome::Delivered => {
+                self.finish(slot, f.records, e);
+                self.endpoints[e].throttled_since = Instant::NEVER;
+                self.endpoints[e].throttles = 0;
+                self.route_ok(e, l, f.probe);
+            }
+            Outcome::Timeout => {
+                self.release_slot(slot, f.records, true);
+                self.route_fail(e, l, f.probe);
+            }
+            Outcome::Unreachable | Outcome::ServerError => {
+                self.release_slot(slot, f.records, false);
+                self.route_fail(e, l, f.probe);
+            }
+            Outcome::Throttled { retry_after } => {
+                self.release_slot(slot, f.records, false);
+                self.throttle(e, l, retry_after, f.probe);
+            }
+            Outcome::Unauthorized => {
+                self.release_slot(slot, f.records, false);
+                if f.probe {
+                    self.route_fail(e, l, true);
+                } else {
+                    self.push_event(Raw::AuthFailed(e as u8));
+                    for l in 0..self.config.links().len() {
+                        self.trip(e, l, DownCause::Auth);
+                    }
+                }
+            }
+            Outcome::Rejected(reason) => {
+                if f.records == 1 {
+                    let mark = slot as u8 + 1;
+                    if let Some(i) = (0..self.store.len())
+                        .find(|&i| self.store.info(i).is_some_and(|x| x.state.inflight == mark))
+                    {
+                        let reason = match reason {
+                            RejectReason::TooLarge => DropReason::TooLarge,
+                            RejectReason::Malformed => DropReason::Malformed,
+                        };
+                        self.drop_record(i, reason);
+                    }
+                } else {
+                    // Which record is poison is unknown: resend them one at a time.
+                    self.release_slot(slot, f.records, false);
+                    self.endpoints[e].isolate = f.records;
+                }
+                if f.probe {
+                    // A rejection says nothing about health: the route stays down and may
+                    // be probed again at once with another record.
+                    self.routes[e][l].health = RouteHealth::Down;
+                    self.routes[e][l].retry_at = self.now;
+                }
+            }
+        }
+    }
+
+    /// Marks the records of `slot` delivered by `e`, removing the complete ones.
+    fn finish(&mut self, slot: usize, count: u16, e: usize) {
+        let mark = slot as u8 + 1;
+        let required = if self.config.routing() == Routing::Mirror {
+            self.mirror_required()
+        } else {
+            0
+        };
+        let mut found = 0;
+        let mut i = 0;
+        while found < count && i < self.store.len() {
+            let Some(info) = self.store.info(i) else {
+                break;
+            };
+            if info.state.inflight != mark {
+                i += 1;
+                continue;
+            }
+            found += 1;
+            self.stats.delivered_by_endpoint[e] += 1;
+            let delivered = info.state.delivered | (1 << e);
+            if delivered & required == required && self.store.remove(i).is_ok() {
+                self.stats.delivered += 1;
+                self.stats.pending -= 1;
+                self.stats.pending_bytes -= u64::from(info.payload_len);
+                self.class_count[info.meta.class as usize] -= 1;
+            } else {
+                self.store.set_state(
+                    i,
+                    RecordState {
+                        inflight: 0,
+                        delivered,
+                    },
+                );
+                i += 1;
+            }
+        }
+    }
+
+    fn mirror_required(&self) -> u8 {
+        (0..self.config.endpoints().len())
+            .filter(|&e| !self.endpoints[e].drained)
+            .fold(0, |m, e| m | (1 << e))
+    }
+
+    fn backoff(&mut self, base: Duration, attempt: u8, cap: Duration) -> Duration {
+        // Full jitter: uniform in [1 ms, min(cap, base * 2^attempt)].
+        let ceiling = base
+            .saturating_pow2(u32::from(attempt))
+            .min(cap)
+            .as_millis()
+            .max(1);
+        Duration::from_millis(self.rng.u64(1..=ceiling))
+    }
+
+    fn route_ok(&mut self, e: usize, l: usize, probe: bool) {
+        let t = *self.config.timings();
+        let r = &mut self.routes[e][l];
+        if probe {
+            r.probe_ok += 1;
+            if r.probe_ok >= t.failback_probes {
+                *r = Route {
+                    health: RouteHealth::Healthy,
+                    fails: 0,
+                    probe_ok: 0,
+                    trouble_since: Instant::NEVER,
+                    ..*r
+                };
+                self.push_event(Raw::RouteUp(e as u8, l as u8));
+            } else {
+                r.health = RouteHealth::Down;
+                r.retry_at = self.now + t.probe_first;
+            }
+        } else if r.health != RouteHealth::Down && r.health != RouteHealth::Probing {
+            r.health = RouteHealth::Healthy;
+            r.fails = 0;
+            r.trouble_since = Instant::NEVER;
+            r.attempt = r.attempt.saturating_sub(1);
+        }
+    }
+
+    fn route_fail(&mut self, e: usize, l: usize, probe: bool) {
+        let t = *self.config.timings();
+        if probe {
+            let attempt = self.routes[e][l].attempt;
+            let wait = self.backoff(t.probe_first, attempt, t.probe_max);
+            let r = &mut self.routes[e][l];
+            r.health = RouteHealth::Down;
+            r.probe_ok = 0;
+            r.attempt = attempt.saturating_add(1).min(20);
+            r.retry_at = self.now + wait;
+            return;
+        }
+        let r = &mut self.routes[e][l];
+        if matches!(r.health, RouteHealth::Down | RouteHealth::Probing) {
+            return;
+        }
+        r.fails = r.fails.saturating_add(1);
+        r.trouble_since = r.trouble_since.min(self.now);
+        let (fails, since) = (r.fails, r.trouble_since);
+        if fails >= t.trip_failures || self.now.saturating_since(since) >= t.trip_after {
+            let cause = self.classify(e, l);
+            self.trip_with_cause(e, l, cause);
+        } else {
+            let wait = self.backoff(t.retry_base, fails - 1, t.trip_after);
+            let r = &mut self.routes[e][l];
+            r.health = RouteHealth::Suspect;
+            r.retry_at = self.now + wait;
+        }
+    }
+
+    /// A region problem if another endpoint works over the same link; a link problem if
+    /// every other endpoint fails there too.
+    fn classify(&self, e: usize, l: usize) -> DownCause {
+        let mut others = (0..self.config.endpoints().len())
+            .filter(|&o| o != e && !self.endpoints[o].drained)
+            .peekable();
+        if others.peek().is_none() {
+            return DownCause::Region;
+        }
+        if others.any(|o| self.routes[o][l].health == RouteHealth::Healthy) {
+            DownCause::Region
+        } else {
+            DownCause::Link
+        }
+    }
+
+    fn trip_with_cause(&mut self, e: usize, l: usize, cause: DownCause) {
+        if cause == DownCause::Link {
+            self.push_event(Raw::LinkDown(l as u8));
+            for o in 0..self.config.endpoints().len() {
+                self.trip(o, l, DownCause::Link);
+            }
+        } else {
+            self.trip(e, l, cause);
+        }
+    }
+
+    /// Takes a route down and abandons its transmits in flight (their records may have
+    /// arrived: counted as possible duplicates and sent again elsewhere).
+    fn trip(&mut self, e: usize, l: usize, cause: DownCause) {
+        let t = *self.config.timings();
+        if matches!(
+            self.routes[e][l].health,
+            RouteHealth::Down | RouteHealth::Probing
+        ) {
+            return;
+        }
+        let attempt = self.routes[e][l].attempt;
+        let wait = self.backoff(t.probe_first, attempt, t.probe_max);
+        self.routes[e][l] = Route {
+            health: RouteHealth::Down,
+            fails: 0,
+            probe_ok: 0,
+            attempt: attempt.saturating_add(1).min(20),
+            retry_at: self.now + wait,
+            trouble_since: Instant::NEVER,
+        };
+        self.push_event(Raw::RouteDown(e as u8, l as u8, cause));
+        for slot in 0..MAX_INFLIGHT {
+            let f = self.inflight[slot];
+            if f.id != 0 && f.endpoint as usize == e && f.link as usize == l {
+                self.inflight[slot].id = 0;
+                self.inflight_records -= u32::from(f.records);
+                self.release_slot(slot, f.records, true);
+            }
+        }
+    }
+
+    fn throttle(&mut self, e: usize, l: usize, retry_after: Option<Duration>, probe: bool) {
+        let t = *self.config.timings();
+        let throttles = self.endpoints[e].throttles;
+        let wait = match retry_after {
+            Some(d) => d,
+            None => t.throttle_backoff + self.backoff(t.throttle_backoff, throttles, t.probe_max),
+        };
+        let ep = &mut self.endpoints[e];
+        ep.throttles = throttles.saturating_add(1).min(20);
+        ep.throttled_since = ep.throttled_since.min(self.now);
+        ep.throttled_until = self.now + wait;
+        let since = ep.throttled_since;
+        if probe {
+            let r = &mut self.routes[e][l];
+            r.health = RouteHealth::Down;
+            r.retry_at = r.retry_at.max(self.now + wait);
+        }
+        if self.now.saturating_since(since) >= t.throttle_failover_after {
+            for l in 0..self.config.links().len() {
+                self.trip(e, l, DownCause::Throttled);
+            }
+        }
+    }
+
+    /// Tells the engine what the application knows of a link. `Down` takes every route over
+    /// it down and stops probes there; `Up` lets them be probed at once.
+    pub fn handle_link(&mut self, now: Instant, link: LinkId, state: LinkState) {
+        self.touch(now);
+        let l = link.0 as usize;
+        if l >= self.config.links().len() {
+            return;
+        }
+        match state {
+            LinkState::Down if !self.links[l].app_down => {
+                self.links[l].app_down = true;
+                self.push_event(Raw::LinkDown(l as u8));
+                for e in 0..self.config.endpoints().len() {
+                    self.trip(e, l, DownCause::Link);
+                }
+            }
+            LinkState::Up if self.links[l].app_down => {
+                self.links[l].app_down = false;
+                self.push_event(Raw::LinkUp(l as u8));
+                for e in 0..self.config.endpoints().len() {
+                    let r = &mut self.routes[e][l];
+                    r.attempt = 0;
+                    r.retry_at = self.now;
+                }
+            }
+            _ => {}
+        }
+        self.refresh_arming();
+    }
+
+    /// Advances timers: request timeouts, stalled sends, expiry, budgets, arming.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.touch(now);
+        let t = *self.config.timings();
+        for slot in 0..MAX_INFLIGHT {
+            let f = self.inflight[slot];
+            if f.id == 0 {
+                continue;
+            }
+            if self.now >= f.sent_at + t.request_timeout {
+                self.complete(slot, Outcome::Timeout);
+            } else if !f.probe && self.now >= f.sent_at + t.trip_after {
+                // A send stalled for `trip_after` without any success: the route is down.
+                let (e, l) = (f.endpoint as usize, f.link as usize);
+                let r = &mut self.routes[e][l];
+                r.trouble_since = r.trouble_since.min(f.sent_at);
+                if self.now.saturating_since(r.trouble_since) >= t.trip_after {
+                    let cause = self.classify(e, l);
+                    self.trip_with_cause(e, l, cause);
+                }
+            }
+        }
+        self.refresh_arming();
+    }
+
+    /// The next time [`handle_timeout`](Self::handle_timeout) has work, if any; always later
+    /// than the latest `now` seen (anything due already is done by the next `poll_transmit`).
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        let t = *self.config.timings();
+        let now = self.now;
+        let mut next = Instant::NEVER;
+        // Only future deadlines count: what is due now is done by the next poll_transmit.
+        let mut at = |x: Instant| {
+            if x > now && x < next {
+                next = x;
+            }
+        };
+        for f in self.inflight.iter().filter(|f| f.id != 0) {
+            at(f.sent_at + t.request_timeout);
+            if !f.probe {
+                at(f.sent_at + t.trip_after);
+            }
+        }
+        if self.stats.pending > u64::from(self.inflight_records)
+            || self.config.routing() == Routing::Mirror
+        {
+            for e in 0..self.config.endpoints().len() {
+                for l in 0..self.config.links().len() {
+                    let r = &self.routes[e][l];
+                    let waits = match r.health {
+                        RouteHealth::Suspect => true,
+                        RouteHealth::Down => self.probeable_later(e, l),
+                        _ => false,
+                    };
+                    if waits {
+                        at(r.retry_at.max(self.endpoints[e].throttled_until));
+                    }
+                }
+                at(self.endpoints[e].throttled_until);
+            }
+            if self.cheap_down_since != Instant::NEVER {
+                for (l, link) in self.config.links().iter().enumerate() {
+                    if link.cost == Cost::Costly && link.usable() && !self.links[l].armed {
+                        at(self.cheap_down_since + link.arm_after);
+                    }
+                }
+            }
+            for (l, link) in self.config.links().iter().enumerate() {
+                if let (Some(b), true) = (link.budget, self.links[l].exhausted) {
+                    at(self.links[l].window_start + b.window);
+                }
+            }
+            if t.linger > Duration::ZERO
+                && let Some(oldest) = self.store.info(0).map(|i| i.meta.enqueued_at)
+            {
+                at(oldest + t.linger);
+            }
+        }
+        if self.stats.pending > 0 {
+            at(self.next_expiry);
+        }
+        (next != Instant::NEVER).then_some(next)
+    }
+
+    fn probeable_later(&self, e: usize, l: usize) -> bool {
+        let link = &self.config.links()[l];
+        !self.endpoints[e].drained
+            && !self.links[l].app_down
+            && link.usable()
+            && (link.cost != Cost::Costly || self.links[l].armed)
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        let ev = self.events.pop_front()?;
+        let ep = |i: u8| EndpointId(i);
+        let ln = |i: u8| LinkId(i);
+        Some(match ev {
+            Raw::FailedOver(a, b) => Event::FailedOver {
+                from: ep(a),
+                to: ep(b),
+            },
+            Raw::FailedBack(a, b) => Event::FailedBack {
+                from: ep(a),
+                to: ep(b),
+            },
+            Raw::RouteDown(e, l, cause) => Event::RouteDown {
+                endpoint: ep(e),
+                link: ln(l),
+                cause,
+            },
+            Raw::RouteUp(e, l) => Event::RouteUp {
+                endpoint: ep(e),
+                link: ln(l),
+            },
+            Raw::LinkDown(l) => Event::LinkDown { link: ln(l) },
+            Raw::LinkUp(l) => Event::LinkUp { link: ln(l) },
+            Raw::LinkArmed(l) => Event::LinkArmed { link: ln(l) },
+            Raw::LinkDisarmed(l) => Event::LinkDisarmed { link: ln(l) },
+            Raw::BudgetExhausted(l) => Event::BudgetExhausted { link: ln(l) },
+            Raw::Dropped {
+                epoch,
+                seq_lo,
+                seq_hi,
+                reason,
+            } => Event::Dropped {
+                id: self.message_id(epoch, u64::from(seq_lo) | (u64::from(seq_hi) << 32)),
+                reason,
+            },
+            Raw::AuthFailed(e) => Event::AuthFailed { endpoint: ep(e) },
+        })
+    }
+
+    fn push_event(&mut self, ev: Raw) {
+        if self.events.push_back(ev).is_err() {
+            self.stats.events_lost = self.stats.events_lost.saturating_add(1);
+        }
+    }
+
+    /// Sets active-active weights at runtime (blue-green, canary): one per endpoint, in
+    /// endpoint order, not all zero.
+    pub fn set_weights(&mut self, weights: &[u16]) -> Result<(), ControlError> {
+        if weights.len() != self.config.endpoints().len() || weights.iter().all(|&w| w == 0) {
+            return Err(ControlError::BadWeights);
+        }
+        for (ep, &w) in self.endpoints.iter_mut().zip(weights) {
+            ep.weight = w;
+            ep.wrr = 0;
+        }
+        Ok(())
+    }
+
+    /// Stops sending new records to an endpoint (transmits in flight finish). In mirror
+    /// routing a drained endpoint is no longer required for delivery.
+    pub fn drain(&mut self, endpoint: EndpointId) -> Result<(), ControlError> {
+        self.set_drained(endpoint, true)
+    }
+
+    /// Undoes [`drain`](Self::drain).
+    pub fn undrain(&mut self, endpoint: EndpointId) -> Result<(), ControlError> {
+        self.set_drained(endpoint, false)
+    }
+
+    fn set_drained(&mut self, endpoint: EndpointId, drained: bool) -> Result<(), ControlError> {
+        let e = endpoint.0 as usize;
+        if e >= self.config.endpoints().len() {
+            return Err(ControlError::NoSuch);
+        }
+        self.endpoints[e].drained = drained;
+        if drained && self.config.routing() == Routing::Mirror {
+            // Records that now have every required acknowledgement are complete.
+            let required = self.mirror_required();
+            let mut i = 0;
+            while i < self.store.len() {
+                match self.store.info(i) {
+                    Some(x)
+                        if x.state.inflight == 0 && x.state.delivered & required == required =>
+                    {
+                        if self.store.remove(i).is_ok() {
+                            self.stats.delivered += 1;
+                            self.stats.pending -= 1;
+                            self.stats.pending_bytes -= u64::from(x.payload_len);
+                            self.class_count[x.meta.class as usize] -= 1;
+                        } else {
+                            i += 1;
+                        }
+                    }
+                    Some(_) => i += 1,
+                    None => break,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Brings time forward and does what time alone decides: budget windows, expiry, arming.
+    fn touch(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+        for (l, link) in self.config.links().iter().enumerate() {
+            if let Some(b) = link.budget {
+                let rt = &mut self.links[l];
+                let elapsed = self.now.saturating_since(rt.window_start).as_millis();
+                if elapsed >= b.window.as_millis() {
+                    let windows = elapsed / b.window.as_millis();
+                    rt.window_start =
+                        rt.window_start + Duration::from_millis(windows * b.window.as_millis());
+                    rt.spent = 0;
+                    rt.exhausted = false;
+                }
+            }
+        }
+        if self.now >= self.next_expiry {
+            self.expire();
+        }
+        self.refresh_arming();
+    }
+
+    fn expire(&mut self) {
+        let mut next = Instant::NEVER;
+        let present = (0..3)
+            .filter(|&c| self.class_count[c] > 0)
+            .fold(0u8, |m, c| m | (1 << c));
+        let mut seen = 0u8;
+        let mut i = 0;
+        // Records of one class are in acceptance order, so the first live one of each class
+        // bounds the rest.
+        while i < self.store.len() && seen != present {
+            let Some(info) = self.store.info(i) else {
+                break;
+            };
+            let at = info.meta.enqueued_at + self.config.ttl(info.meta.class);
+            if at > self.now {
+                next = next.min(at);
+                seen |= 1 << info.meta.class as u8;
+                i += 1;
+            } else if info.state.inflight == 0 {
+                self.drop_record(i, DropReason::Expired);
+            } else {
+                // In flight: decided by its outcome; look again shortly.
+                next = next.min(self.now + Duration::from_secs(1));
+                i += 1;
+            }
+        }
+        self.next_expiry = next;
+    }
+
+    fn refresh_arming(&mut self) {
+        let (ne, links) = (self.config.endpoints().len(), self.config.links());
+        let cheap_up = (0..ne).any(|e| {
+            links
+                .iter()
+                .enumerate()
+                .any(|(l, link)| link.cost != Cost::Costly && self.status(e, l) != Status::Dead)
+        });
+        if cheap_up {
+            self.cheap_down_since = Instant::NEVER;
+            for l in 0..links.len() {
+                if self.links[l].armed {
+                    self.links[l].armed = false;
+                    self.push_event(Raw::LinkDisarmed(l as u8));
+                }
+            }
+            return;
+        }
+        self.cheap_down_since = self.cheap_down_since.min(self.now);
+        for l in 0..links.len() {
+            let link = &self.config.links()[l];
+            let arm = link.cost == Cost::Costly
+                && link.usable()
+                && !self.links[l].armed
+                && !self.links[l].app_down
+                && self.now.saturating_since(self.cheap_down_since) >= link.arm_after;
+            if arm {
+                self.links[l].armed = true;
+                self.push_event(Raw::LinkArmed(l as u8));
+            }
+        }
+    }
+}
