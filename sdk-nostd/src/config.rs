@@ -12,8 +12,9 @@ use crate::time::Duration;
 
 /// Most endpoints (hubs) a producer can route to.
 pub const MAX_ENDPOINTS: usize = 4;
-/// Most links (network paths) a producer can use.
-pub const MAX_LINKS: usize = 4;
+/// Most links (network paths) a producer can use: wired, cellular and satellite. Kept at
+/// three so a producer stays under 1 KiB for fleets of millions.
+pub const MAX_LINKS: usize = 3;
 /// Most transmits in flight at once.
 pub const MAX_INFLIGHT: usize = 4;
 /// Longest endpoint or link name.

@@ -212,7 +212,8 @@ enum Raw {
     AuthFailed(u8),
 }
 
-const EVENT_QUEUE: usize = 8;
+/// Events held until polled; more are counted in [`Stats::events_lost`].
+const EVENT_QUEUE: usize = 6;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Status {

@@ -106,12 +106,13 @@ const SLOT_HEADER: usize = 3;
 /// ```
 pub struct RamStore<const N: usize> {
     arena: [u8; N],
-    head: usize,
-    tail: usize,
-    live: usize,
-    live_bytes: usize,
+    // Offsets and counts are u32 to keep the store small beside millions of others.
+    head: u32,
+    tail: u32,
+    live: u32,
+    live_bytes: u32,
     // Last position looked up and its offset: sequential scans walk from here.
-    cursor: (usize, usize),
+    cursor: (u32, u32),
 }
 
 impl<const N: usize> Default for RamStore<N> {
@@ -131,8 +132,13 @@ impl<const N: usize> fmt::Debug for RamStore<N> {
 }
 
 impl<const N: usize> RamStore<N> {
+    // Offsets are kept in u32; larger arenas are refused at compile time.
+    const FITS_U32: () = assert!(N <= u32::MAX as usize, "RamStore arena must be under 4 GiB");
+
     /// An empty store.
     pub const fn new() -> Self {
+        #[allow(clippy::let_unit_value)]
+        let () = Self::FITS_U32;
         RamStore {
             arena: [0; N],
             head: 0,
@@ -145,7 +151,7 @@ impl<const N: usize> RamStore<N> {
 
     /// Bytes used by live records (frames plus bookkeeping).
     pub fn used(&self) -> usize {
-        self.live_bytes
+        self.live_bytes as usize
     }
 
     fn slot_len(&self, off: usize) -> usize {
@@ -160,33 +166,35 @@ impl<const N: usize> RamStore<N> {
 
     /// Offset of the live record at `index`.
     fn offset(&mut self, index: usize) -> Option<usize> {
-        if index >= self.live {
+        if index >= self.live as usize {
             return None;
         }
-        let (mut i, mut off) = if self.cursor.0 <= index && self.cursor.1 >= self.head {
-            self.cursor
+        let (head, tail) = (self.head as usize, self.tail as usize);
+        let (ci, co) = (self.cursor.0 as usize, self.cursor.1 as usize);
+        let (mut i, mut off) = if ci <= index && co >= head {
+            (ci, co)
         } else {
-            (0, self.head)
+            (0, head)
         };
         // Skip holes before the starting record.
-        while off < self.tail && !self.is_live(off) {
+        while off < tail && !self.is_live(off) {
             off += self.slot_len(off);
         }
         while i < index {
             off += self.slot_len(off);
-            while off < self.tail && !self.is_live(off) {
+            while off < tail && !self.is_live(off) {
                 off += self.slot_len(off);
             }
             i += 1;
         }
-        self.cursor = (index, off);
+        self.cursor = (index as u32, off as u32);
         Some(off)
     }
 
     fn compact(&mut self) {
         let mut write = 0;
-        let mut read = self.head;
-        while read < self.tail {
+        let mut read = self.head as usize;
+        while read < self.tail as usize {
             let len = self.slot_len(read);
             if self.is_live(read) {
                 self.arena.copy_within(read..read + len, write);
@@ -195,14 +203,14 @@ impl<const N: usize> RamStore<N> {
             read += len;
         }
         self.head = 0;
-        self.tail = write;
+        self.tail = write as u32;
         self.cursor = (0, 0);
     }
 }
 
 impl<const N: usize> Store for RamStore<N> {
     fn len(&self) -> usize {
-        self.live
+        self.live as usize
     }
 
     fn capacity(&self) -> usize {
@@ -214,18 +222,18 @@ impl<const N: usize> Store for RamStore<N> {
     }
 
     fn fits(&self, frame_len: usize) -> bool {
-        self.live_bytes + SLOT_HEADER + frame_len <= N
+        self.live_bytes as usize + SLOT_HEADER + frame_len <= N
     }
 
     fn push(&mut self, meta: &RecordMeta, payload: &[u8]) -> Result<(), StoreError> {
         let need = SLOT_HEADER + frame::encoded_len(meta, payload.len());
-        if self.live_bytes + need > N {
+        if self.live_bytes as usize + need > N {
             return Err(StoreError::Full);
         }
-        if self.tail + need > N {
+        if self.tail as usize + need > N {
             self.compact();
         }
-        let off = self.tail;
+        let off = self.tail as usize;
         frame::encode(
             meta,
             payload,
@@ -233,9 +241,9 @@ impl<const N: usize> Store for RamStore<N> {
         )
         .map_err(|_| StoreError::Full)?;
         self.arena[off..off + SLOT_HEADER].copy_from_slice(&[1, 0, 0]);
-        self.tail += need;
+        self.tail += need as u32;
         self.live += 1;
-        self.live_bytes += need;
+        self.live_bytes += need as u32;
         Ok(())
     }
 
@@ -276,10 +284,10 @@ impl<const N: usize> Store for RamStore<N> {
         let len = self.slot_len(off);
         self.arena[off] = 0;
         self.live -= 1;
-        self.live_bytes -= len;
+        self.live_bytes -= len as u32;
         // Reclaim holes at the front at once; the rest wait for compaction.
-        while self.head < self.tail && !self.is_live(self.head) {
-            self.head += self.slot_len(self.head);
+        while self.head < self.tail && !self.is_live(self.head as usize) {
+            self.head += self.slot_len(self.head as usize) as u32;
         }
         if self.live == 0 {
             self.head = 0;
@@ -287,7 +295,7 @@ impl<const N: usize> Store for RamStore<N> {
         }
         // Records before `index` keep their positions and offsets; a cursor at `index` now
         // rests on a hole, which the next walk skips to the record that took its place.
-        if self.cursor.0 > index {
+        if self.cursor.0 as usize > index {
             self.cursor = (0, self.head);
         }
         Ok(())
