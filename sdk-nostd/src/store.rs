@@ -292,6 +292,8 @@ impl<const N: usize> Store for RamStore<N> {
         if self.live == 0 {
             self.head = 0;
             self.tail = 0;
+            self.cursor = (0, 0);
+            return Ok(());
         }
         // Records before `index` keep their positions and offsets; a cursor at `index` now
         // rests on a hole, which the next walk skips to the record that took its place.
