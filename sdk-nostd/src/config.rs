@@ -78,14 +78,17 @@ impl ClassSet {
     pub const NONE: ClassSet = ClassSet(0);
 
     /// Just `c`.
+    #[inline]
     pub const fn only(c: Class) -> ClassSet {
         ClassSet(1 << c as u8)
     }
     /// `self` plus `c`.
+    #[inline]
     pub const fn with(self, c: Class) -> ClassSet {
         ClassSet(self.0 | (1 << c as u8))
     }
     /// Whether `c` is in the set.
+    #[inline]
     pub const fn contains(self, c: Class) -> bool {
         self.0 & (1 << c as u8) != 0
     }
@@ -208,6 +211,7 @@ impl LinkConfig {
     }
 
     /// Whether the engine may ever use this link.
+    #[inline]
     pub fn usable(&self) -> bool {
         self.cost != Cost::Costly || self.budget.is_some_and(|b| b.bytes > 0)
     }
@@ -348,6 +352,7 @@ pub struct Config {
     on_full: OnFull,
     max_inflight: u8,
     max_record_bytes: u32,
+    order: heapless::Vec<(u8, u8), { MAX_ENDPOINTS * MAX_LINKS }>,
 }
 
 impl Config {
@@ -381,42 +386,59 @@ impl Config {
     }
 
     /// The device id.
+    #[inline]
     pub fn device_id(&self) -> &DeviceId {
         &self.device_id
     }
     /// The routing mode.
+    #[inline]
     pub fn routing(&self) -> Routing {
         self.routing
     }
     /// Endpoints, in priority order.
+    #[inline]
     pub fn endpoints(&self) -> &[EndpointConfig] {
         &self.endpoints
     }
     /// Links, in the order given.
+    #[inline]
     pub fn links(&self) -> &[LinkConfig] {
         &self.links
     }
     /// Time to live of a class.
+    #[inline]
     pub fn ttl(&self, class: Class) -> Duration {
         self.ttl[class as usize]
     }
     /// The timings.
+    #[inline]
     pub fn timings(&self) -> &Timings {
         &self.timings
     }
     /// The full-store policy.
+    #[inline]
     pub fn on_full(&self) -> OnFull {
         self.on_full
     }
     /// Most transmits in flight at once.
+    #[inline]
     pub fn max_inflight(&self) -> usize {
         self.max_inflight as usize
     }
     /// The largest payload every endpoint accepts: records are checked against it at
     /// enqueue, so a record the primary takes also fits the secondary.
+    #[inline]
     pub fn max_record_bytes(&self) -> u32 {
         self.max_record_bytes
     }
+    /// Every route as (endpoint, link) indices in preference order: cheapest link tier
+    /// first, then endpoint priority, then link order. A region outage on a working cheap
+    /// link thus moves to the other region over that link, never to a dearer link.
+    #[inline]
+    pub fn route_order(&self) -> &[(u8, u8)] {
+        &self.order
+    }
+
     /// Index of the endpoint called `name`.
     pub fn endpoint_id(&self, name: &str) -> Option<EndpointId> {
         self.endpoints
@@ -584,6 +606,17 @@ impl ConfigBuilder<'_> {
             .map(|e| e.max_record_bytes)
             .min()
             .unwrap_or(0);
+        let mut order = heapless::Vec::new();
+        for tier in [Cost::Free, Cost::Metered, Cost::Costly] {
+            for e in 0..self.endpoints.len() {
+                for (l, link) in self.links.iter().enumerate() {
+                    if link.cost == tier {
+                        // Capacity is MAX_ENDPOINTS * MAX_LINKS, the most routes there are.
+                        let _ = order.push((e as u8, l as u8));
+                    }
+                }
+            }
+        }
         Ok(Config {
             device_id,
             routing: self.routing,
@@ -594,6 +627,7 @@ impl ConfigBuilder<'_> {
             on_full: self.on_full,
             max_inflight: self.max_inflight,
             max_record_bytes,
+            order,
         })
     }
 }

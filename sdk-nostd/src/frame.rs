@@ -9,10 +9,14 @@
 //! ```
 //!
 //! The CRC covers the length, so a torn or corrupt tail is detected rather than misread.
+//!
+//! The metadata is postcard's encoding of [`RecordMeta`] (four LEB128 varints). It is
+//! written and read here directly because the engine reads it several times per record on
+//! its hot path; tests check every byte against postcard itself.
 
 use core::fmt;
 
-use crc::{CRC_32_ISCSI, Crc};
+use crc::{CRC_32_ISCSI, Crc, Table};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Class;
@@ -27,7 +31,11 @@ pub const MAX_META: usize = 5 + 10 + 1 + 10;
 /// Largest body a frame may declare (16 MiB): anything larger is corruption.
 pub const MAX_BODY: usize = 16 << 20;
 
-const CASTAGNOLI: Crc<u32> = Crc::<u32>::new(&CRC_32_ISCSI);
+// Slice-by-16 by default; `compact-crc` trades speed for a 1 KiB table on small flash.
+#[cfg(not(feature = "compact-crc"))]
+const CASTAGNOLI: Crc<u32, Table<16>> = Crc::<u32, Table<16>>::new(&CRC_32_ISCSI);
+#[cfg(feature = "compact-crc")]
+const CASTAGNOLI: Crc<u32, Table<1>> = Crc::<u32, Table<1>>::new(&CRC_32_ISCSI);
 
 /// What the engine keeps with each payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,25 +95,85 @@ impl fmt::Display for FrameError {
 
 impl core::error::Error for FrameError {}
 
-/// Encodes `meta` into `scratch`, returning the encoded bytes.
-fn meta_bytes<'s>(meta: &RecordMeta, scratch: &'s mut [u8; MAX_META]) -> &'s [u8] {
-    // MAX_META bounds every field's varint, so this cannot fail.
-    postcard::to_slice(meta, scratch)
-        .map(|s| &*s)
-        .unwrap_or(&[])
+#[inline]
+fn varint_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+#[inline]
+fn put_varint(mut v: u64, out: &mut [u8]) -> usize {
+    let mut i = 0;
+    while v >= 0x80 {
+        out[i] = (v as u8) | 0x80;
+        v >>= 7;
+        i += 1;
+    }
+    out[i] = v as u8;
+    i + 1
+}
+
+/// Reads a varint of at most `max` bytes whose value fits in `bits`, as postcard does.
+#[inline]
+fn get_varint(bytes: &[u8], max: usize, bits: u32) -> Option<(u64, usize)> {
+    let mut v = 0u64;
+    for (i, &b) in bytes.iter().take(max).enumerate() {
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return (bits == 64 || v >> bits == 0).then_some((v, i + 1));
+        }
+    }
+    None
+}
+
+/// Bytes of the encoded metadata.
+#[inline]
+fn meta_len(meta: &RecordMeta) -> usize {
+    varint_len(u64::from(meta.epoch))
+        + varint_len(meta.seq)
+        + 1
+        + varint_len(meta.enqueued_at.as_millis())
+}
+
+#[inline]
+fn put_meta(meta: &RecordMeta, out: &mut [u8]) -> usize {
+    // Built in a fixed array (no bounds checks per byte), then copied once.
+    let mut m = [0u8; MAX_META];
+    let mut n = put_varint(u64::from(meta.epoch), &mut m[..5]);
+    n += put_varint(meta.seq, &mut m[n..n + 10]);
+    m[n] = meta.class as u8;
+    n += 1;
+    n += put_varint(meta.enqueued_at.as_millis(), &mut m[n..n + 10]);
+    out[..n].copy_from_slice(&m[..n]);
+    n
+}
+
+#[inline]
+fn get_meta(body: &[u8]) -> Option<(RecordMeta, usize)> {
+    let (epoch, a) = get_varint(body, 5, 32)?;
+    let (seq, b) = get_varint(&body[a..], 10, 64)?;
+    let (class, c) = get_varint(&body[a + b..], 5, 32)?;
+    let class = *Class::ALL.get(class as usize)?;
+    let (at, d) = get_varint(&body[a + b + c..], 10, 64)?;
+    let meta = RecordMeta {
+        epoch: epoch as u32,
+        seq,
+        class,
+        enqueued_at: Instant::from_millis(at),
+    };
+    Some((meta, a + b + c + d))
 }
 
 /// The encoded length of a frame holding `payload_len` bytes.
+#[inline]
 pub fn encoded_len(meta: &RecordMeta, payload_len: usize) -> usize {
-    let mut scratch = [0u8; MAX_META];
-    HEADER_AND_CRC + meta_bytes(meta, &mut scratch).len() + payload_len
+    HEADER_AND_CRC + meta_len(meta) + payload_len
 }
 
 /// Writes one frame into the front of `out`, returning its length.
+#[inline]
 pub fn encode(meta: &RecordMeta, payload: &[u8], out: &mut [u8]) -> Result<usize, FrameError> {
-    let mut scratch = [0u8; MAX_META];
-    let m = meta_bytes(meta, &mut scratch);
-    let body = m.len() + payload.len();
+    let m = meta_len(meta);
+    let body = m + payload.len();
     if body > MAX_BODY {
         return Err(FrameError::TooLong);
     }
@@ -113,14 +181,15 @@ pub fn encode(meta: &RecordMeta, payload: &[u8], out: &mut [u8]) -> Result<usize
     let out = out.get_mut(..total).ok_or(FrameError::BufferTooSmall)?;
     out[0] = VERSION;
     out[1..5].copy_from_slice(&(body as u32).to_le_bytes());
-    out[5..5 + m.len()].copy_from_slice(m);
-    out[5 + m.len()..5 + body].copy_from_slice(payload);
+    put_meta(meta, &mut out[5..5 + m]);
+    out[5 + m..5 + body].copy_from_slice(payload);
     let crc = CASTAGNOLI.checksum(&out[..5 + body]);
     out[5 + body..].copy_from_slice(&crc.to_le_bytes());
     Ok(total)
 }
 
 /// The total length of the frame starting at `bytes`, from its header alone.
+#[inline]
 pub fn peek_len(bytes: &[u8]) -> Result<usize, FrameError> {
     let head = bytes.get(..5).ok_or(FrameError::Truncated { needed: 5 })?;
     if head[0] != VERSION {
@@ -154,6 +223,7 @@ pub fn decode(bytes: &[u8]) -> Result<(Frame<'_>, usize), FrameError> {
 
 /// Decodes the frame at the front of `bytes` without checking its CRC: for frames that
 /// never left memory since they were encoded.
+#[inline]
 pub fn decode_trusted(bytes: &[u8]) -> Result<(Frame<'_>, usize), FrameError> {
     let total = peek_len(bytes)?;
     let frame = bytes
@@ -162,10 +232,13 @@ pub fn decode_trusted(bytes: &[u8]) -> Result<(Frame<'_>, usize), FrameError> {
     Ok((decode_body(&frame[5..total - 4])?, total))
 }
 
+#[inline]
 fn decode_body(body: &[u8]) -> Result<Frame<'_>, FrameError> {
-    let (meta, payload) =
-        postcard::take_from_bytes::<RecordMeta>(body).map_err(|_| FrameError::Meta)?;
-    Ok(Frame { meta, payload })
+    let (meta, n) = get_meta(body).ok_or(FrameError::Meta)?;
+    Ok(Frame {
+        meta,
+        payload: &body[n..],
+    })
 }
 
 /// Iterates over the frames written back to back in a buffer (a transmit).
@@ -264,6 +337,41 @@ mod tests {
             encode(&meta(), b"payload", &mut out[..5]),
             Err(FrameError::BufferTooSmall)
         );
+    }
+
+    #[test]
+    fn meta_bytes_are_postcards() {
+        let mut rng = fastrand::Rng::with_seed(3);
+        for i in 0..20_000u64 {
+            let shift = |r: &mut fastrand::Rng| r.u64(..) >> r.u32(0..64);
+            let meta = RecordMeta {
+                epoch: (shift(&mut rng) as u32) | if i == 0 { u32::MAX } else { 0 },
+                seq: shift(&mut rng),
+                class: Class::ALL[rng.usize(0..3)],
+                enqueued_at: Instant::from_millis(shift(&mut rng)),
+            };
+            let mut ours = [0u8; MAX_META];
+            let n = put_meta(&meta, &mut ours);
+            let mut theirs = [0u8; MAX_META];
+            let expected = postcard::to_slice(&meta, &mut theirs).unwrap();
+            assert_eq!(&ours[..n], &*expected);
+            assert_eq!(n, meta_len(&meta));
+            assert_eq!(get_meta(&ours[..n]), Some((meta, n)));
+            let (back, rest) = postcard::take_from_bytes::<RecordMeta>(&ours[..n]).unwrap();
+            assert_eq!((back, rest.len()), (meta, 0));
+        }
+        // What postcard refuses, we refuse: overlong varints, out-of-range values, bad class.
+        for bad in [
+            &[0x80, 0x80, 0x80, 0x80, 0x80, 0x01, 0, 0, 0][..],
+            &[0xff, 0xff, 0xff, 0xff, 0x1f, 0, 0, 0],
+            &[1, 1, 3, 0],
+        ] {
+            assert_eq!(
+                get_meta(bad).is_some(),
+                postcard::from_bytes::<RecordMeta>(bad).is_ok(),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

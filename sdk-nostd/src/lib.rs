@@ -34,5 +34,5 @@ pub use producer::{
     ControlError, EnqueueError, LinkState, Outcome, Producer, RejectReason, RouteHealth, Transmit,
     TransmitId,
 };
-pub use store::{RamStore, RecordInfo, RecordState, Store, StoreError};
+pub use store::{RamStore, RecordInfo, RecordPeek, RecordState, Store, StoreError};
 pub use time::{Duration, Instant};

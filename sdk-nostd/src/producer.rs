@@ -308,6 +308,9 @@ pub struct Producer<S: Store, C: Deref<Target = Config> = &'static Config> {
     active: u8,
     aa_mask: u8,
     mirror_next: u8,
+    // Facts of the (immutable) config that `touch` needs on every call.
+    has_budget: bool,
+    has_costly: bool,
 }
 
 impl<S: Store, C: Deref<Target = Config>> core::fmt::Debug for Producer<S, C> {
@@ -401,6 +404,11 @@ impl<S: Store, C: Deref<Target = Config>> Producer<S, C> {
             active: 0,
             aa_mask,
             mirror_next: 0,
+            has_budget: config.links().iter().any(|l| l.budget.is_some()),
+            has_costly: config
+                .links()
+                .iter()
+                .any(|l| l.cost == Cost::Costly && l.usable()),
             config,
             store,
         }
@@ -509,12 +517,12 @@ impl<S: Store, C: Deref<Target = Config>> Producer<S, C> {
         let mut free = self.store.capacity();
         let mut evictable = 0;
         for i in 0..self.store.len() {
-            let Some(info) = self.store.info(i) else {
+            let Some(info) = self.store.peek(i) else {
                 break;
             };
             let cost = self.store.cost(info.frame_len as usize);
             free = free.saturating_sub(cost);
-            if info.meta.class >= class && info.state.inflight == 0 {
+            if info.class >= class && info.state.inflight == 0 {
                 evictable += cost;
             }
         }
@@ -529,10 +537,10 @@ impl<S: Store, C: Deref<Target = Config>> Producer<S, C> {
                 continue;
             }
             for i in 0..self.store.len() {
-                let Some(info) = self.store.info(i) else {
+                let Some(info) = self.store.peek(i) else {
                     break;
                 };
-                if info.meta.class == victim && info.state.inflight == 0 {
+                if info.class == victim && info.state.inflight == 0 {
                     return self.drop_record(i, DropReason::Evicted);
                 }
             }
@@ -670,18 +678,11 @@ impl<S: Store, C: Deref<Target = Config>> Producer<S, C> {
     }
 
     fn choose_active_passive(&mut self) -> Option<(usize, usize)> {
-        let ne = self.config.endpoints().len();
-        // Cheapest tier first, then endpoint priority: a region outage on a working cheap
-        // link moves to the other region over that link, never to a dearer link.
-        let mut pick = None;
-        'tiers: for t in TIERS {
-            for e in 0..ne {
-                if let Some((l, s)) = self.best_route(e, Some(t)) {
-                    pick = Some((e, l, s));
-                    break 'tiers;
-                }
-            }
-        }
+        let pick = self.config.route_order().iter().find_map(|&(e, l)| {
+            let (e, l) = (e as usize, l as usize);
+            let s = self.status(e, l);
+            (s != Status::Dead).then_some((e, l, s))
+        });
         let (mut e, mut l, mut s) = pick?;
         let a = self.active as usize;
         // Failback waits for the minimum dwell on the fallback, if the fallback still works.
@@ -796,20 +797,19 @@ impl<S: Store, C: Deref<Target = Config>> Producer<S, C> {
             .budget
             .map_or(u64::MAX, |b| b.bytes.saturating_sub(self.links[l].spent));
         let (mut len, mut count, mut wire, mut charged) = (0usize, 0u16, 0u64, 0u64);
-        let mut oldest = Instant::NEVER;
+        let mut first = usize::MAX;
         let mut full = false;
         let mut over_budget = false;
         let mut i = 0;
+        // Expired records were dropped by `touch` before we got here.
         while i < self.store.len() && count < max_records {
-            let Some(info) = self.store.info(i) else {
+            let Some(info) = self.store.peek(i) else {
                 break;
             };
             i += 1;
-            let class = info.meta.class;
             if info.state.inflight != 0
                 || (mirror && info.state.delivered & ebit != 0)
-                || !link.allow.contains(class)
-                || info.meta.enqueued_at + self.config.ttl(class) <= self.now
+                || !link.allow.contains(info.class)
             {
                 continue;
             }
@@ -824,21 +824,18 @@ impl<S: Store, C: Deref<Target = Config>> Producer<S, C> {
                 over_budget = true;
                 break;
             }
-            let Ok(n) = self.store.read_frame(i - 1, &mut buf[len..]) else {
+            let mark = RecordState {
+                inflight: slot as u8 + 1,
+                ..info.state
+            };
+            let Ok(n) = self.store.read_and_mark(i - 1, &mut buf[len..], mark) else {
                 continue;
             };
-            self.store.set_state(
-                i - 1,
-                RecordState {
-                    inflight: slot as u8 + 1,
-                    ..info.state
-                },
-            );
+            first = first.min(i - 1);
             len += n;
             count += 1;
             wire += w;
             charged += cost;
-            oldest = oldest.min(info.meta.enqueued_at);
         }
         if count == 0 {
             if over_budget && !self.links[l].exhausted {
@@ -848,7 +845,12 @@ impl<S: Store, C: Deref<Target = Config>> Producer<S, C> {
             return None;
         }
         let linger = self.config.timings().linger;
-        if !probe && !full && count < max_records && oldest + linger > self.now {
+        let young = linger > Duration::ZERO
+            && self
+                .store
+                .info(first)
+                .is_some_and(|x| x.meta.enqueued_at + linger > self.now);
+        if !probe && !full && count < max_records && young {
             // Wait for more records; undo the marks.
             self.release_slot(slot, count, false);
             return None;
@@ -885,7 +887,7 @@ impl<S: Store, C: Deref<Target = Config>> Producer<S, C> {
         let mut found = 0;
         let mut i = 0;
         while found < count && i < self.store.len() {
-            if let Some(info) = self.store.info(i)
+            if let Some(info) = self.store.peek(i)
                 && info.state.inflight == mark
             {
                 self.store.set_state(
@@ -953,7 +955,7 @@ impl<S: Store, C: Deref<Target = Config>> Producer<S, C> {
                 if f.records == 1 {
                     let mark = slot as u8 + 1;
                     if let Some(i) = (0..self.store.len())
-                        .find(|&i| self.store.info(i).is_some_and(|x| x.state.inflight == mark))
+                        .find(|&i| self.store.peek(i).is_some_and(|x| x.state.inflight == mark))
                     {
                         let reason = match reason {
                             RejectReason::TooLarge => DropReason::TooLarge,
@@ -987,7 +989,7 @@ impl<S: Store, C: Deref<Target = Config>> Producer<S, C> {
         let mut found = 0;
         let mut i = 0;
         while found < count && i < self.store.len() {
-            let Some(info) = self.store.info(i) else {
+            let Some(info) = self.store.peek(i) else {
                 break;
             };
             if info.state.inflight != mark {
@@ -1001,7 +1003,7 @@ impl<S: Store, C: Deref<Target = Config>> Producer<S, C> {
                 self.stats.delivered += 1;
                 self.stats.pending -= 1;
                 self.stats.pending_bytes -= u64::from(info.payload_len);
-                self.class_count[info.meta.class as usize] -= 1;
+                self.class_count[info.class as usize] -= 1;
             } else {
                 self.store.set_state(
                     i,
@@ -1373,7 +1375,7 @@ impl<S: Store, C: Deref<Target = Config>> Producer<S, C> {
             let required = self.mirror_required();
             let mut i = 0;
             while i < self.store.len() {
-                match self.store.info(i) {
+                match self.store.peek(i) {
                     Some(x)
                         if x.state.inflight == 0 && x.state.delivered & required == required =>
                     {
@@ -1381,7 +1383,7 @@ impl<S: Store, C: Deref<Target = Config>> Producer<S, C> {
                             self.stats.delivered += 1;
                             self.stats.pending -= 1;
                             self.stats.pending_bytes -= u64::from(x.payload_len);
-                            self.class_count[x.meta.class as usize] -= 1;
+                            self.class_count[x.class as usize] -= 1;
                         } else {
                             i += 1;
                         }
@@ -1396,8 +1398,18 @@ impl<S: Store, C: Deref<Target = Config>> Producer<S, C> {
 
     /// Brings time forward and does what time alone decides: budget windows, expiry, arming.
     fn touch(&mut self, now: Instant) {
+        if now <= self.now && self.now < self.next_expiry {
+            // Time has not moved: windows and expiry are as they were.
+            self.refresh_arming();
+            return;
+        }
         self.now = self.now.max(now);
-        for (l, link) in self.config.links().iter().enumerate() {
+        let links = if self.has_budget {
+            self.config.links()
+        } else {
+            &[]
+        };
+        for (l, link) in links.iter().enumerate() {
             if let Some(b) = link.budget {
                 let rt = &mut self.links[l];
                 let elapsed = self.now.saturating_since(rt.window_start).as_millis();
@@ -1447,6 +1459,10 @@ impl<S: Store, C: Deref<Target = Config>> Producer<S, C> {
 
     fn refresh_arming(&mut self) {
         let (ne, links) = (self.config.endpoints().len(), self.config.links());
+        // Arming only matters where a costly link could ever be used.
+        if !self.has_costly {
+            return;
+        }
         let cheap_up = (0..ne).any(|e| {
             links
                 .iter()

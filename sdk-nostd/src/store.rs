@@ -2,6 +2,7 @@
 
 use core::fmt;
 
+use crate::config::Class;
 use crate::frame::{self, RecordMeta};
 
 /// The engine's per-record bookkeeping, kept beside each record by the store.
@@ -23,6 +24,19 @@ pub struct RecordInfo {
     pub meta: RecordMeta,
     /// The engine's bookkeeping.
     pub state: RecordState,
+    /// Payload length in bytes.
+    pub payload_len: u32,
+    /// Encoded frame length in bytes.
+    pub frame_len: u32,
+}
+
+/// The part of [`RecordInfo`] the engine reads on its hot path, cheap for a store to give.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordPeek {
+    /// The engine's bookkeeping.
+    pub state: RecordState,
+    /// The record's class.
+    pub class: Class,
     /// Payload length in bytes.
     pub payload_len: u32,
     /// Encoded frame length in bytes.
@@ -79,21 +93,42 @@ pub trait Store {
     fn push(&mut self, meta: &RecordMeta, payload: &[u8]) -> Result<(), StoreError>;
     /// The record at `index`.
     fn info(&mut self, index: usize) -> Option<RecordInfo>;
+    /// State, class and lengths of the record at `index`, without its full metadata.
+    fn peek(&mut self, index: usize) -> Option<RecordPeek> {
+        self.info(index).map(|i| RecordPeek {
+            state: i.state,
+            class: i.meta.class,
+            payload_len: i.payload_len,
+            frame_len: i.frame_len,
+        })
+    }
     /// Sets the bookkeeping of the record at `index`.
     fn set_state(&mut self, index: usize, state: RecordState);
     /// Copies the frame of the record at `index` into `out`; returns its length.
     fn read_frame(&mut self, index: usize, out: &mut [u8]) -> Result<usize, StoreError>;
     /// Removes the record at `index`.
     fn remove(&mut self, index: usize) -> Result<(), StoreError>;
+    /// [`read_frame`](Store::read_frame) then [`set_state`](Store::set_state) in one call,
+    /// which a store can do with one look-up.
+    fn read_and_mark(
+        &mut self,
+        index: usize,
+        out: &mut [u8],
+        state: RecordState,
+    ) -> Result<usize, StoreError> {
+        let n = self.read_frame(index, out)?;
+        self.set_state(index, state);
+        Ok(n)
+    }
 }
 
 /// Bytes of bookkeeping before each frame in a [`RamStore`]: live flag, in-flight slot,
-/// delivered mask.
-const SLOT_HEADER: usize = 3;
+/// delivered mask, class and metadata length (so `peek` needs no decoding).
+const SLOT_HEADER: usize = 5;
 
 /// A store in a fixed byte arena of `N` bytes: no allocation, sized at compile time.
 ///
-/// Each record takes its frame length plus 3 bytes. Removing the oldest record frees its
+/// Each record takes its frame length plus 5 bytes. Removing the oldest record frees its
 /// space at once; removing another leaves a hole that is reclaimed by compaction when an
 /// append needs the room.
 ///
@@ -240,7 +275,14 @@ impl<const N: usize> Store for RamStore<N> {
             &mut self.arena[off + SLOT_HEADER..off + need],
         )
         .map_err(|_| StoreError::Full)?;
-        self.arena[off..off + SLOT_HEADER].copy_from_slice(&[1, 0, 0]);
+        let meta_len = need - SLOT_HEADER - frame::HEADER_AND_CRC - payload.len();
+        self.arena[off..off + SLOT_HEADER].copy_from_slice(&[
+            1,
+            0,
+            0,
+            meta.class as u8,
+            meta_len as u8,
+        ]);
         self.tail += need as u32;
         self.live += 1;
         self.live_bytes += need as u32;
@@ -262,6 +304,21 @@ impl<const N: usize> Store for RamStore<N> {
         })
     }
 
+    fn peek(&mut self, index: usize) -> Option<RecordPeek> {
+        let off = self.offset(index)?;
+        let frame_len = self.slot_len(off) - SLOT_HEADER;
+        let h = &self.arena[off..off + SLOT_HEADER];
+        Some(RecordPeek {
+            state: RecordState {
+                inflight: h[1],
+                delivered: h[2],
+            },
+            class: *Class::ALL.get(h[3] as usize)?,
+            payload_len: (frame_len - frame::HEADER_AND_CRC - h[4] as usize) as u32,
+            frame_len: frame_len as u32,
+        })
+    }
+
     fn set_state(&mut self, index: usize, state: RecordState) {
         if let Some(off) = self.offset(index) {
             self.arena[off + 1] = state.inflight;
@@ -276,6 +333,23 @@ impl<const N: usize> Store for RamStore<N> {
             .get_mut(..len)
             .ok_or(StoreError::Corrupt(frame::FrameError::BufferTooSmall))?;
         dst.copy_from_slice(&self.arena[off + SLOT_HEADER..off + SLOT_HEADER + len]);
+        Ok(len)
+    }
+
+    fn read_and_mark(
+        &mut self,
+        index: usize,
+        out: &mut [u8],
+        state: RecordState,
+    ) -> Result<usize, StoreError> {
+        let off = self.offset(index).ok_or(StoreError::NoSuchRecord)?;
+        let len = self.slot_len(off) - SLOT_HEADER;
+        let dst = out
+            .get_mut(..len)
+            .ok_or(StoreError::Corrupt(frame::FrameError::BufferTooSmall))?;
+        dst.copy_from_slice(&self.arena[off + SLOT_HEADER..off + SLOT_HEADER + len]);
+        self.arena[off + 1] = state.inflight;
+        self.arena[off + 2] = state.delivered;
         Ok(len)
     }
 

@@ -23,21 +23,25 @@ impl Instant {
     pub const NEVER: Instant = Instant(u64::MAX);
 
     /// `ms` milliseconds after the origin.
+    #[inline]
     pub const fn from_millis(ms: u64) -> Self {
         Instant(ms)
     }
 
     /// Milliseconds since the origin.
+    #[inline]
     pub const fn as_millis(self) -> u64 {
         self.0
     }
 
     /// Time from `earlier` to `self`, or zero if `earlier` is later.
+    #[inline]
     pub const fn saturating_since(self, earlier: Instant) -> Duration {
         Duration(self.0.saturating_sub(earlier.0))
     }
 
     /// `self + d`, saturating at [`Instant::NEVER`].
+    #[inline]
     pub const fn saturating_add(self, d: Duration) -> Instant {
         Instant(self.0.saturating_add(d.0))
     }
@@ -54,6 +58,7 @@ impl Duration {
         Duration(ms)
     }
     /// From seconds.
+    #[inline]
     pub const fn from_secs(s: u64) -> Self {
         Duration(s.saturating_mul(1000))
     }
@@ -74,6 +79,7 @@ impl Duration {
         self.0
     }
     /// `self * 2^exp`, saturating.
+    #[inline]
     pub const fn saturating_pow2(self, exp: u32) -> Duration {
         if exp >= 63 {
             return if self.0 == 0 {
@@ -88,6 +94,7 @@ impl Duration {
 
 impl Add<Duration> for Instant {
     type Output = Instant;
+    #[inline]
     fn add(self, d: Duration) -> Instant {
         self.saturating_add(d)
     }
@@ -102,6 +109,7 @@ impl Add<Duration> for Duration {
 
 impl Sub<Instant> for Instant {
     type Output = Duration;
+    #[inline]
     fn sub(self, earlier: Instant) -> Duration {
         self.saturating_since(earlier)
     }

@@ -91,9 +91,12 @@ fn run(routing: Routing, seed: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
     // The latest time handed to the engine (Advance alone does not tell it).
     let mut seen = Instant::ZERO;
     for op in ops {
-        if !matches!(op, Op::Advance { .. })
-            && !(matches!(op, Op::Answer { .. }) && outstanding.is_empty())
-        {
+        let engine_called = match op {
+            Op::Advance { .. } => false,
+            Op::Answer { .. } => !outstanding.is_empty(),
+            _ => true,
+        };
+        if engine_called {
             seen = now;
         }
         match op {
@@ -255,6 +258,11 @@ proptest! {
             for (i, (s, len)) in model.iter().enumerate() {
                 let info = store.info(i).unwrap();
                 prop_assert_eq!((info.meta.seq, info.payload_len as usize), (*s, *len));
+                let peek = store.peek(i).unwrap();
+                prop_assert_eq!(
+                    (peek.state, peek.class, peek.payload_len, peek.frame_len),
+                    (info.state, info.meta.class, info.payload_len, info.frame_len)
+                );
             }
             let mut out = vec![0u8; 1024];
             if let Some(last) = model.len().checked_sub(1) {

@@ -56,7 +56,7 @@ fn primary_outage_fails_over_then_back() {
         .unwrap()
         .0;
     assert!(
-        back >= 80_000 && back <= 80_000 + 30_000 + 31_000,
+        (80_000..=80_000 + 30_000 + 31_000).contains(&back),
         "failback at {back}"
     );
     golden("primary_outage", &h.transcript());
@@ -94,7 +94,7 @@ fn link_loss_uses_metered_then_arms_costly_for_critical_only() {
         "metered carried the traffic"
     );
     assert!(
-        h.link_records.get(&satl.0).is_none(),
+        !h.link_records.contains_key(&satl.0),
         "satellite untouched while metered works"
     );
     let cell_down_at = h.now;
