@@ -1090,29 +1090,37 @@ impl<S: Store, C: Deref<Target = Config>> Producer<S, C> {
     }
 
     /// A region problem if another endpoint works over the same link; a link problem if
-    /// every other endpoint fails there too.
-    fn classify(&self, e: usize, l: usize) -> DownCause {
+    /// every other endpoint fails there too; unknown (`None`) with no other endpoint.
+    fn classify(&self, e: usize, l: usize) -> Option<DownCause> {
         let mut others = (0..self.config.endpoints().len())
             .filter(|&o| o != e && !self.endpoints[o].drained)
             .peekable();
-        if others.peek().is_none() {
-            return DownCause::Region;
-        }
+        others.peek()?;
         if others.any(|o| self.routes[o][l].health == RouteHealth::Healthy) {
-            DownCause::Region
+            Some(DownCause::Region)
         } else {
-            DownCause::Link
+            Some(DownCause::Link)
         }
     }
 
-    fn trip_with_cause(&mut self, e: usize, l: usize, cause: DownCause) {
-        if cause == DownCause::Link {
-            self.push_event(Raw::LinkDown(l as u8));
-            for o in 0..self.config.endpoints().len() {
-                self.trip(o, l, DownCause::Link);
+    fn trip_with_cause(&mut self, e: usize, l: usize, cause: Option<DownCause>) {
+        match cause {
+            Some(DownCause::Link) => {
+                self.push_event(Raw::LinkDown(l as u8));
+                for o in 0..self.config.endpoints().len() {
+                    self.trip(o, l, DownCause::Link);
+                }
             }
-        } else {
-            self.trip(e, l, cause);
+            Some(DownCause::Region) => {
+                // The region is dark whatever the path: every route to it goes down (and is
+                // probed back), so a later link loss does not lead back to it.
+                self.trip(e, l, DownCause::Region);
+                for o in 0..self.config.links().len() {
+                    self.trip(e, o, DownCause::Region);
+                }
+            }
+            // One endpoint only: no evidence either way, so only this route goes down.
+            _ => self.trip(e, l, DownCause::Region),
         }
     }
 
