@@ -13,8 +13,10 @@ use std::process::{Command, ExitCode};
 /// Bare-metal targets the engine must build for.
 const BARE_TARGETS: [&str; 2] = ["thumbv7em-none-eabihf", "x86_64-unknown-none"];
 
-/// Debian packages the test suites start for real (added as suites need them).
-const DEBIAN_PACKAGES: &[(&str, &str)] = &[];
+/// Debian packages the test suites start for real (added as suites need them), as
+/// (package, binary). mosquitto: the emulator's proxy-mode tests put the fault switch in
+/// front of a real broker (the binary lands in /usr/sbin; the tests look there too).
+const DEBIAN_PACKAGES: &[(&str, &str)] = &[("mosquitto", "mosquitto")];
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
@@ -81,7 +83,13 @@ fn setup() -> Result {
         run(cargo().args(["install", "cargo-deny", "--locked"]))?;
     }
     if !succeeds(Command::new("rustup").args(["run", "nightly", "rustc", "--version"])) {
-        run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
+        run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))?;
     }
     let missing: Vec<&str> = DEBIAN_PACKAGES
         .iter()
@@ -111,11 +119,25 @@ fn setup() -> Result {
 fn test() -> Result {
     setup()?;
     run(cargo().args(["fmt", "--all", "--check"]))?;
-    run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     run(cargo().args(["test", "--workspace"]))?;
     for target in BARE_TARGETS {
         // Both with the SAS signer and without any optional feature.
-        run(cargo().args(["build", "-p", "twinhub-core", "--release", "--target", target]))?;
+        run(cargo().args([
+            "build",
+            "-p",
+            "twinhub-core",
+            "--release",
+            "--target",
+            target,
+        ]))?;
         run(cargo().args([
             "build",
             "-p",
@@ -130,7 +152,13 @@ fn test() -> Result {
         .env("RUSTDOCFLAGS", "-D warnings"))?;
     // The fuzz targets need nightly and are outside the workspace: prove they still build.
     run(Command::new("cargo")
-        .args(["+nightly", "check", "--manifest-path", "fuzz/Cargo.toml", "--bins"])
+        .args([
+            "+nightly",
+            "check",
+            "--manifest-path",
+            "fuzz/Cargo.toml",
+            "--bins",
+        ])
         .env_remove("RUSTUP_TOOLCHAIN"))?;
     run(cargo().args(["deny", "--offline", "check"]))?;
     eprintln!("xtask: every check passed");
@@ -156,14 +184,26 @@ fn bench(extra: &[String]) -> Result {
         let f: Vec<&str> = line.split('\t').collect();
         if f.len() == 5 && f[0] == "ROW" {
             if let (Ok(ours), Ok(base)) = (f[2].parse::<f64>(), f[3].parse::<f64>()) {
-                rows.push(Row { name: f[1].into(), ours, base, unit: f[4].into() });
+                rows.push(Row {
+                    name: f[1].into(),
+                    ours,
+                    base,
+                    unit: f[4].into(),
+                });
             }
         }
     }
     println!();
-    println!("{:<48} {:>14} {:>14} {:>8}", "benchmark", "twinhub", "baseline", "ratio");
+    println!(
+        "{:<48} {:>14} {:>14} {:>8}",
+        "benchmark", "twinhub", "baseline", "ratio"
+    );
     for r in &rows {
-        let ratio = if r.base > 0.0 { r.ours / r.base } else { f64::NAN };
+        let ratio = if r.base > 0.0 {
+            r.ours / r.base
+        } else {
+            f64::NAN
+        };
         println!(
             "{:<48} {:>11.1} {:<2} {:>11.1} {:<2} {:>7.2}x",
             r.name, r.ours, r.unit, r.base, r.unit, ratio
@@ -183,7 +223,9 @@ struct Row {
 /// (mean time per iteration, as criterion measured it in this run).
 fn criterion_rows(dir: &Path) -> Vec<Row> {
     let mut rows = Vec::new();
-    let Ok(groups) = fs::read_dir(dir) else { return rows };
+    let Ok(groups) = fs::read_dir(dir) else {
+        return rows;
+    };
     let mut groups: Vec<_> = groups.flatten().map(|e| e.path()).collect();
     groups.sort();
     for g in groups {
@@ -196,8 +238,17 @@ fn criterion_rows(dir: &Path) -> Vec<Row> {
             pe[..end].trim().parse().ok()
         };
         if let (Some(ours), Some(base)) = (mean("twinhub"), mean("baseline")) {
-            let name = g.file_name().unwrap_or_default().to_string_lossy().into_owned();
-            rows.push(Row { name, ours, base, unit: "ns".into() });
+            let name = g
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            rows.push(Row {
+                name,
+                ours,
+                base,
+                unit: "ns".into(),
+            });
         }
     }
     rows
