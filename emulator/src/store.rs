@@ -55,7 +55,8 @@ pub struct Record {
     /// User properties (Event Hubs `UserProperties`, generic `properties`, MQTT 5 user
     /// properties), values as text.
     pub properties: BTreeMap<String, String>,
-    /// The client's address as seen by the public (proxy) listener.
+    /// The client's address as seen by the public (proxy) listener; HTTP only (the
+    /// embedded broker does not expose it).
     pub peer: Option<SocketAddr>,
     /// Milliseconds since the Unix epoch when it was recorded.
     pub received_at_ms: u64,
