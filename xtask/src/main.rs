@@ -182,15 +182,16 @@ fn bench(extra: &[String]) -> Result {
     // Benches print extra figures as `ROW<TAB>name<TAB>ours<TAB>baseline<TAB>unit` lines.
     for line in stdout.lines() {
         let f: Vec<&str> = line.split('\t').collect();
-        if f.len() == 5 && f[0] == "ROW" {
-            if let (Ok(ours), Ok(base)) = (f[2].parse::<f64>(), f[3].parse::<f64>()) {
-                rows.push(Row {
-                    name: f[1].into(),
-                    ours,
-                    base,
-                    unit: f[4].into(),
-                });
-            }
+        if f.len() == 5
+            && f[0] == "ROW"
+            && let (Ok(ours), Ok(base)) = (f[2].parse::<f64>(), f[3].parse::<f64>())
+        {
+            rows.push(Row {
+                name: f[1].into(),
+                ours,
+                base,
+                unit: f[4].into(),
+            });
         }
     }
     println!();
