@@ -13,8 +13,10 @@ use std::process::{Command, ExitCode};
 /// Bare-metal targets the engine must build for.
 const BARE_TARGETS: [&str; 2] = ["thumbv7em-none-eabihf", "x86_64-unknown-none"];
 
-/// Debian packages the test suites start for real (added as suites need them).
-const DEBIAN_PACKAGES: &[(&str, &str)] = &[];
+/// Debian packages the test suites start for real (added as suites need them), as
+/// (package, binary). mosquitto: the emulator's proxy-mode tests put the fault switch in
+/// front of a real broker (the binary lands in /usr/sbin; the tests look there too).
+const DEBIAN_PACKAGES: &[(&str, &str)] = &[("mosquitto", "mosquitto")];
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
