@@ -36,3 +36,8 @@ pub use producer::{
 };
 pub use store::{RamStore, RecordInfo, RecordPeek, RecordState, Store, StoreError};
 pub use time::{Duration, Instant};
+
+// The README's examples run as doctests of this crate.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
