@@ -5,9 +5,16 @@
 //! `twinhub-core` engine, with MQTT, IoT Hub, Event Hubs and HTTP transports, a durable disk
 //! outbox and TOML configuration. The engine's types are re-exported here.
 
+pub mod dedup;
+pub mod memstore;
+pub mod producer;
 pub mod record;
 pub mod spec;
 pub mod transport;
+
+pub use producer::{
+    ControlFailure, FlushError, Outbox, Parts, Producer, SendError, SendOptions, Snapshot,
+};
 
 pub use twinhub_core::{
     Budget, Class, ClassSet, Cost, DeviceId, DownCause, DropCounts, DropReason,
