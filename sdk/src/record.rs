@@ -10,6 +10,9 @@
 
 use twinhub_core::{Class, MessageId};
 
+/// Application properties: (name, value) pairs.
+pub type Properties = Vec<(String, String)>;
+
 /// A record on its way to a hub.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
@@ -18,7 +21,7 @@ pub struct Record {
     /// Its class.
     pub class: Class,
     /// Application properties (name, value).
-    pub properties: Vec<(String, String)>,
+    pub properties: Properties,
     /// The body bytes.
     pub body: Vec<u8>,
 }
@@ -61,11 +64,11 @@ pub fn overhead(properties: &[(String, String)]) -> usize {
 }
 
 /// Splits a stored payload into properties and body.
-pub fn decode(stored: &[u8]) -> Result<(Vec<(String, String)>, &[u8]), EnvelopeError> {
+pub fn decode(stored: &[u8]) -> Result<(Properties, &[u8]), EnvelopeError> {
     match stored.split_first() {
         Some((0, body)) => Ok((Vec::new(), body)),
         Some((1, rest)) => {
-            let (props, body) = postcard::take_from_bytes::<Vec<(String, String)>>(rest)
+            let (props, body) = postcard::take_from_bytes::<Properties>(rest)
                 .map_err(|_| EnvelopeError::BadProperties)?;
             Ok((props, body))
         }

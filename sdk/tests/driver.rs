@@ -22,10 +22,13 @@ enum Mode {
     Hang,
 }
 
+/// What a fake hub received: id, properties, body.
+type Received = Vec<(MessageId, Vec<(String, String)>, Vec<u8>)>;
+
 #[derive(Clone)]
 struct Fake {
     mode: Arc<Mutex<Mode>>,
-    got: Arc<Mutex<Vec<(MessageId, Vec<(String, String)>, Vec<u8>)>>>,
+    got: Arc<Mutex<Received>>,
 }
 
 impl Fake {
@@ -192,7 +195,7 @@ async fn concurrent_sends_share_one_sync() {
         s.await.unwrap().unwrap();
     }
     let n = syncs.load(Ordering::SeqCst);
-    assert!(n >= 1 && n < 200, "{n} syncs for 200 concurrent sends");
+    assert!((1..200).contains(&n), "{n} syncs for 200 concurrent sends");
     p.flush(Duration::from_secs(5)).await.unwrap();
     assert_eq!(a.ids().len(), 200);
 }
