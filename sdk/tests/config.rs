@@ -428,6 +428,41 @@ fn bad_values_name_the_key_the_line_and_the_fix() {
 }
 
 #[test]
+fn structural_slips_are_explained() {
+    let e = err(&format!("{HEAD}[endpoint]\nname = \"x\"\n"));
+    assert_error(
+        &e,
+        ErrorKind::Invalid,
+        Some(2),
+        "endpoint",
+        "write [[endpoint]] once per entry",
+    );
+    let e = err(&with_mqtt("[[outbox]]\npath = \"x\"\n"));
+    assert_error(&e, ErrorKind::Invalid, Some(7), "outbox", "write [outbox]");
+    // A dotted key at the top level belongs to its table.
+    let e = err(&with_mqtt("").replace(HEAD, "device_id = \"d1\"\noutbox.fsyncc = \"off\"\n"));
+    assert_error(
+        &e,
+        ErrorKind::UnknownKey,
+        Some(2),
+        "outbox.fsyncc",
+        "unknown key `fsyncc` in [outbox]",
+    );
+    let e = err(&format!("{HEAD}device_id = \"d2\"\n{MQTT_ENDPOINT}"));
+    assert_error(&e, ErrorKind::Syntax, Some(2), "device_id", "duplicate key");
+    // A type error on a secret-bearing key does not echo the value.
+    let e = err(&with_mqtt("").replace("topic =", "password = 31337\ntopic ="));
+    assert_error(
+        &e,
+        ErrorKind::Invalid,
+        Some(6),
+        "endpoint[0].password",
+        "must be a string",
+    );
+    assert!(!e.to_string().contains("31337"), "{e}");
+}
+
+#[test]
 fn syntax_errors_have_a_line() {
     let e = err("device_id = \"d\"\n[outbox\n");
     assert_eq!(e.kind, ErrorKind::Syntax);

@@ -150,57 +150,119 @@ pub(crate) fn section_at(src: &str, offset: usize) -> Section {
     current
 }
 
-/// The key written at the start of the line holding `offset` (`key = value`), if any.
-pub(crate) fn key_on_line(src: &str, offset: usize) -> Option<String> {
+/// The line holding byte `offset`, and the offset where it starts.
+fn line_at(src: &str, offset: usize) -> Option<(usize, &str)> {
     let mut end = offset.min(src.len());
     while !src.is_char_boundary(end) {
         end -= 1;
     }
     let start = src.get(..end)?.rfind('\n').map_or(0, |i| i + 1);
-    let line = src.get(start..)?.lines().next()?;
-    let (key, _) = line.split_once('=')?;
-    let key = key.trim().trim_matches('"');
-    (!key.is_empty() && !key.starts_with('[') && !key.starts_with('#')).then(|| key.to_owned())
+    Some((start, src.get(start..)?.lines().next().unwrap_or("")))
+}
+
+/// What the line holding `offset` declares: a table header (`[outbox]`, `[[endpoint]]`),
+/// or the key of a `key = value` line as written (possibly dotted).
+enum LineKey {
+    Header { name: String, array: bool },
+    Key { start: usize, key: String },
+}
+
+fn line_key(src: &str, offset: usize) -> Option<LineKey> {
+    let (start, line) = line_at(src, offset)?;
+    let t = line.trim();
+    if let Some(rest) = t.strip_prefix("[[") {
+        let name = rest.split("]]").next().unwrap_or("").trim().to_owned();
+        return Some(LineKey::Header { name, array: true });
+    }
+    if let Some(rest) = t.strip_prefix('[') {
+        let name = rest.split(']').next().unwrap_or("").trim().to_owned();
+        return Some(LineKey::Header { name, array: false });
+    }
+    let (key, _) = t.split_once('=')?;
+    let key: String = key
+        .split('.')
+        .map(|p| p.trim().trim_matches('"'))
+        .collect::<Vec<_>>()
+        .join(".");
+    (!key.is_empty() && !key.starts_with('#')).then_some(LineKey::Key { start, key })
+}
+
+/// The full key path of the line holding `offset`, e.g. `endpoint[1].url`.
+fn key_path(src: &str, offset: usize) -> Option<String> {
+    match line_key(src, offset)? {
+        LineKey::Header { name, .. } => Some(name),
+        LineKey::Key { start, key } => Some(format!("{}{key}", section_at(src, start).prefix)),
+    }
 }
 
 /// Turns a TOML deserialization error into a [`ConfigError`] naming the line and key.
 pub(crate) fn from_toml(src: &str, e: &toml::de::Error) -> ConfigError {
     let span = e.span();
-    let line = span.as_ref().map(|s| line_of(src, s.start));
-    let message = e.message().trim();
+    let offset = span.as_ref().map(|s| s.start);
+    let line = offset.map(|o| line_of(src, o));
+    let message = e.message().trim().replace('\n', "; ");
     if let Some(rest) = message.strip_prefix("unknown field `") {
         let name = rest.split('`').next().unwrap_or("");
-        let section = section_at(src, span.map_or(0, |s| s.start));
-        let mut known = rest
+        let section = section_at(src, offset.unwrap_or(0));
+        // `outbox.fsyncc = ..` at the top level is a key of [outbox].
+        let dotted = match offset.and_then(|o| line_key(src, o)) {
+            Some(LineKey::Key { key, .. }) => key
+                .strip_suffix(name)
+                .and_then(|k| k.strip_suffix('.'))
+                .map(str::to_owned),
+            _ => None,
+        };
+        let (path, shown) = match dotted {
+            Some(d) if section.prefix.is_empty() => (format!("{d}."), format!("[{d}]")),
+            Some(d) => (format!("{}{d}.", section.prefix), section.shown),
+            None => (section.prefix, section.shown),
+        };
+        let known = rest
             .split_once("expected ")
-            .map(|(_, list)| list.to_owned())
+            .map(|(_, list)| format!(" (expected {list})"))
             .unwrap_or_default();
-        if !known.is_empty() {
-            known = format!(" (expected {known})");
-        }
         return ConfigError {
             kind: ErrorKind::UnknownKey,
             file: None,
             line,
-            key: Some(format!("{}{name}", section.prefix)),
-            message: format!("unknown key `{name}` in {}{known}", section.shown),
+            key: Some(format!("{path}{name}")),
+            message: format!("unknown key `{name}` in {shown}{known}"),
         };
     }
-    let (kind, key) = match &span {
-        Some(s) if looks_like_data_error(message) => (
-            ErrorKind::Invalid,
-            key_on_line(src, s.start).map(|k| format!("{}{k}", section_at(src, s.start).prefix)),
-        ),
-        // Syntax errors come from the parser and are not about one key.
-        Some(_) => (ErrorKind::Syntax, None),
-        None => (ErrorKind::Invalid, None),
+    let kind = if offset.is_some() && !looks_like_data_error(&message) {
+        ErrorKind::Syntax
+    } else {
+        ErrorKind::Invalid
+    };
+    // The usual slip: `[endpoint]` for `[[endpoint]]` or the other way round.
+    let hint = match offset.and_then(|o| line_key(src, o)) {
+        Some(LineKey::Header { name, array: false }) if message.contains("expected a sequence") => {
+            format!(" (write [[{name}]] once per entry)")
+        }
+        Some(LineKey::Header { name, array: true }) if message.starts_with("invalid type") => {
+            format!(" ([[{name}]] makes a list; write [{name}])")
+        }
+        _ => String::new(),
+    };
+    let key = offset.and_then(|o| key_path(src, o));
+    // serde quotes the offending value; for a secret-bearing key that may be the secret.
+    let secret = key.as_deref().is_some_and(|k| {
+        let last = k.rsplit('.').next().unwrap_or(k);
+        last.starts_with("connection_string")
+            || last.starts_with("password")
+            || k.contains(".headers.")
+    });
+    let message = if secret && kind == ErrorKind::Invalid {
+        "must be a string (the value is not shown: it may be secret)".to_owned()
+    } else {
+        format!("{message}{hint}")
     };
     ConfigError {
         kind,
         file: None,
         line,
         key,
-        message: message.replace('\n', "; "),
+        message,
     }
 }
 
@@ -232,8 +294,12 @@ mod tests {
         assert_eq!(at("y =").prefix, "endpoint[1].");
         assert_eq!(at("z =").prefix, "endpoint[1].headers.");
         assert_eq!(
-            key_on_line(src, src.find("2").unwrap_or(0)).as_deref(),
-            Some("x")
+            key_path(src, src.find("2").unwrap_or(0)).as_deref(),
+            Some("outbox.x")
+        );
+        assert_eq!(
+            key_path(src, src.find("4").unwrap_or(0)).as_deref(),
+            Some("endpoint[1].headers.z")
         );
         assert_eq!(line_of(src, usize::MAX), src.lines().count() + 1);
     }
