@@ -84,3 +84,13 @@ proptest! {
         }
     }
 }
+
+/// Deep nesting is refused by the TOML parser's depth limit, not by a stack overflow.
+#[test]
+fn deep_nesting_is_an_error_not_a_crash() {
+    for open in ["[", "{a="] {
+        let text = format!("device_id = \"d\"\nx = {}\n", open.repeat(50_000));
+        let e = SdkConfig::from_toml_str_with_env(&text, |_| None).unwrap_err();
+        assert!(e.line.is_some(), "{e}");
+    }
+}
