@@ -500,7 +500,7 @@ impl Loader<'_> {
             .unwrap_or(P::Mqtt);
 
         // Keys that belong to some protocols only: given for another, they are mistakes.
-        let specific: [KeyUse<'_>; 12] = [
+        let specific: [KeyUse<'_>; 13] = [
             (
                 "connection_string",
                 e.connection_string.as_ref().map(S::span),
@@ -533,12 +533,9 @@ impl Loader<'_> {
                 &[P::Mqtt],
             ),
             ("keep_alive", e.keep_alive.as_ref().map(S::span), &[P::Mqtt]),
+            ("headers", e.headers.as_ref().map(S::span), &[P::Http]),
         ];
-        for (k, span, allowed) in specific.iter().chain(std::iter::once(&(
-            "headers",
-            e.headers.as_ref().map(S::span),
-            &[P::Http][..],
-        ))) {
+        for (k, span, allowed) in &specific {
             if let Some(span) = span
                 && !allowed.contains(&p)
             {
