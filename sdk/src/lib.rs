@@ -5,9 +5,13 @@
 //! `twinhub-core` engine, with MQTT, IoT Hub, Event Hubs and HTTP transports, a durable disk
 //! outbox and TOML configuration. The engine's types are re-exported here.
 
+<<<<<<< HEAD
 pub mod dedup;
 pub mod memstore;
 pub mod producer;
+=======
+pub mod config;
+>>>>>>> sdk-config
 pub mod record;
 pub mod spec;
 pub mod transport;

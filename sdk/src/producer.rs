@@ -83,6 +83,18 @@ pub enum SendError {
     Closed,
 }
 
+/// A submitted record's acceptance: await it for the id (see [`Producer::submit`]).
+#[derive(Debug)]
+#[must_use = "the record is only known to be accepted once the ticket resolves"]
+pub struct SendTicket(oneshot::Receiver<Result<MessageId, SendError>>);
+
+impl std::future::Future for SendTicket {
+    type Output = Result<MessageId, SendError>;
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|r| r.unwrap_or(Err(SendError::Closed)))
+    }
+}
+
 /// Why `flush` or `shutdown` did not finish.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FlushError {

@@ -56,7 +56,7 @@ const ENVELOPE_ALLOWANCE: u32 = 512;
 ///
 /// * Event Hubs and HTTP send one JSON array per batch with base64 bodies: the publication
 ///   limit (`max_batch_bytes`, default 256 KiB, the Basic tier; Standard is 1 MiB) is scaled
-///   by 3/4 for base64, with [`ENVELOPE_ALLOWANCE`] per record.
+///   by 3/4 for base64, with `ENVELOPE_ALLOWANCE` (512 bytes) per record.
 /// * MQTT and IoT Hub send one PUBLISH per record: each record must fit the broker's packet
 ///   limit (default 256 KiB, IoT Hub's device-to-cloud limit); a batch is a burst of
 ///   publishes. MQTT 3.1.1 wraps bodies in a base64 JSON envelope, so its limit is scaled too.
