@@ -5,6 +5,7 @@
 //! `twinhub-core` engine, with MQTT, IoT Hub, Event Hubs and HTTP transports, a durable disk
 //! outbox and TOML configuration. The engine's types are re-exported here.
 
+pub mod outbox;
 pub mod record;
 pub mod spec;
 pub mod transport;
