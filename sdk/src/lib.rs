@@ -5,23 +5,23 @@
 //! `twinhub-core` engine, with MQTT, IoT Hub, Event Hubs and HTTP transports, a durable disk
 //! outbox and TOML configuration. The engine's types are re-exported here.
 
-<<<<<<< HEAD
+pub mod builder;
+pub mod config;
 pub mod dedup;
 pub mod memstore;
+pub mod outbox;
 pub mod producer;
-=======
-pub mod config;
->>>>>>> sdk-config
 pub mod record;
 pub mod spec;
 pub mod transport;
 
+pub use builder::{BuildError, ProducerBuilder};
 pub use producer::{
-    ControlFailure, FlushError, Outbox, Parts, Producer, SendError, SendOptions, Snapshot,
+    ControlFailure, FlushError, Outbox, Parts, Producer, SendError, SendOptions, SendTicket, Snapshot,
 };
 
 pub use twinhub_core::{
-    Budget, Class, ClassSet, Cost, DeviceId, DownCause, DropCounts, DropReason,
-    Duration as EngineDuration, EndpointId, Event, Instant as EngineInstant, LinkId, MessageId,
-    OnFull, Outcome, RejectReason, Routing, Stats, Timings,
+    Budget, Class, ClassSet, Cost, DeviceId, DownCause, DropCounts, DropReason, Duration as EngineDuration,
+    EndpointId, Event, Instant as EngineInstant, LinkId, MessageId, OnFull, Outcome, RejectReason, Routing, Stats,
+    Timings,
 };
