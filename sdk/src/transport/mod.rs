@@ -14,7 +14,7 @@ use std::time::Duration;
 use twinhub_core::{DeviceId, Outcome};
 
 use crate::record::Record;
-use crate::spec::{LinkSpec, ProtocolSpec};
+use crate::spec::LinkSpec;
 
 mod common;
 pub mod eventhubs;
@@ -48,18 +48,17 @@ pub fn build_with_timeout(
     tls: Arc<rustls::ClientConfig>,
     request_timeout: Duration,
 ) -> Result<SharedTransport, TransportError> {
+    use crate::spec::ProtocolSpec as P;
     let bind = link.bind.as_ref();
     Ok(match &endpoint.protocol {
-        ProtocolSpec::EventHubs(spec) => Arc::new(eventhubs::EventHubsTransport::new(
+        P::EventHubs(spec) => Arc::new(eventhubs::EventHubsTransport::new(
             spec,
             bind,
             tls,
             request_timeout,
         )?),
-        ProtocolSpec::Http(spec) => {
-            Arc::new(http::HttpTransport::new(spec, bind, tls, request_timeout)?)
-        }
-        ProtocolSpec::Mqtt(spec) => Arc::new(mqtt::MqttTransport::new(
+        P::Http(spec) => Arc::new(http::HttpTransport::new(spec, bind, tls, request_timeout)?),
+        P::Mqtt(spec) => Arc::new(mqtt::MqttTransport::new(
             spec,
             device,
             bind,
@@ -67,7 +66,7 @@ pub fn build_with_timeout(
             request_timeout,
             limits(endpoint),
         )?),
-        ProtocolSpec::IotHub(spec) => Arc::new(iothub::iot_hub_transport(
+        P::IotHub(spec) => Arc::new(iothub::iot_hub_transport(
             spec,
             bind,
             tls,
