@@ -9,10 +9,72 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
-use twinhub_core::Outcome;
+use twinhub_core::{DeviceId, Outcome};
 
 use crate::record::Record;
+use crate::spec::LinkSpec;
+
+mod common;
+pub mod eventhubs;
+pub mod http;
+pub mod iothub;
+pub mod mqtt;
+
+pub use common::{DEFAULT_REQUEST_TIMEOUT, TransportError, tls_config};
+
+/// Builds the transport of `endpoint` over `link` for `device`, with the default request
+/// timeout ([`DEFAULT_REQUEST_TIMEOUT`]).
+///
+/// Nothing is connected here: connections are made on the first send and re-made (with a
+/// fresh DNS lookup) after every failure. `tls` comes from [`tls_config`].
+pub fn build(
+    endpoint: &crate::spec::EndpointSpec,
+    link: &LinkSpec,
+    device: &DeviceId,
+    tls: Arc<rustls::ClientConfig>,
+) -> Result<SharedTransport, TransportError> {
+    build_with_timeout(endpoint, link, device, tls, DEFAULT_REQUEST_TIMEOUT)
+}
+
+/// [`build`] with an explicit request timeout: how long one send may wait for the hub's
+/// answer (connect included) before it resolves [`Outcome::Timeout`] or
+/// [`Outcome::Unreachable`].
+pub fn build_with_timeout(
+    endpoint: &crate::spec::EndpointSpec,
+    link: &LinkSpec,
+    device: &DeviceId,
+    tls: Arc<rustls::ClientConfig>,
+    request_timeout: Duration,
+) -> Result<SharedTransport, TransportError> {
+    use crate::spec::ProtocolSpec as P;
+    let bind = link.bind.as_ref();
+    Ok(match &endpoint.protocol {
+        P::EventHubs(spec) => Arc::new(eventhubs::EventHubsTransport::new(
+            spec,
+            bind,
+            tls,
+            request_timeout,
+        )?),
+        P::Http(spec) => Arc::new(http::HttpTransport::new(spec, bind, tls, request_timeout)?),
+        P::Mqtt(spec) => Arc::new(mqtt::MqttTransport::new(
+            spec,
+            device,
+            bind,
+            tls,
+            request_timeout,
+            limits(endpoint),
+        )?),
+        P::IotHub(spec) => Arc::new(iothub::iot_hub_transport(
+            spec,
+            bind,
+            tls,
+            request_timeout,
+            limits(endpoint),
+        )?),
+    })
+}
 
 /// A boxed future, as transports return them.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
