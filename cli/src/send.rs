@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::io::AsyncBufReadExt;
-use twinhub::config::SdkConfig;
+use twinhub::SdkConfig;
 use twinhub::{Class, Producer, SendError, SendOptions, SendTicket};
 
 /// Exit code when the drain timeout passed with records still pending.
@@ -45,14 +45,20 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 /// Runs the command; returns the process exit code.
 pub async fn run(args: SendArgs) -> Result<u8, String> {
     let config = SdkConfig::from_toml_file(&args.config).map_err(|e| e.to_string())?;
-    let producer = Producer::builder(config).build().await.map_err(|e| e.to_string())?;
+    let producer = Producer::builder(config)
+        .build()
+        .await
+        .map_err(|e| e.to_string())?;
     let opts = SendOptions::class(args.class);
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut waiting: VecDeque<(u64, SendTicket)> = VecDeque::new();
     let mut refused = 0u64;
     let mut n = 0u64;
     loop {
-        let line = lines.next_line().await.map_err(|e| format!("reading standard input: {e}"))?;
+        let line = lines
+            .next_line()
+            .await
+            .map_err(|e| format!("reading standard input: {e}"))?;
         let Some(line) = line else { break };
         n += 1;
         match producer.submit(line.into_bytes(), opts.clone()).await {
@@ -75,9 +81,14 @@ pub async fn run(args: SendArgs) -> Result<u8, String> {
     let text = json.to_string();
     println!("{text}");
     if let Some(path) = &args.stats_json {
-        std::fs::write(path, format!("{text}\n")).map_err(|e| format!("writing {}: {e}", path.display()))?;
+        std::fs::write(path, format!("{text}\n"))
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
     }
-    Ok(if drained && snapshot.stats.pending == 0 { 0 } else { EXIT_PENDING })
+    Ok(if drained && snapshot.stats.pending == 0 {
+        0
+    } else {
+        EXIT_PENDING
+    })
 }
 
 /// Reports a refused line; a closed producer ends the run.
@@ -92,7 +103,9 @@ fn refuse(line: u64, e: &SendError) -> Result<u64, String> {
 }
 
 async fn settle(next: Option<(u64, SendTicket)>, echo: bool) -> Result<u64, String> {
-    let Some((line, ticket)) = next else { return Ok(0) };
+    let Some((line, ticket)) = next else {
+        return Ok(0);
+    };
     match ticket.await {
         Ok(id) => {
             if echo {

@@ -36,7 +36,9 @@ connection_string = "{conn}"
 #[test]
 fn sigkill_at_random_points_loses_nothing_accepted() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let emu = rt.block_on(Emulator::start(EmulatorConfig::with_regions(["primary"]))).unwrap();
+    let emu = rt
+        .block_on(Emulator::start(EmulatorConfig::with_regions(["primary"])))
+        .unwrap();
     let region = emu["primary"].clone();
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), &region.event_hubs_connection_string());
@@ -101,7 +103,11 @@ fn sigkill_at_random_points_loses_nothing_accepted() {
             }
         }
     }
-    assert!(accepted.len() > RUNS * 5, "the runs accepted records ({})", accepted.len());
+    assert!(
+        accepted.len() > RUNS * 5,
+        "the runs accepted records ({})",
+        accepted.len()
+    );
     let ids: Vec<&str> = accepted.iter().map(String::as_str).collect();
     rt.block_on(region.wait_for_ids(&ids, Duration::from_secs(30)))
         .unwrap_or_else(|e| panic!("accepted records missing at the hub: {e}"));

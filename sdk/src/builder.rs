@@ -4,10 +4,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use twinhub_core::{RecordInfo, RecordMeta, RecordPeek, RecordState, Store, StoreError};
 
-use crate::config::{ConfigError, SdkConfig};
+use crate::config::ConfigError;
 use crate::memstore::MemStore;
 use crate::outbox::{DiskStore, OutboxError, Recovery};
 use crate::producer::{Outbox, Parts, Producer};
+use crate::spec::SdkConfig;
 use crate::spec::{LinkSpec, OutboxSpec};
 use crate::transport::{self, SharedTransport, TransportError};
 
@@ -72,7 +73,12 @@ impl Store for AnyOutbox {
     fn read_frame(&mut self, index: usize, out: &mut [u8]) -> Result<usize, StoreError> {
         each!(self, s => s.read_frame(index, out))
     }
-    fn read_and_mark(&mut self, index: usize, out: &mut [u8], state: RecordState) -> Result<usize, StoreError> {
+    fn read_and_mark(
+        &mut self,
+        index: usize,
+        out: &mut [u8],
+        state: RecordState,
+    ) -> Result<usize, StoreError> {
         each!(self, s => s.read_and_mark(index, out, state))
     }
     fn remove(&mut self, index: usize) -> Result<(), StoreError> {
@@ -100,7 +106,10 @@ pub fn open_outbox(spec: &OutboxSpec) -> Result<(AnyOutbox, u32, Option<Recovery
             Ok((AnyOutbox::Disk(disk), epoch, Some(recovery)))
         }
         None => {
-            let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            let secs = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
             let max = usize::try_from(spec.max_bytes).unwrap_or(usize::MAX);
             Ok((AnyOutbox::Mem(MemStore::new(max)), secs as u32, None))
         }
@@ -111,7 +120,7 @@ pub fn open_outbox(spec: &OutboxSpec) -> Result<(AnyOutbox, u32, Option<Recovery
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-/// let config = twinhub::config::SdkConfig::from_toml_file("twinhub.toml".as_ref())?;
+/// let config = twinhub::SdkConfig::from_toml_file("twinhub.toml".as_ref())?;
 /// let producer = twinhub::Producer::builder(config).build().await?;
 /// let id = producer.send(b"{\"temp\":21.5}".to_vec()).await?;
 /// println!("accepted {id}");
@@ -128,7 +137,11 @@ pub struct ProducerBuilder {
 impl Producer {
     /// Starts building a producer from a configuration.
     pub fn builder(config: SdkConfig) -> ProducerBuilder {
-        ProducerBuilder { config, request_timeout: transport::DEFAULT_REQUEST_TIMEOUT, seed: None }
+        ProducerBuilder {
+            config,
+            request_timeout: transport::DEFAULT_REQUEST_TIMEOUT,
+            seed: None,
+        }
     }
 }
 
@@ -174,10 +187,19 @@ impl ProducerBuilder {
             tracing::info!(?r, "outbox recovered");
         }
         let seed = self.seed.unwrap_or_else(|| {
-            let t = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+            let t = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0);
             t ^ u64::from(epoch).rotate_left(32)
         });
-        Ok(Producer::start(Parts { config: engine, outbox, epoch, transports, seed }))
+        Ok(Producer::start(Parts {
+            config: engine,
+            outbox,
+            epoch,
+            transports,
+            seed,
+        }))
     }
 }
 

@@ -17,11 +17,13 @@ pub mod transport;
 
 pub use builder::{BuildError, ProducerBuilder};
 pub use producer::{
-    ControlFailure, FlushError, Outbox, Parts, Producer, SendError, SendOptions, SendTicket, Snapshot,
+    ControlFailure, FlushError, Outbox, Parts, Producer, SendError, SendOptions, SendTicket,
+    Snapshot,
 };
+pub use spec::SdkConfig;
 
 pub use twinhub_core::{
-    Budget, Class, ClassSet, Cost, DeviceId, DownCause, DropCounts, DropReason, Duration as EngineDuration,
-    EndpointId, Event, Instant as EngineInstant, LinkId, MessageId, OnFull, Outcome, RejectReason, Routing, Stats,
-    Timings,
+    Budget, Class, ClassSet, Cost, DeviceId, DownCause, DropCounts, DropReason,
+    Duration as EngineDuration, EndpointId, Event, Instant as EngineInstant, LinkId, MessageId,
+    OnFull, Outcome, RejectReason, Routing, Stats, Timings,
 };

@@ -5,6 +5,7 @@
 //! [`Producer`] is a cheap `Clone + Send` handle that talks to it over channels.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -88,10 +89,15 @@ pub enum SendError {
 #[must_use = "the record is only known to be accepted once the ticket resolves"]
 pub struct SendTicket(oneshot::Receiver<Result<MessageId, SendError>>);
 
-impl std::future::Future for SendTicket {
+impl Future for SendTicket {
     type Output = Result<MessageId, SendError>;
-    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
-        std::pin::Pin::new(&mut self.0).poll(cx).map(|r| r.unwrap_or(Err(SendError::Closed)))
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(SendError::Closed)))
     }
 }
 
@@ -284,6 +290,17 @@ impl Producer {
         payload: impl Into<Vec<u8>>,
         opts: SendOptions,
     ) -> Result<MessageId, SendError> {
+        self.submit(payload, opts).await?.await
+    }
+
+    /// Queues a record and returns a ticket that resolves like [`Producer::send_with`].
+    /// Records are accepted in the order they are submitted, so a caller can keep many in
+    /// flight (they share outbox syncs) and still get ids in its own order.
+    pub async fn submit(
+        &self,
+        payload: impl Into<Vec<u8>>,
+        opts: SendOptions,
+    ) -> Result<SendTicket, SendError> {
         let body = payload.into();
         let stored = record::encode(&opts.properties, &body);
         if stored.len() > self.shared.max_body as usize {
@@ -302,7 +319,7 @@ impl Producer {
             })
             .await
             .map_err(|_| SendError::Closed)?;
-        rx.await.map_err(|_| SendError::Closed)?
+        Ok(SendTicket(rx))
     }
 
     /// Waits until nothing is pending (everything delivered or dropped by policy).

@@ -12,7 +12,7 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::{AsyncClient, Event as MqttEvent, MqttOptions};
 use transport_util::Mosquitto;
-use twinhub::config::SdkConfig;
+use twinhub::SdkConfig;
 use twinhub::{Class, Event, Producer, SendError, SendOptions};
 use twinhub_emulator::{Emulator, EmulatorConfig, Fault};
 
@@ -31,7 +31,11 @@ fn collect(port: u16, name: &str, seen: Arc<Mutex<BTreeMap<String, u32>>>) {
                 }
                 Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
                     let id = p.properties.as_ref().and_then(|props| {
-                        props.user_properties.iter().find(|(k, _)| k == "message-id").map(|(_, v)| v.clone())
+                        props
+                            .user_properties
+                            .iter()
+                            .find(|(k, _)| k == "message-id")
+                            .map(|(_, v)| v.clone())
                     });
                     if let Some(id) = id {
                         *seen.lock().unwrap().entry(id).or_default() += 1;
@@ -57,7 +61,12 @@ async fn wait_until(timeout: Duration, mut ok: impl FnMut() -> bool) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_primary_killed_mid_stream_loses_nothing() {
-    let persist = |dir: &std::path::Path| format!("allow_anonymous true\npersistence true\npersistence_location {}/\n", dir.display());
+    let persist = |dir: &std::path::Path| {
+        format!(
+            "allow_anonymous true\npersistence true\npersistence_location {}/\n",
+            dir.display()
+        )
+    };
     let pdir = tempfile::tempdir().unwrap();
     let mut primary = Mosquitto::start_with(&persist(pdir.path()));
     let secondary = Mosquitto::start();
@@ -84,7 +93,11 @@ topic = "telemetry/{{device_id}}"
         primary.port, secondary.port
     );
     let config = SdkConfig::from_toml_str(&toml).unwrap();
-    let producer = Producer::builder(config).request_timeout(Duration::from_secs(2)).build().await.unwrap();
+    let producer = Producer::builder(config)
+        .request_timeout(Duration::from_secs(2))
+        .build()
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await; // collectors subscribed
     let mut ids = Vec::new();
     for i in 0..10_000u32 {
@@ -94,7 +107,10 @@ topic = "telemetry/{{device_id}}"
         if i == 6_000 {
             primary.restart();
         }
-        let t = producer.submit(format!("reading {i}").into_bytes(), SendOptions::default()).await.unwrap();
+        let t = producer
+            .submit(format!("reading {i}").into_bytes(), SendOptions::default())
+            .await
+            .unwrap();
         ids.push(t);
         if i % 100 == 99 {
             // A device's pace, so the outage spans real time.
@@ -108,10 +124,14 @@ topic = "telemetry/{{device_id}}"
     producer.flush(Duration::from_secs(120)).await.unwrap();
     let complete = wait_until(Duration::from_secs(30), || {
         let (p, s) = (seen_p.lock().unwrap(), seen_s.lock().unwrap());
-        all.iter().all(|id| p.contains_key(id) || s.contains_key(id))
+        all.iter()
+            .all(|id| p.contains_key(id) || s.contains_key(id))
     })
     .await;
-    let (p, s) = (seen_p.lock().unwrap().clone(), seen_s.lock().unwrap().clone());
+    let (p, s) = (
+        seen_p.lock().unwrap().clone(),
+        seen_s.lock().unwrap().clone(),
+    );
     let union: HashSet<&String> = p.keys().chain(s.keys()).collect();
     let missing = all.iter().filter(|id| !union.contains(id)).count();
     assert!(complete, "{missing} of 10000 ids reached neither broker");
@@ -129,7 +149,10 @@ topic = "telemetry/{{device_id}}"
     );
     assert_eq!(stats.delivered, 10_000);
     assert!(stats.failovers >= 1 && stats.failbacks >= 1, "{stats:?}");
-    assert!(stats.delivered_by_endpoint[1] > 0, "the secondary carried the outage");
+    assert!(
+        stats.delivered_by_endpoint[1] > 0,
+        "the secondary carried the outage"
+    );
 }
 
 fn eh_config(emu: &Emulator, primary_key: Option<&str>, extra: &str) -> SdkConfig {
@@ -159,7 +182,12 @@ connection_string = "{s}"
 async fn stream(p: &Producer, n: usize, gap: Duration) -> Vec<String> {
     let mut ids = Vec::new();
     for i in 0..n {
-        ids.push(p.send(format!("r{i}").into_bytes()).await.unwrap().to_string());
+        ids.push(
+            p.send(format!("r{i}").into_bytes())
+                .await
+                .unwrap()
+                .to_string(),
+        );
         tokio::time::sleep(gap).await;
     }
     p.flush(Duration::from_secs(60)).await.unwrap();
@@ -169,29 +197,63 @@ async fn stream(p: &Producer, n: usize, gap: Duration) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_hubs_503_storm_fails_over_429_does_not() {
     let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
-    let p = Producer::builder(eh_config(&emu, None, "")).build().await.unwrap();
+    let p = Producer::builder(eh_config(&emu, None, ""))
+        .build()
+        .await
+        .unwrap();
     emu["primary"].set_fault(Fault::Http429 { retry_after_s: 1 });
-    let ids = stream(&p, 5, Duration::from_millis(200)).await;
-    assert_eq!(p.stats().stats.failovers, 0, "throttling backs off on the same region");
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(
+            p.send(format!("t{i}").into_bytes())
+                .await
+                .unwrap()
+                .to_string(),
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        p.stats().stats.failovers,
+        0,
+        "throttling backs off on the same region"
+    );
+    assert!(
+        emu["secondary"].ids().is_empty(),
+        "nothing went to the secondary"
+    );
     emu["primary"].set_fault(Fault::Up);
+    p.flush(Duration::from_secs(30)).await.unwrap();
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-    emu["primary"].wait_for_ids(&refs, Duration::from_secs(30)).await.unwrap();
+    emu["primary"]
+        .wait_for_ids(&refs, Duration::from_secs(30))
+        .await
+        .unwrap();
 
     emu["primary"].set_fault(Fault::Http503);
     let ids = stream(&p, 20, Duration::from_millis(100)).await;
     assert_eq!(p.stats().stats.failovers, 1);
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-    emu["secondary"].wait_for_ids(&refs[refs.len() - 5..], Duration::from_secs(30)).await.unwrap();
+    emu["secondary"]
+        .wait_for_ids(&refs[refs.len() - 5..], Duration::from_secs(30))
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_hubs_unauthorized_primary_fails_over_with_auth_failed() {
     let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
-    let p = Producer::builder(eh_config(&emu, Some("d3JvbmcK"), "")).build().await.unwrap();
+    let p = Producer::builder(eh_config(&emu, Some("d3JvbmcK"), ""))
+        .build()
+        .await
+        .unwrap();
     let mut events = p.events();
     let ids = stream(&p, 10, Duration::from_millis(50)).await;
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-    emu["secondary"].wait_for_ids(&refs, Duration::from_secs(30)).await.unwrap();
+    emu["secondary"]
+        .wait_for_ids(&refs, Duration::from_secs(30))
+        .await
+        .unwrap();
     let mut auth = false;
     while let Ok(e) = events.try_recv() {
         auth |= matches!(e, Event::AuthFailed { .. });
@@ -203,12 +265,18 @@ async fn event_hubs_unauthorized_primary_fails_over_with_auth_failed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_hubs_blackhole_times_out_and_fails_over_within_rto() {
     let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
-    let p = Producer::builder(eh_config(&emu, None, "")).build().await.unwrap();
+    let p = Producer::builder(eh_config(&emu, None, ""))
+        .build()
+        .await
+        .unwrap();
     stream(&p, 3, Duration::from_millis(10)).await;
     emu["primary"].set_fault(Fault::Blackhole);
     let started = tokio::time::Instant::now();
     let id = p.send(b"into the void".to_vec()).await.unwrap().to_string();
-    emu["secondary"].wait_for_ids(&[id.as_str()], Duration::from_secs(15)).await.unwrap();
+    emu["secondary"]
+        .wait_for_ids(&[id.as_str()], Duration::from_secs(15))
+        .await
+        .unwrap();
     let took = started.elapsed();
     println!("blackhole failover took {took:?}");
     assert_eq!(p.stats().stats.failovers, 1);
@@ -217,15 +285,20 @@ async fn event_hubs_blackhole_times_out_and_fails_over_within_rto() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_record_is_refused_at_send() {
     let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
-    let p = Producer::builder(eh_config(&emu, None, "")).build().await.unwrap();
+    let p = Producer::builder(eh_config(&emu, None, ""))
+        .build()
+        .await
+        .unwrap();
     let err = p.send(vec![b'x'; 400 * 1024]).await.unwrap_err();
     assert!(matches!(err, SendError::TooLarge { .. }), "{err}");
     assert_eq!(p.stats().stats.accepted, 0);
-    p.send_with(b"fine".to_vec(), SendOptions::class(Class::Critical)).await.unwrap();
+    p.send_with(b"fine".to_vec(), SendOptions::class(Class::Critical))
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dead_wan_moves_to_metered_and_never_touches_costly() {
+async fn primary_cut_on_wan_goes_to_secondary_over_wan_never_dearer() {
     let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
     let extra = r#"
 [[link]]
@@ -242,28 +315,49 @@ cost = "costly"
 bind = "127.0.0.4"
 allow = ["critical"]
 "#;
-    let p = Producer::builder(eh_config(&emu, None, extra)).build().await.unwrap();
-    // The WAN is cut for both regions; cellular still works.
-    for r in ["primary", "secondary"] {
-        emu[r].set_fault_for("127.0.0.2".parse().unwrap(), Fault::Down);
-    }
+    let p = Producer::builder(eh_config(&emu, None, extra))
+        .build()
+        .await
+        .unwrap();
+    // The primary is unreachable through the WAN only; cellular would still reach it.
+    emu["primary"].set_fault_for("127.0.0.2".parse().unwrap(), Fault::Down);
     let mut ids = Vec::new();
     for i in 0..20 {
-        let class = if i % 4 == 0 { Class::Critical } else { Class::Normal };
-        ids.push(p.send_with(format!("r{i}").into_bytes(), SendOptions::class(class)).await.unwrap().to_string());
+        let class = if i % 4 == 0 {
+            Class::Critical
+        } else {
+            Class::Normal
+        };
+        ids.push(
+            p.send_with(format!("r{i}").into_bytes(), SendOptions::class(class))
+                .await
+                .unwrap()
+                .to_string(),
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     p.flush(Duration::from_secs(60)).await.unwrap();
-    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-    emu["primary"].wait_for_ids(&refs, Duration::from_secs(30)).await.unwrap();
-    let s = p.stats();
-    let json = s.to_json();
-    assert!(json["link_bytes"]["cell"].as_u64().unwrap() > 0, "{json}");
-    assert_eq!(json["link_bytes"]["satellite"], 0, "a costly link without a budget is never used");
-    let peers: HashSet<String> = emu["primary"]
+    let mut got: HashSet<String> = emu["primary"].ids().into_iter().collect();
+    got.extend(emu["secondary"].ids());
+    assert!(
+        ids.iter().all(|i| got.contains(i)),
+        "every record reached a region"
+    );
+    let json = p.stats().to_json();
+    // A region outage while the cheap link works is answered over the cheap link.
+    assert_eq!(json["link_bytes"]["cell"], 0, "{json}");
+    assert_eq!(
+        json["link_bytes"]["satellite"], 0,
+        "a costly link without a budget is never used"
+    );
+    let peers: HashSet<String> = emu["secondary"]
         .records()
         .iter()
         .filter_map(|r| r.peer.map(|p| p.ip().to_string()))
         .collect();
-    assert!(peers.contains("127.0.0.3"), "delivered over cell: {peers:?}");
+    assert_eq!(
+        peers,
+        HashSet::from(["127.0.0.2".to_string()]),
+        "secondary reached over the WAN"
+    );
 }

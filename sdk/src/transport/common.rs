@@ -1,5 +1,7 @@
 //! What the transports share: the error type, TLS, SAS token caching, HTTP status mapping.
 
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -72,7 +74,8 @@ pub fn tls_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, Transport
             reason,
         };
         let mut added = 0usize;
-        for cert in rustls_pemfile::certs(&mut &pem[..]) {
+        // rustls' own PEM parser (rustls-pemfile is unmaintained and wraps the same code).
+        for cert in CertificateDer::pem_slice_iter(&pem) {
             let cert = cert.map_err(|e| invalid(format!("PEM does not decode: {e}")))?;
             roots
                 .add(cert)

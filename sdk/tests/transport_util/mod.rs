@@ -186,6 +186,16 @@ impl Mosquitto {
         }
     }
 
+    /// Stops the broker with SIGTERM (it saves its persistence file) and waits for it.
+    pub fn terminate(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let _ = c.wait();
+        }
+    }
+
     /// Kills the broker (SIGKILL) and waits for it to exit.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
