@@ -4,6 +4,12 @@
 //! and prints one JSON line to stdout with the admin address and, per region, the HTTP and
 //! MQTT addresses and a ready Event Hubs connection string. Logs go to stderr. It runs until
 //! interrupted (Ctrl-C or SIGTERM).
+//!
+//! `twinhub send --config FILE` sends one record per line of standard input through a
+//! producer, drains, prints the final stats as JSON and exits 0 when everything was
+//! delivered, or 3 when the drain timeout passed (pending records stay in a disk outbox).
+
+mod send;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,6 +32,8 @@ struct Cli {
 enum Command {
     /// Run a local multi-region hub emulator with a fault switch and an admin API.
     Emulator(EmulatorArgs),
+    /// Send one record per line of standard input through a configured producer.
+    Send(send::SendArgs),
 }
 
 #[derive(clap::Args)]
@@ -48,7 +56,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("warn,twinhub_emulator=info")
+                tracing_subscriber::EnvFilter::new("warn,twinhub_emulator=info,twinhub=warn")
             }),
         )
         .init();
@@ -64,10 +72,11 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Emulator(args) => runtime.block_on(emulator(args)),
+        Command::Emulator(args) => runtime.block_on(emulator(args)).map(|()| 0),
+        Command::Send(args) => runtime.block_on(send::run(args)),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("twinhub: {e}");
             ExitCode::FAILURE

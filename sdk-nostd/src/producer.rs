@@ -590,7 +590,11 @@ impl<S: Store, C: Deref<Target = Config>> Producer<S, C> {
         for e in 0..ne {
             for l in 0..nl {
                 let r = self.routes[e][l];
-                if r.health == RouteHealth::Down && r.retry_at <= self.now && self.probeable(e, l) {
+                if r.health == RouteHealth::Down
+                    && r.retry_at <= self.now
+                    && self.probeable(e, l)
+                    && self.worth_probing(e, l)
+                {
                     if let Some(tx) = self.build(buf, slot, e, l, true) {
                         self.routes[e][l].health = RouteHealth::Probing;
                         return Some(tx);
@@ -634,6 +638,33 @@ impl<S: Store, C: Deref<Target = Config>> Producer<S, C> {
             && link.usable()
             && (link.cost != Cost::Costly || self.links[l].armed)
             && self.endpoints[e].throttled_until <= self.now
+    }
+
+    /// Whether a down route could be chosen if it recovered: only then is a probe (which
+    /// costs bytes on a metered link) worth sending. Active-passive never uses a route
+    /// ranked after the first live one; otherwise an endpoint uses its cheapest live route.
+    fn worth_probing(&self, e: usize, l: usize) -> bool {
+        let order = self.config.route_order();
+        match self.config.routing() {
+            Routing::ActivePassive => {
+                let first_live = order
+                    .iter()
+                    .position(|&(oe, ol)| self.status(oe as usize, ol as usize) != Status::Dead);
+                let me = order
+                    .iter()
+                    .position(|&(oe, ol)| (oe as usize, ol as usize) == (e, l));
+                match (first_live, me) {
+                    (Some(live), Some(me)) => me < live,
+                    _ => true,
+                }
+            }
+            _ => {
+                let cost = self.config.links()[l].cost;
+                !self.config.links().iter().enumerate().any(|(ol, link)| {
+                    ol != l && link.cost <= cost && self.status(e, ol) != Status::Dead
+                })
+            }
+        }
     }
 
     fn status(&self, e: usize, l: usize) -> Status {

@@ -587,3 +587,34 @@ fn recovered_store_records_keep_their_ids_and_epoch_moves_on() {
         .unwrap();
     assert_eq!((id.epoch, id.seq), (6, 0));
 }
+
+#[test]
+fn no_metered_probes_while_a_free_route_to_the_other_region_works() {
+    let config = two_regions()
+        .link(LinkConfig::new("wan", Cost::Free))
+        .link(LinkConfig::new("cell", Cost::Metered))
+        .build()
+        .unwrap();
+    // The primary fails over the WAN only; cellular would reach it, but the secondary over
+    // the WAN is cheaper, so the primary's cellular route is never worth a byte.
+    let mut h = Harness::new(
+        &config,
+        Box::new(|_, tx, _| {
+            if tx.endpoint.0 == P && tx.link.0 == 0 {
+                fail(Outcome::Unreachable, 5)
+            } else {
+                ok(10)
+            }
+        }),
+    );
+    h.stream(Duration::from_secs(1), secs(300), |_| Class::Normal);
+    h.run_until(secs(320));
+    h.check_conservation();
+    assert_eq!(h.unique_delivered(), h.accepted);
+    assert!(
+        !h.link_records.contains_key(&1),
+        "metered link used: {:?}",
+        h.link_records.get(&1).map(Vec::len)
+    );
+    assert_eq!(h.p.stats().link_bytes[1], 0);
+}

@@ -1,0 +1,118 @@
+//! `twinhub send`: one record per line of standard input, through a configured producer.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::io::AsyncBufReadExt;
+use twinhub::SdkConfig;
+use twinhub::{Class, Producer, SendError, SendOptions, SendTicket};
+
+/// Exit code when the drain timeout passed with records still pending.
+pub const EXIT_PENDING: u8 = 3;
+
+/// Records accepted but not yet confirmed at once; they share outbox syncs.
+const PIPELINE: usize = 256;
+
+/// Arguments of `twinhub send`.
+#[derive(clap::Args, Debug)]
+pub struct SendArgs {
+    /// The producer's TOML configuration.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Class of every record: critical, normal or bulk.
+    #[arg(long, default_value = "normal", value_parser = parse_class)]
+    pub class: Class,
+    /// How long to wait for delivery after standard input closes, e.g. 30s, 2m.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+    /// Also write the final stats JSON to this file.
+    #[arg(long)]
+    pub stats_json: Option<PathBuf>,
+    /// Print `accepted <line> <message id>` once each record is in the outbox.
+    #[arg(long)]
+    pub echo_ids: bool,
+}
+
+fn parse_class(s: &str) -> Result<Class, String> {
+    Class::from_name(s).ok_or_else(|| format!("`{s}` is not a class (critical, normal, bulk)"))
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    twinhub::config::units::parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// Runs the command; returns the process exit code.
+pub async fn run(args: SendArgs) -> Result<u8, String> {
+    let config = SdkConfig::from_toml_file(&args.config).map_err(|e| e.to_string())?;
+    let producer = Producer::builder(config)
+        .build()
+        .await
+        .map_err(|e| e.to_string())?;
+    let opts = SendOptions::class(args.class);
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut waiting: VecDeque<(u64, SendTicket)> = VecDeque::new();
+    let mut refused = 0u64;
+    let mut n = 0u64;
+    loop {
+        let line = lines
+            .next_line()
+            .await
+            .map_err(|e| format!("reading standard input: {e}"))?;
+        let Some(line) = line else { break };
+        n += 1;
+        match producer.submit(line.into_bytes(), opts.clone()).await {
+            Ok(ticket) => waiting.push_back((n, ticket)),
+            Err(e) => refused += refuse(n, &e)?,
+        }
+        if waiting.len() >= PIPELINE {
+            refused += settle(waiting.pop_front(), args.echo_ids).await?;
+        }
+    }
+    while !waiting.is_empty() {
+        refused += settle(waiting.pop_front(), args.echo_ids).await?;
+    }
+    let drained = producer.flush(args.drain_timeout).await.is_ok();
+    let snapshot = producer.stats();
+    // Whatever is still pending stays in a disk outbox for the next run.
+    let _ = producer.shutdown(Duration::from_millis(200)).await;
+    let mut json = snapshot.to_json();
+    json["refused"] = refused.into();
+    let text = json.to_string();
+    println!("{text}");
+    if let Some(path) = &args.stats_json {
+        std::fs::write(path, format!("{text}\n"))
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    }
+    Ok(if drained && snapshot.stats.pending == 0 {
+        0
+    } else {
+        EXIT_PENDING
+    })
+}
+
+/// Reports a refused line; a closed producer ends the run.
+fn refuse(line: u64, e: &SendError) -> Result<u64, String> {
+    match e {
+        SendError::Closed | SendError::Outbox(_) => Err(format!("line {line}: {e}")),
+        _ => {
+            eprintln!("twinhub send: line {line} refused: {e}");
+            Ok(1)
+        }
+    }
+}
+
+async fn settle(next: Option<(u64, SendTicket)>, echo: bool) -> Result<u64, String> {
+    let Some((line, ticket)) = next else {
+        return Ok(0);
+    };
+    match ticket.await {
+        Ok(id) => {
+            if echo {
+                println!("accepted {line} {id}");
+            }
+            Ok(0)
+        }
+        Err(e) => refuse(line, &e),
+    }
+}

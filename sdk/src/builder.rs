@@ -1,0 +1,215 @@
+//! Building a producer from a configuration: outbox, transports, engine.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use twinhub_core::{RecordInfo, RecordMeta, RecordPeek, RecordState, Store, StoreError};
+
+use crate::config::ConfigError;
+use crate::memstore::MemStore;
+use crate::outbox::{DiskStore, OutboxError, Recovery};
+use crate::producer::{Outbox, Parts, Producer};
+use crate::spec::SdkConfig;
+use crate::spec::{LinkSpec, OutboxSpec};
+use crate::transport::{self, SharedTransport, TransportError};
+
+/// Why a producer could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The configuration is invalid.
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// The disk outbox could not be opened.
+    #[error("outbox: {0}")]
+    Outbox(#[from] OutboxError),
+    /// A transport could not be set up (TLS roots, CA file, client).
+    #[error("transport: {0}")]
+    Transport(#[from] TransportError),
+}
+
+/// The outbox a configuration asks for: in memory, or on disk.
+#[derive(Debug)]
+pub enum AnyOutbox {
+    /// Memory only (no `outbox.path`).
+    Mem(MemStore),
+    /// The durable disk outbox.
+    Disk(DiskStore),
+}
+
+macro_rules! each {
+    ($self:expr, $s:ident => $e:expr) => {
+        match $self {
+            AnyOutbox::Mem($s) => $e,
+            AnyOutbox::Disk($s) => $e,
+        }
+    };
+}
+
+impl Store for AnyOutbox {
+    fn len(&self) -> usize {
+        each!(self, s => s.len())
+    }
+    fn capacity(&self) -> usize {
+        each!(self, s => s.capacity())
+    }
+    fn cost(&self, frame_len: usize) -> usize {
+        each!(self, s => s.cost(frame_len))
+    }
+    fn fits(&self, frame_len: usize) -> bool {
+        each!(self, s => s.fits(frame_len))
+    }
+    fn push(&mut self, meta: &RecordMeta, payload: &[u8]) -> Result<(), StoreError> {
+        each!(self, s => s.push(meta, payload))
+    }
+    fn info(&mut self, index: usize) -> Option<RecordInfo> {
+        each!(self, s => s.info(index))
+    }
+    fn peek(&mut self, index: usize) -> Option<RecordPeek> {
+        each!(self, s => s.peek(index))
+    }
+    fn set_state(&mut self, index: usize, state: RecordState) {
+        each!(self, s => s.set_state(index, state))
+    }
+    fn read_frame(&mut self, index: usize, out: &mut [u8]) -> Result<usize, StoreError> {
+        each!(self, s => s.read_frame(index, out))
+    }
+    fn read_and_mark(
+        &mut self,
+        index: usize,
+        out: &mut [u8],
+        state: RecordState,
+    ) -> Result<usize, StoreError> {
+        each!(self, s => s.read_and_mark(index, out, state))
+    }
+    fn remove(&mut self, index: usize) -> Result<(), StoreError> {
+        each!(self, s => s.remove(index))
+    }
+}
+
+impl Outbox for AnyOutbox {
+    fn sync(&mut self) -> Result<(), String> {
+        match self {
+            AnyOutbox::Mem(_) => Ok(()),
+            AnyOutbox::Disk(d) => d.sync().map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// Opens the outbox of `spec` and picks this start's epoch: the disk outbox persists a
+/// counter; a memory outbox uses the Unix time in seconds, which grows across restarts as
+/// long as the clock does.
+pub fn open_outbox(spec: &OutboxSpec) -> Result<(AnyOutbox, u32, Option<Recovery>), BuildError> {
+    match &spec.path {
+        Some(dir) => {
+            let (mut disk, recovery) = DiskStore::open(dir, spec.max_bytes, spec.fsync)?;
+            let epoch = disk.next_epoch()?;
+            Ok((AnyOutbox::Disk(disk), epoch, Some(recovery)))
+        }
+        None => {
+            let secs = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let max = usize::try_from(spec.max_bytes).unwrap_or(usize::MAX);
+            Ok((AnyOutbox::Mem(MemStore::new(max)), secs as u32, None))
+        }
+    }
+}
+
+/// Builds a [`Producer`] from an [`SdkConfig`].
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = twinhub::SdkConfig::from_toml_file("twinhub.toml".as_ref())?;
+/// let producer = twinhub::Producer::builder(config).build().await?;
+/// let id = producer.send(b"{\"temp\":21.5}".to_vec()).await?;
+/// println!("accepted {id}");
+/// producer.shutdown(std::time::Duration::from_secs(10)).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct ProducerBuilder {
+    config: SdkConfig,
+    request_timeout: Duration,
+    seed: Option<u64>,
+}
+
+impl Producer {
+    /// Starts building a producer from a configuration.
+    pub fn builder(config: SdkConfig) -> ProducerBuilder {
+        ProducerBuilder {
+            config,
+            request_timeout: transport::DEFAULT_REQUEST_TIMEOUT,
+            seed: None,
+        }
+    }
+}
+
+impl ProducerBuilder {
+    /// How long one send may wait for a hub's answer (default 10 s).
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Fixes the jitter seed (default: from the clock and the device id).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Opens the outbox (recovering what it holds), builds the transports and starts the
+    /// driver on the current tokio runtime.
+    pub async fn build(self) -> Result<Producer, BuildError> {
+        let engine = self.config.engine_config()?;
+        let tls = transport::tls_config(self.config.ca_file.as_deref())?;
+        let links = if self.config.links.is_empty() {
+            vec![default_link()]
+        } else {
+            self.config.links.clone()
+        };
+        let mut transports: Vec<Vec<SharedTransport>> = Vec::new();
+        for endpoint in &self.config.endpoints {
+            let mut per_link = Vec::new();
+            for link in &links {
+                per_link.push(transport::build_with_timeout(
+                    endpoint,
+                    link,
+                    engine.device_id(),
+                    tls.clone(),
+                    self.request_timeout,
+                )?);
+            }
+            transports.push(per_link);
+        }
+        let (outbox, epoch, recovery) = open_outbox(&self.config.outbox)?;
+        if let Some(r) = &recovery {
+            tracing::info!(?r, "outbox recovered");
+        }
+        let seed = self.seed.unwrap_or_else(|| {
+            let t = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0);
+            t ^ u64::from(epoch).rotate_left(32)
+        });
+        Ok(Producer::start(Parts {
+            config: engine,
+            outbox,
+            epoch,
+            transports,
+            seed,
+        }))
+    }
+}
+
+fn default_link() -> LinkSpec {
+    LinkSpec {
+        name: "default".into(),
+        cost: twinhub_core::Cost::Free,
+        budget: None,
+        allow: twinhub_core::ClassSet::ALL,
+        arm_after: Duration::ZERO,
+        bind: None,
+    }
+}

@@ -1,0 +1,29 @@
+//! twinhub: IoT telemetry producers that fail over between regions, fail back when they
+//! heal, buffer in a local outbox and never spend on a costly link by accident.
+//!
+//! This is the std build for gateways and Linux devices: a tokio driver around the
+//! `twinhub-core` engine, with MQTT, IoT Hub, Event Hubs and HTTP transports, a durable disk
+//! outbox and TOML configuration. The engine's types are re-exported here.
+
+pub mod builder;
+pub mod config;
+pub mod dedup;
+pub mod memstore;
+pub mod outbox;
+pub mod producer;
+pub mod record;
+pub mod spec;
+pub mod transport;
+
+pub use builder::{BuildError, ProducerBuilder};
+pub use producer::{
+    ControlFailure, FlushError, Outbox, Parts, Producer, SendError, SendOptions, SendTicket,
+    Snapshot,
+};
+pub use spec::SdkConfig;
+
+pub use twinhub_core::{
+    Budget, Class, ClassSet, Cost, DeviceId, DownCause, DropCounts, DropReason,
+    Duration as EngineDuration, EndpointId, Event, Instant as EngineInstant, LinkId, MessageId,
+    OnFull, Outcome, RejectReason, Routing, Stats, Timings,
+};

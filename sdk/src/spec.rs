@@ -1,0 +1,240 @@
+//! The SDK's configuration as data: what [`crate::config`] reads from TOML and what the
+//! outbox, the transports and the engine are built from.
+//!
+//! Secrets are held in [`Secret`], whose `Debug` never shows them.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use twinhub_core::{Budget, Class, ClassSet, Cost, OnFull, Routing};
+
+/// A secret (key, password, token, connection string). `Debug` and `Display` print
+/// `<redacted>`; read it with [`Secret::expose`].
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The secret itself: only for building credentials, never for logging.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// The whole configuration of one producer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SdkConfig {
+    /// The device id (part of every message id).
+    pub device_id: String,
+    /// How records are spread over endpoints.
+    pub routing: Routing,
+    /// The local outbox.
+    pub outbox: OutboxSpec,
+    /// Hubs, in failover priority order.
+    pub endpoints: Vec<EndpointSpec>,
+    /// Network paths; none means one free link with the system's default route.
+    pub links: Vec<LinkSpec>,
+    /// Time to live per class (critical, normal, bulk); default 30 days each.
+    pub ttl: [Duration; 3],
+    /// Engine timings (defaults from the engine).
+    pub timings: twinhub_core::Timings,
+    /// Extra CA certificates (PEM) trusted besides the web PKI roots. Verification is
+    /// always on; this is the only way to trust a private broker.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Where and how records wait for delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxSpec {
+    /// Directory of the disk outbox; `None` keeps records in memory only.
+    pub path: Option<PathBuf>,
+    /// Cap on the outbox's size in bytes.
+    pub max_bytes: u64,
+    /// What to do when it is full.
+    pub on_full: OnFull,
+    /// When appended records are made durable.
+    pub fsync: Fsync,
+}
+
+impl Default for OutboxSpec {
+    fn default() -> Self {
+        OutboxSpec {
+            path: None,
+            max_bytes: 64 << 20,
+            on_full: OnFull::Evict,
+            fsync: Fsync::Batch,
+        }
+    }
+}
+
+/// When the disk outbox calls `fdatasync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fsync {
+    /// After every record, before `send` returns.
+    Always,
+    /// Once per group of records accepted together (group commit), before their `send`s
+    /// return. The default.
+    #[default]
+    Batch,
+    /// Never explicitly: the OS writes back when it likes (a power loss may lose records).
+    Off,
+}
+
+/// One hub.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndpointSpec {
+    /// Unique name.
+    pub name: String,
+    /// Share in active-active routing.
+    pub weight: u16,
+    /// How to reach it.
+    pub protocol: ProtocolSpec,
+    /// Largest publication in bytes (the hub's limit); `None` uses the protocol's default.
+    pub max_batch_bytes: Option<u32>,
+    /// Most records per publication; `None` uses the protocol's default.
+    pub max_batch_records: Option<u16>,
+}
+
+/// Protocol and its settings.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProtocolSpec {
+    /// Azure Event Hubs REST batch send over HTTPS.
+    EventHubs(EventHubsSpec),
+    /// Azure IoT Hub over MQTT (device identity).
+    IotHub(IotHubSpec),
+    /// Any MQTT broker.
+    Mqtt(MqttSpec),
+    /// A generic HTTPS endpoint taking JSON batches.
+    Http(HttpSpec),
+}
+
+/// Event Hubs, from a connection string
+/// `Endpoint=sb://{host}/;SharedAccessKeyName=..;SharedAccessKey=..;EntityPath=..`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventHubsSpec {
+    /// Namespace host (and port, for the emulator), e.g. `ns.servicebus.windows.net`.
+    pub host: String,
+    /// The event hub (entity path).
+    pub entity: String,
+    /// The SAS policy name (`skn`).
+    pub key_name: String,
+    /// The SAS key text (used as-is as the HMAC key).
+    pub key: Secret,
+    /// `UseDevelopmentEmulator=true`: plain HTTP to `host` (only for a local emulator).
+    pub development_emulator: bool,
+    /// Lifetime of each SAS token.
+    pub token_ttl: Duration,
+}
+
+/// IoT Hub device, from `HostName=..;DeviceId=..;SharedAccessKey=..`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IotHubSpec {
+    /// `{hub}.azure-devices.net` (or `host:port` for a local broker).
+    pub host: String,
+    /// The device id registered in the hub.
+    pub device_id: String,
+    /// The device key, base64 (decoded before signing).
+    pub key: Secret,
+    /// MQTT port (8883).
+    pub port: u16,
+    /// TLS on (always for a real hub; off only for a local test broker via
+    /// `UseDevelopmentEmulator=true`).
+    pub tls: bool,
+    /// Lifetime of each SAS token; renewed before it expires.
+    pub token_ttl: Duration,
+}
+
+/// MQTT version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MqttVersion {
+    /// MQTT 5: the message id travels as the user property `message-id`.
+    #[default]
+    V5,
+    /// MQTT 3.1.1: the payload is the envelope `{"id":"..","body":"<base64>"}`.
+    V311,
+}
+
+/// A generic MQTT broker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MqttSpec {
+    /// Host name or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// TLS on (`mqtts://`).
+    pub tls: bool,
+    /// Topic; `{device_id}` is replaced.
+    pub topic: String,
+    /// Protocol version.
+    pub version: MqttVersion,
+    /// Client id; default the device id.
+    pub client_id: Option<String>,
+    /// User name.
+    pub username: Option<String>,
+    /// Password.
+    pub password: Option<Secret>,
+    /// Keep-alive interval.
+    pub keep_alive: Duration,
+}
+
+/// A generic HTTPS JSON batch endpoint: `POST {url}` with a JSON array of
+/// `{"id","body","body_encoding","properties"}` and an `Idempotency-Key` header.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpSpec {
+    /// The URL to POST to.
+    pub url: String,
+    /// Extra headers (for example `Authorization`), values secret.
+    pub headers: Vec<(String, Secret)>,
+}
+
+/// One network path.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkSpec {
+    /// Unique name.
+    pub name: String,
+    /// What it costs.
+    pub cost: Cost,
+    /// Bytes per window; a costly link without one is never used.
+    pub budget: Option<Budget>,
+    /// Classes allowed on it.
+    pub allow: ClassSet,
+    /// For costly links: how long every cheaper route must have been down first.
+    pub arm_after: Duration,
+    /// Local address or interface to send from.
+    pub bind: Option<Bind>,
+}
+
+/// How a link is selected at the socket level.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bind {
+    /// Bind the local address (e.g. `127.0.0.2`).
+    Addr(IpAddr),
+    /// Bind the interface by name (e.g. `eth1`; Linux `SO_BINDTODEVICE`).
+    Interface(String),
+}
+
+/// The lower-case names of the classes in a set.
+pub fn class_names(set: ClassSet) -> Vec<&'static str> {
+    Class::ALL
+        .iter()
+        .filter(|c| set.contains(**c))
+        .map(|c| c.name())
+        .collect()
+}

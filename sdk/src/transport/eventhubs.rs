@@ -1,0 +1,234 @@
+//! Event Hubs REST batch send: `POST {host}/{entity}/messages?api-version=2014-01` with a
+//! JSON array body (`application/vnd.microsoft.servicebus.json`) and a SAS token.
+//!
+//! Each event carries the record's id twice: `BrokerProperties.MessageId` (the service's
+//! own field) and the user property `message-id` (what consumers of the real service
+//! see). Bodies are base64 with `IsBodyBase64`, so any bytes survive.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::ser::SerializeMap;
+use twinhub_core::Outcome;
+
+use super::common::{
+    TokenCache, TransportError, b64, classify_error, classify_status, http_client,
+};
+use super::{BoxFuture, Transport};
+use crate::record::Record;
+use crate::spec::{Bind, EventHubsSpec};
+
+/// The API version the REST send pages document.
+const API_VERSION: &str = "2014-01";
+const CONTENT_TYPE: &str = "application/vnd.microsoft.servicebus.json";
+
+/// Sends batches to one event hub.
+pub struct EventHubsTransport {
+    url: String,
+    tokens: TokenCache,
+    client: RwLock<reqwest::Client>,
+    bind: Option<Bind>,
+    tls: Arc<rustls::ClientConfig>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for EventHubsTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventHubsTransport")
+            .field("url", &self.url)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventHubsTransport {
+    /// A transport for `spec` over a link bound as `bind`; `timeout` bounds each request.
+    pub fn new(
+        spec: &EventHubsSpec,
+        bind: Option<&Bind>,
+        tls: Arc<rustls::ClientConfig>,
+        timeout: Duration,
+    ) -> Result<Self, TransportError> {
+        if spec.host.is_empty() || spec.host.contains('/') {
+            return Err(TransportError::InvalidSpec(format!(
+                "event hubs host {:?} must be a host name (and port)",
+                spec.host
+            )));
+        }
+        if spec.entity.is_empty() {
+            return Err(TransportError::InvalidSpec(
+                "event hubs entity path is empty".into(),
+            ));
+        }
+        let scheme = if spec.development_emulator {
+            "http"
+        } else {
+            "https"
+        };
+        let url = format!(
+            "{scheme}://{}/{}/messages?api-version={API_VERSION}",
+            spec.host, spec.entity
+        );
+        // The token covers the entity; the service (and the emulator) accept any scheme.
+        let resource = format!("https://{}/{}", spec.host, spec.entity);
+        let tokens = TokenCache::new(
+            resource,
+            spec.key.clone(),
+            Some(spec.key_name.clone()),
+            false,
+            spec.token_ttl,
+        )?;
+        let client = http_client(bind, &tls, timeout)?;
+        Ok(EventHubsTransport {
+            url,
+            tokens,
+            client: RwLock::new(client),
+            bind: bind.cloned(),
+            tls,
+            timeout,
+        })
+    }
+
+    fn client(&self) -> reqwest::Client {
+        self.client
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    async fn post(&self, token: &str, body: Vec<u8>) -> Result<(u16, Option<String>), Outcome> {
+        let resp = self
+            .client()
+            .post(&self.url)
+            .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
+            .header(reqwest::header::AUTHORIZATION, sensitive(token)?)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| {
+                tracing::debug!(url = %self.url, error = %e, "event hubs request failed");
+                classify_error(&e)
+            })?;
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        // Reading the (empty or small) body lets the connection be reused.
+        let _ = resp.bytes().await;
+        Ok((status, retry_after))
+    }
+
+    async fn send_batch(&self, records: &[Record]) -> Outcome {
+        let body = match encode_batch(records) {
+            Ok(b) => b,
+            Err(_) => return Outcome::Rejected(twinhub_core::RejectReason::Malformed),
+        };
+        let Ok(token) = self.tokens.get() else {
+            return Outcome::Unauthorized;
+        };
+        let (status, retry_after) = match self.post(&token, body.clone()).await {
+            Ok(r) => r,
+            Err(o) => return o,
+        };
+        if status != 401 {
+            return self.finish(status, retry_after.as_deref());
+        }
+        // The cached token may have expired in flight or the clock jumped: one fresh try.
+        let Ok(token) = self.tokens.refresh() else {
+            return Outcome::Unauthorized;
+        };
+        match self.post(&token, body).await {
+            Ok((status, retry_after)) => self.finish(status, retry_after.as_deref()),
+            Err(o) => o,
+        }
+    }
+
+    fn finish(&self, status: u16, retry_after: Option<&str>) -> Outcome {
+        let outcome = classify_status(status, retry_after);
+        if outcome != Outcome::Delivered {
+            tracing::debug!(url = %self.url, status, ?outcome, "event hubs send not delivered");
+        }
+        outcome
+    }
+}
+
+/// Marks the Authorization value sensitive so hyper never logs it.
+fn sensitive(token: &str) -> Result<reqwest::header::HeaderValue, Outcome> {
+    let mut v = reqwest::header::HeaderValue::from_str(token).map_err(|_| Outcome::Unauthorized)?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+impl Transport for EventHubsTransport {
+    fn send<'a>(&'a self, records: &'a [Record]) -> BoxFuture<'a, Outcome> {
+        Box::pin(self.send_batch(records))
+    }
+
+    fn reset(&self) {
+        // A new client has an empty pool: the next send connects and resolves anew.
+        match http_client(self.bind.as_ref(), &self.tls, self.timeout) {
+            Ok(c) => *self.client.write().unwrap_or_else(|e| e.into_inner()) = c,
+            Err(e) => tracing::warn!(error = %e, "event hubs client rebuild failed"),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Event<'a> {
+    #[serde(rename = "Body")]
+    body: String,
+    #[serde(rename = "IsBodyBase64")]
+    is_body_base64: bool,
+    #[serde(rename = "BrokerProperties")]
+    broker: Broker<'a>,
+    #[serde(rename = "UserProperties")]
+    user: UserProperties<'a>,
+}
+
+#[derive(Serialize)]
+struct Broker<'a> {
+    #[serde(rename = "MessageId")]
+    message_id: &'a str,
+}
+
+/// `message-id` first, then the record's properties (a property of that name is skipped:
+/// the id must not be overridden).
+struct UserProperties<'a> {
+    id: &'a str,
+    properties: &'a [(String, String)],
+}
+
+impl Serialize for UserProperties<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("message-id", self.id)?;
+        for (k, v) in self.properties {
+            if k != "message-id" {
+                m.serialize_entry(k, v)?;
+            }
+        }
+        m.end()
+    }
+}
+
+/// The JSON array body of a batch.
+pub fn encode_batch(records: &[Record]) -> Result<Vec<u8>, serde_json::Error> {
+    let ids: Vec<_> = records.iter().map(|r| r.id.to_text()).collect();
+    let events: Vec<Event<'_>> = records
+        .iter()
+        .zip(&ids)
+        .map(|(r, id)| Event {
+            body: b64(&r.body),
+            is_body_base64: true,
+            broker: Broker { message_id: id },
+            user: UserProperties {
+                id,
+                properties: &r.properties,
+            },
+        })
+        .collect();
+    serde_json::to_vec(&events)
+}

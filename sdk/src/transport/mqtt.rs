@@ -1,0 +1,645 @@
+//! MQTT (rumqttc) at QoS 1, versions 5 and 3.1.1; also the engine of the IoT Hub transport.
+//!
+//! One PUBLISH per record. A batch is [`Outcome::Delivered`] only when every record's
+//! PUBACK arrived. Packet ids are matched to records by the order of the event loop's
+//! `Outgoing::Publish(pkid)` events (rumqttc assigns ids in request order and reuses them
+//! once acknowledged), and each PUBACK is counted once, for the publish it acknowledges.
+//!
+//! Connections are made on the first send, with a clean session, by a driver task that
+//! polls rumqttc's event loop and stops at the first error: rumqttc's own reconnect (which
+//! would replay unacknowledged publishes under old packet ids) is never used. A send that
+//! sees its connection fail resolves [`Outcome::Timeout`] (or [`Outcome::Unreachable`] if
+//! nothing was written yet), and the next send connects afresh (resolving DNS again), so a
+//! stale packet id can never be confused with a new one.
+//!
+//! Wire formats:
+//! * MQTT 5: the body as payload, the user property `message-id` = the record's id, then
+//!   the record's properties as user properties.
+//! * MQTT 3.1.1: the payload is the JSON envelope `{"id":"<id>","body":"<base64>"}`, with
+//!   `"properties":{..}` added when the record has properties.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rumqttc::Outgoing;
+use rumqttc::v5::mqttbytes::v5::{
+    ConnectReturnCode as ReturnCode5, PubAckReason, PublishProperties,
+};
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+use twinhub_core::{DeviceId, Outcome, RejectReason};
+
+use super::common::{TokenCache, TransportError, b64};
+use super::{BoxFuture, Limits, Transport};
+use crate::record::Record;
+use crate::spec::{Bind, MqttSpec, MqttVersion, Secret};
+
+/// How records are turned into topics and payloads.
+#[derive(Debug, Clone)]
+pub(crate) enum Framing {
+    /// A generic broker: a fixed topic; v5 user properties or the 3.1.1 envelope.
+    Generic {
+        /// The topic, `{device_id}` already replaced.
+        topic: String,
+    },
+    /// IoT Hub device telemetry: the body as payload, the id and properties in the topic's
+    /// property bag.
+    IotHub {
+        /// The device id.
+        device: String,
+    },
+}
+
+/// Where the CONNECT credentials come from.
+pub(crate) enum Credentials {
+    /// None.
+    None,
+    /// A fixed user name and optional password.
+    Static(String, Option<Secret>),
+    /// A user name and a SAS token signed anew for every connection.
+    Sas(String, TokenCache),
+}
+
+/// Everything a connection is made from.
+pub(crate) struct MqttConfig {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
+    pub(crate) client_id: String,
+    pub(crate) credentials: Credentials,
+    pub(crate) version: MqttVersion,
+    pub(crate) framing: Framing,
+    pub(crate) keep_alive: Duration,
+    pub(crate) bind: Option<Bind>,
+    /// Reconnect once a connection is this old (IoT Hub: before its token expires).
+    pub(crate) max_age: Option<Duration>,
+    pub(crate) max_packet: usize,
+    pub(crate) max_batch: usize,
+}
+
+/// What the driver task reports.
+#[derive(Debug)]
+enum Ev {
+    ConnAck,
+    Published(u16),
+    /// A PUBACK, with the failure it carries (`None`: accepted).
+    Acked(u16, Option<Outcome>),
+    /// The connection ended: refused for credentials, or lost.
+    Failed(Failure),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    Unauthorized,
+    Lost,
+}
+
+enum Client {
+    V5(rumqttc::v5::AsyncClient),
+    V4(rumqttc::AsyncClient),
+}
+
+struct Conn {
+    client: Client,
+    events: mpsc::UnboundedReceiver<Ev>,
+    task: AbortHandle,
+    born: Instant,
+    generation: u64,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // Dropping the event loop closes the socket.
+        self.task.abort();
+    }
+}
+
+/// Sends batches to an MQTT broker (or IoT Hub) at QoS 1.
+pub struct MqttTransport {
+    cfg: MqttConfig,
+    timeout: Duration,
+    conn: tokio::sync::Mutex<Option<Conn>>,
+    generation: AtomicU64,
+    live: Mutex<Option<AbortHandle>>,
+}
+
+impl std::fmt::Debug for MqttTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttTransport")
+            .field("host", &self.cfg.host)
+            .field("port", &self.cfg.port)
+            .field("tls", &self.cfg.tls.is_some())
+            .field("version", &self.cfg.version)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MqttTransport {
+    /// A transport for a generic broker. `timeout` bounds each send (connect included).
+    pub fn new(
+        spec: &MqttSpec,
+        device: &DeviceId,
+        bind: Option<&Bind>,
+        tls: Arc<rustls::ClientConfig>,
+        timeout: Duration,
+        limits: Limits,
+    ) -> Result<Self, TransportError> {
+        if spec.host.is_empty() {
+            return Err(TransportError::InvalidSpec("mqtt host is empty".into()));
+        }
+        let topic = spec.topic.replace("{device_id}", device.as_str());
+        if topic.is_empty() || topic.contains(['+', '#']) {
+            return Err(TransportError::InvalidSpec(format!(
+                "mqtt topic {topic:?} must be non-empty and without wildcards"
+            )));
+        }
+        let credentials = match &spec.username {
+            Some(u) => Credentials::Static(u.clone(), spec.password.clone()),
+            None if spec.password.is_some() => {
+                return Err(TransportError::InvalidSpec(
+                    "mqtt password given without a username".into(),
+                ));
+            }
+            None => Credentials::None,
+        };
+        Self::from_config(
+            MqttConfig {
+                host: spec.host.clone(),
+                port: spec.port,
+                tls: spec.tls.then_some(tls),
+                client_id: spec
+                    .client_id
+                    .clone()
+                    .unwrap_or_else(|| device.as_str().to_string()),
+                credentials,
+                version: spec.version,
+                framing: Framing::Generic { topic },
+                keep_alive: spec.keep_alive,
+                bind: bind.cloned(),
+                max_age: None,
+                max_packet: packet_limit(limits),
+                max_batch: usize::from(limits.max_batch_records),
+            },
+            timeout,
+        )
+    }
+
+    pub(crate) fn from_config(cfg: MqttConfig, timeout: Duration) -> Result<Self, TransportError> {
+        if let Some(Bind::Addr(ip)) = &cfg.bind {
+            // rumqttc 0.25 resolves and connects its own socket and offers only
+            // SO_BINDTODEVICE; silently using the default route could pick a costly link.
+            return Err(TransportError::BindUnsupported {
+                transport: "MQTT (rumqttc 0.25)",
+                bind: format!("local address {ip}; bind an interface instead"),
+            });
+        }
+        #[cfg(not(any(target_os = "android", target_os = "fuchsia", target_os = "linux")))]
+        if let Some(Bind::Interface(name)) = &cfg.bind {
+            return Err(TransportError::BindUnsupported {
+                transport: "MQTT",
+                bind: format!("interface {name} on this OS"),
+            });
+        }
+        Ok(MqttTransport {
+            cfg,
+            timeout,
+            conn: tokio::sync::Mutex::new(None),
+            generation: AtomicU64::new(0),
+            live: Mutex::new(None),
+        })
+    }
+
+    async fn send_batch(&self, records: &[Record]) -> Outcome {
+        if records.is_empty() {
+            return Outcome::Delivered;
+        }
+        let deadline = Instant::now() + self.timeout;
+        // One batch at a time per connection keeps the pkid ↔ record mapping simple.
+        let mut guard = match tokio::time::timeout_at(deadline, self.conn.lock()).await {
+            Ok(g) => g,
+            Err(_) => return Outcome::Unreachable,
+        };
+        let generation = self.generation.load(Ordering::Acquire);
+        if let Some(c) = guard.as_mut() {
+            let too_old = self.cfg.max_age.is_some_and(|age| c.born.elapsed() >= age);
+            // Between batches only a failure can be queued (every publish was answered);
+            // one seen now means the connection died while idle: replace it.
+            let mut died = c.task.is_finished();
+            while let Ok(ev) = c.events.try_recv() {
+                died |= matches!(ev, Ev::Failed(_));
+            }
+            if c.generation != generation || died || too_old {
+                *guard = None;
+            }
+        }
+        if guard.is_none() {
+            match self.connect(deadline, generation).await {
+                Ok(c) => *guard = Some(c),
+                Err(o) => return o,
+            }
+        }
+        let Some(conn) = guard.as_mut() else {
+            return Outcome::Unreachable;
+        };
+        let (outcome, healthy) = self.publish_batch(conn, records, deadline).await;
+        if !healthy {
+            // Unanswered publishes may still be acked later: never reuse this session.
+            *guard = None;
+        }
+        outcome
+    }
+
+    async fn connect(&self, deadline: Instant, generation: u64) -> Result<Conn, Outcome> {
+        let (tx, mut events) = mpsc::unbounded_channel();
+        let secs = self.timeout.as_secs_f64().ceil().max(1.0) as u64;
+        let mut net = rumqttc::NetworkOptions::new();
+        net.set_tcp_nodelay(true);
+        net.set_connection_timeout(secs);
+        #[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
+        if let Some(Bind::Interface(name)) = &self.cfg.bind {
+            net.set_bind_device(name);
+        }
+        let credentials = match &self.cfg.credentials {
+            Credentials::None => None,
+            Credentials::Static(u, p) => Some((
+                u.clone(),
+                p.as_ref()
+                    .map(|p| p.expose().to_string())
+                    .unwrap_or_default(),
+            )),
+            Credentials::Sas(u, tokens) => match tokens.sign_now() {
+                Ok(t) => Some((u.clone(), t)),
+                Err(_) => return Err(Outcome::Unauthorized),
+            },
+        };
+        let transport = match &self.cfg.tls {
+            Some(tls) => {
+                rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(tls.clone()))
+            }
+            None => rumqttc::Transport::tcp(),
+        };
+        let capacity = self.cfg.max_batch.max(16);
+        let keep_alive = self.cfg.keep_alive.max(Duration::from_secs(5));
+        let task = match self.cfg.version {
+            MqttVersion::V5 => {
+                let mut o = rumqttc::v5::MqttOptions::new(
+                    self.cfg.client_id.clone(),
+                    self.cfg.host.clone(),
+                    self.cfg.port,
+                );
+                o.set_keep_alive(keep_alive)
+                    .set_clean_start(true)
+                    .set_request_channel_capacity(capacity)
+                    .set_connection_timeout(secs)
+                    .set_max_packet_size(Some(64 << 10))
+                    .set_transport(transport)
+                    .set_network_options(net);
+                if let Some((u, p)) = credentials {
+                    o.set_credentials(u, p);
+                }
+                let (client, el) = rumqttc::v5::AsyncClient::new(o, capacity);
+                let task = tokio::spawn(drive_v5(el, tx)).abort_handle();
+                (Client::V5(client), task)
+            }
+            MqttVersion::V311 => {
+                let mut o = rumqttc::MqttOptions::new(
+                    self.cfg.client_id.clone(),
+                    self.cfg.host.clone(),
+                    self.cfg.port,
+                );
+                o.set_keep_alive(keep_alive)
+                    .set_clean_session(true)
+                    .set_request_channel_capacity(capacity)
+                    .set_max_packet_size(64 << 10, self.cfg.max_packet)
+                    .set_transport(transport);
+                if let Some((u, p)) = credentials {
+                    o.set_credentials(u, p);
+                }
+                let (client, mut el) = rumqttc::AsyncClient::new(o, capacity);
+                el.set_network_options(net);
+                let task = tokio::spawn(drive_v4(el, tx)).abort_handle();
+                (Client::V4(client), task)
+            }
+        };
+        let (client, task) = task;
+        *self.live.lock().unwrap_or_else(|e| e.into_inner()) = Some(task.clone());
+        let failed = loop {
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Ok(Some(Ev::ConnAck)) => break None,
+                Ok(Some(Ev::Failed(Failure::Unauthorized))) => break Some(Outcome::Unauthorized),
+                Ok(Some(Ev::Failed(Failure::Lost)) | None) => break Some(Outcome::Unreachable),
+                Ok(Some(_)) => {}
+                // No CONNACK in time: no record was written, so nothing can have arrived.
+                Err(_) => break Some(Outcome::Unreachable),
+            }
+        };
+        if let Some(o) = failed {
+            task.abort();
+            tracing::debug!(host = %self.cfg.host, port = self.cfg.port, outcome = ?o, "mqtt connect failed");
+            return Err(o);
+        }
+        Ok(Conn {
+            client,
+            events,
+            task,
+            born: Instant::now(),
+            generation,
+        })
+    }
+
+    /// Publishes and awaits every PUBACK. Returns the outcome and whether the connection
+    /// is still clean (no publish left unanswered).
+    async fn publish_batch(
+        &self,
+        conn: &mut Conn,
+        records: &[Record],
+        deadline: Instant,
+    ) -> (Outcome, bool) {
+        let mut published = 0usize;
+        let mut acked = 0usize;
+        let mut in_flight: HashMap<u16, usize> = HashMap::with_capacity(records.len());
+        let mut failure: Option<Outcome> = None;
+        let mut handle = |ev: Ev,
+                          published: &mut usize,
+                          acked: &mut usize,
+                          failure: &mut Option<Outcome>|
+         -> Option<(Outcome, bool)> {
+            match ev {
+                Ev::Published(pkid) => {
+                    in_flight.insert(pkid, *published);
+                    *published += 1;
+                }
+                Ev::Acked(pkid, result) => {
+                    // Only a PUBACK for a publish of this batch counts, and only once.
+                    if in_flight.remove(&pkid).is_some() {
+                        *acked += 1;
+                        if let Some(o) = result {
+                            *failure = Some(worse(*failure, o));
+                        }
+                    }
+                }
+                Ev::ConnAck => {}
+                Ev::Failed(f) => {
+                    let o = if f == Failure::Unauthorized {
+                        Outcome::Unauthorized
+                    } else if *published == 0 {
+                        Outcome::Unreachable
+                    } else {
+                        Outcome::Timeout
+                    };
+                    return Some((o, false));
+                }
+            }
+            (*acked == records.len()).then(|| (failure.unwrap_or(Outcome::Delivered), true))
+        };
+        for r in records {
+            let sent = tokio::time::timeout_at(deadline, self.publish(&conn.client, r)).await;
+            match sent {
+                Ok(Ok(())) => {}
+                Ok(Err(())) => break, // the event loop ended; its event says why
+                Err(_) => return (timeout_outcome(published), false),
+            }
+            // Keep the event queue short while publishing.
+            while let Ok(ev) = conn.events.try_recv() {
+                if let Some(done) = handle(ev, &mut published, &mut acked, &mut failure) {
+                    return done;
+                }
+            }
+        }
+        loop {
+            match tokio::time::timeout_at(deadline, conn.events.recv()).await {
+                Ok(Some(ev)) => {
+                    if let Some(done) = handle(ev, &mut published, &mut acked, &mut failure) {
+                        return done;
+                    }
+                }
+                Ok(None) => {
+                    return (timeout_outcome(published), false);
+                }
+                Err(_) => {
+                    tracing::debug!(host = %self.cfg.host, published, acked, "mqtt batch timed out");
+                    return (timeout_outcome(published), false);
+                }
+            }
+        }
+    }
+
+    async fn publish(&self, client: &Client, r: &Record) -> Result<(), ()> {
+        let id = r.id.to_text();
+        let topic = match &self.cfg.framing {
+            Framing::Generic { topic } => topic.clone(),
+            Framing::IotHub { device } => iot_hub_topic(device, &id, &r.properties),
+        };
+        match client {
+            Client::V5(c) => {
+                let mut user_properties = Vec::with_capacity(1 + r.properties.len());
+                user_properties.push(("message-id".to_string(), id.to_string()));
+                user_properties.extend(
+                    r.properties
+                        .iter()
+                        .filter(|(k, _)| k != "message-id")
+                        .cloned(),
+                );
+                let props = PublishProperties {
+                    user_properties,
+                    ..Default::default()
+                };
+                c.publish_with_properties(
+                    topic,
+                    rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                    false,
+                    r.body.clone(),
+                    props,
+                )
+                .await
+                .map_err(|_| ())
+            }
+            Client::V4(c) => {
+                let payload = match &self.cfg.framing {
+                    Framing::IotHub { .. } => r.body.clone(),
+                    Framing::Generic { .. } => envelope(&id, r),
+                };
+                c.publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
+                    .await
+                    .map_err(|_| ())
+            }
+        }
+    }
+}
+
+fn timeout_outcome(published: usize) -> Outcome {
+    if published == 0 {
+        Outcome::Unreachable
+    } else {
+        Outcome::Timeout
+    }
+}
+
+/// The more serious of two PUBACK failures: credentials, then throttling, then rejects.
+fn worse(a: Option<Outcome>, b: Outcome) -> Outcome {
+    let rank = |o: &Outcome| match o {
+        Outcome::Unauthorized => 3,
+        Outcome::Throttled { .. } => 2,
+        _ => 1,
+    };
+    match a {
+        Some(a) if rank(&a) >= rank(&b) => a,
+        _ => b,
+    }
+}
+
+impl Transport for MqttTransport {
+    fn send<'a>(&'a self, records: &'a [Record]) -> BoxFuture<'a, Outcome> {
+        Box::pin(self.send_batch(records))
+    }
+
+    fn reset(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        if let Some(task) = self.live.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            task.abort();
+        }
+    }
+}
+
+/// Largest outgoing packet: a record at the endpoint's limit, base64-framed, plus headers.
+fn packet_limit(limits: Limits) -> usize {
+    let record = usize::try_from(limits.max_record_bytes).unwrap_or(usize::MAX / 2);
+    record.saturating_mul(4) / 3 + 8192
+}
+
+/// MQTT 3.1.1 payload: `{"id":"..","body":"<base64>"}` (+ `"properties"` when any).
+pub fn envelope(id: &str, r: &Record) -> Vec<u8> {
+    let mut m = serde_json::Map::new();
+    m.insert("id".into(), id.into());
+    m.insert("body".into(), b64(&r.body).into());
+    if !r.properties.is_empty() {
+        let props: serde_json::Map<String, serde_json::Value> = r
+            .properties
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone().into()))
+            .collect();
+        m.insert("properties".into(), props.into());
+    }
+    serde_json::to_vec(&m).unwrap_or_default()
+}
+
+/// Escapes everything but RFC 3986 unreserved characters, as a query string component.
+const COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// `devices/{device}/messages/events/$.mid={id}&{name}={value}...`, URL-encoded.
+pub fn iot_hub_topic(device: &str, id: &str, properties: &[(String, String)]) -> String {
+    use percent_encoding::utf8_percent_encode as enc;
+    let mut t = format!(
+        "devices/{device}/messages/events/$.mid={}",
+        enc(id, COMPONENT)
+    );
+    for (k, v) in properties {
+        if k == "$.mid" {
+            continue;
+        }
+        t.push('&');
+        t.extend(enc(k, COMPONENT));
+        t.push('=');
+        t.extend(enc(v, COMPONENT));
+    }
+    t
+}
+
+fn pub_ack_failure(reason: PubAckReason) -> Option<Outcome> {
+    match reason {
+        PubAckReason::Success | PubAckReason::NoMatchingSubscribers => None,
+        PubAckReason::NotAuthorized => Some(Outcome::Unauthorized),
+        PubAckReason::QuotaExceeded => Some(Outcome::Throttled { retry_after: None }),
+        // 0x95 (packet too large) is not decodable by rumqttc 0.25: such a PUBACK ends the
+        // connection, and the batch resolves as a timeout.
+        _ => Some(Outcome::Rejected(RejectReason::Malformed)),
+    }
+}
+
+async fn drive_v5(mut el: rumqttc::v5::EventLoop, tx: mpsc::UnboundedSender<Ev>) {
+    use rumqttc::v5::{ConnectionError, Event, Incoming};
+    loop {
+        let ev = match el.poll().await {
+            Ok(Event::Incoming(Incoming::ConnAck(_))) => Ev::ConnAck,
+            Ok(Event::Incoming(Incoming::PubAck(a))) => {
+                Ev::Acked(a.pkid, pub_ack_failure(a.reason))
+            }
+            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => Ev::Published(pkid),
+            Ok(_) => continue,
+            Err(e) => {
+                let f = match &e {
+                    ConnectionError::ConnectionRefused(
+                        ReturnCode5::BadUserNamePassword
+                        | ReturnCode5::NotAuthorized
+                        | ReturnCode5::BadAuthenticationMethod
+                        | ReturnCode5::Banned,
+                    ) => Failure::Unauthorized,
+                    _ => Failure::Lost,
+                };
+                tracing::debug!(error = %e, "mqtt connection ended");
+                let _ = tx.send(Ev::Failed(f));
+                return;
+            }
+        };
+        if tx.send(ev).is_err() {
+            return;
+        }
+    }
+}
+
+async fn drive_v4(mut el: rumqttc::EventLoop, tx: mpsc::UnboundedSender<Ev>) {
+    use rumqttc::{ConnectReturnCode, ConnectionError, Event, Packet};
+    loop {
+        let ev = match el.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => Ev::ConnAck,
+            Ok(Event::Incoming(Packet::PubAck(a))) => Ev::Acked(a.pkid, None),
+            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => Ev::Published(pkid),
+            Ok(_) => continue,
+            Err(e) => {
+                let f = match &e {
+                    ConnectionError::ConnectionRefused(
+                        ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized,
+                    ) => Failure::Unauthorized,
+                    _ => Failure::Lost,
+                };
+                tracing::debug!(error = %e, "mqtt connection ended");
+                let _ = tx.send(Ev::Failed(f));
+                return;
+            }
+        };
+        if tx.send(ev).is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iot_hub_topic_encodes() {
+        let t = iot_hub_topic("d1", "d1:0:5", &[("unit".into(), "°C & x".into())]);
+        assert_eq!(
+            t,
+            "devices/d1/messages/events/$.mid=d1%3A0%3A5&unit=%C2%B0C%20%26%20x"
+        );
+    }
+
+    #[test]
+    fn worst_failure_wins() {
+        let t = Outcome::Throttled { retry_after: None };
+        let m = Outcome::Rejected(RejectReason::Malformed);
+        assert_eq!(worse(Some(m), t), t);
+        assert_eq!(worse(Some(t), m), t);
+        assert_eq!(worse(None, Outcome::Unauthorized), Outcome::Unauthorized);
+    }
+}

@@ -1,0 +1,317 @@
+//! The driver and the `Producer` handle, with in-process transports and tokio's paused
+//! clock. Real brokers and the emulator are exercised in the transport and end-to-end
+//! suites; here the point is the driver's own logic: group commit, failover wiring, flush,
+//! shutdown, errors.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use twinhub::memstore::MemStore;
+use twinhub::transport::{BoxFuture, Transport};
+use twinhub::{Class, Event, FlushError, Outbox, Outcome, Parts, Producer, SendError, SendOptions};
+use twinhub_core::{
+    Config, DropReason, EndpointConfig, EndpointId, MessageId, OnFull, RecordInfo, RecordMeta,
+    Store, StoreError,
+};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Deliver,
+    Fail(Outcome),
+    Hang,
+}
+
+/// What a fake hub received: id, properties, body.
+type Received = Vec<(MessageId, Vec<(String, String)>, Vec<u8>)>;
+
+#[derive(Clone)]
+struct Fake {
+    mode: Arc<Mutex<Mode>>,
+    got: Arc<Mutex<Received>>,
+}
+
+impl Fake {
+    fn new() -> Self {
+        Fake {
+            mode: Arc::new(Mutex::new(Mode::Deliver)),
+            got: Arc::default(),
+        }
+    }
+    fn set(&self, m: Mode) {
+        *self.mode.lock().unwrap() = m;
+    }
+    fn ids(&self) -> Vec<MessageId> {
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|g| g.0.clone())
+            .collect()
+    }
+}
+
+impl Transport for Fake {
+    fn send<'a>(&'a self, records: &'a [twinhub::record::Record]) -> BoxFuture<'a, Outcome> {
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            let mode = *self.mode.lock().unwrap();
+            match mode {
+                Mode::Deliver => {
+                    let mut got = self.got.lock().unwrap();
+                    got.extend(
+                        records
+                            .iter()
+                            .map(|r| (r.id.clone(), r.properties.clone(), r.body.clone())),
+                    );
+                    Outcome::Delivered
+                }
+                Mode::Fail(o) => o,
+                Mode::Hang => std::future::pending().await,
+            }
+        })
+    }
+}
+
+/// A memory outbox that counts syncs and how many records each one covered.
+struct Counted {
+    inner: MemStore,
+    syncs: Arc<AtomicUsize>,
+}
+
+impl Store for Counted {
+    fn len(&self) -> usize {
+        self.inner.len()
+    }
+    fn capacity(&self) -> usize {
+        self.inner.capacity()
+    }
+    fn cost(&self, n: usize) -> usize {
+        self.inner.cost(n)
+    }
+    fn fits(&self, n: usize) -> bool {
+        self.inner.fits(n)
+    }
+    fn push(&mut self, m: &RecordMeta, p: &[u8]) -> Result<(), StoreError> {
+        self.inner.push(m, p)
+    }
+    fn info(&mut self, i: usize) -> Option<RecordInfo> {
+        self.inner.info(i)
+    }
+    fn set_state(&mut self, i: usize, s: twinhub_core::RecordState) {
+        self.inner.set_state(i, s)
+    }
+    fn read_frame(&mut self, i: usize, o: &mut [u8]) -> Result<usize, StoreError> {
+        self.inner.read_frame(i, o)
+    }
+    fn remove(&mut self, i: usize) -> Result<(), StoreError> {
+        self.inner.remove(i)
+    }
+}
+
+impl Outbox for Counted {
+    fn sync(&mut self) -> Result<(), String> {
+        self.syncs.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+fn config(max_record: u32, on_full: OnFull) -> Config {
+    let mut a = EndpointConfig::new("primary");
+    a.max_record_bytes = max_record;
+    Config::builder("dev-1")
+        .endpoint(a)
+        .endpoint(EndpointConfig::new("secondary"))
+        .on_full(on_full)
+        .build()
+        .unwrap()
+}
+
+fn start(primary: &Fake, secondary: &Fake, max_bytes: usize) -> (Producer, Arc<AtomicUsize>) {
+    start_with(primary, secondary, max_bytes, OnFull::Evict)
+}
+
+fn start_with(
+    primary: &Fake,
+    secondary: &Fake,
+    max_bytes: usize,
+    on_full: OnFull,
+) -> (Producer, Arc<AtomicUsize>) {
+    let syncs = Arc::new(AtomicUsize::new(0));
+    let outbox = Counted {
+        inner: MemStore::new(max_bytes),
+        syncs: syncs.clone(),
+    };
+    let p = Producer::start(Parts {
+        config: config(4096, on_full),
+        outbox,
+        epoch: 3,
+        transports: vec![
+            vec![Arc::new(primary.clone())],
+            vec![Arc::new(secondary.clone())],
+        ],
+        seed: 1,
+    });
+    (p, syncs)
+}
+
+#[tokio::test(start_paused = true)]
+async fn sends_are_delivered_with_ids_and_properties() {
+    let (a, b) = (Fake::new(), Fake::new());
+    let (p, _) = start(&a, &b, 1 << 20);
+    let id = p
+        .send_with(
+            b"21.5".to_vec(),
+            SendOptions::class(Class::Critical).property("unit", "C"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(id.to_string(), "dev-1:3:0");
+    p.flush(Duration::from_secs(5)).await.unwrap();
+    let got = a.got.lock().unwrap().clone();
+    assert_eq!(
+        got,
+        vec![(id, vec![("unit".into(), "C".into())], b"21.5".to_vec())]
+    );
+    let s = p.stats();
+    assert_eq!(
+        (s.stats.accepted, s.stats.delivered, s.stats.pending),
+        (1, 1, 0)
+    );
+    assert_eq!(s.to_json()["delivered_by_endpoint"]["primary"], 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_sends_share_one_sync() {
+    let (a, b) = (Fake::new(), Fake::new());
+    let (p, syncs) = start(&a, &b, 1 << 20);
+    let sends: Vec<_> = (0..200)
+        .map(|i| {
+            let p = p.clone();
+            tokio::spawn(async move { p.send(vec![i as u8; 10]).await })
+        })
+        .collect();
+    for s in sends {
+        s.await.unwrap().unwrap();
+    }
+    let n = syncs.load(Ordering::SeqCst);
+    assert!((1..200).contains(&n), "{n} syncs for 200 concurrent sends");
+    p.flush(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(a.ids().len(), 200);
+}
+
+#[tokio::test(start_paused = true)]
+async fn primary_failure_fails_over_and_back() {
+    let (a, b) = (Fake::new(), Fake::new());
+    let (p, _) = start(&a, &b, 1 << 20);
+    let mut events = p.events();
+    a.set(Mode::Fail(Outcome::Unreachable));
+    for i in 0..20 {
+        p.send(vec![i]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    p.flush(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(b.ids().len(), 20, "everything reached the secondary");
+    a.set(Mode::Deliver);
+    for i in 0..120 {
+        p.send(vec![i]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    p.flush(Duration::from_secs(30)).await.unwrap();
+    let s = p.stats().stats;
+    assert_eq!((s.failovers, s.failbacks), (1, 1));
+    assert_eq!(s.delivered, 140);
+    let mut seen = vec![];
+    while let Ok(e) = events.try_recv() {
+        seen.push(e);
+    }
+    assert!(seen.contains(&Event::FailedOver {
+        from: EndpointId(0),
+        to: EndpointId(1)
+    }));
+    assert!(seen.contains(&Event::FailedBack {
+        from: EndpointId(1),
+        to: EndpointId(0)
+    }));
+}
+
+#[tokio::test(start_paused = true)]
+async fn bad_input_and_full_outbox_are_typed_errors() {
+    let (a, b) = (Fake::new(), Fake::new());
+    a.set(Mode::Hang);
+    b.set(Mode::Hang);
+    let (p, _) = start_with(&a, &b, 2000, OnFull::Reject);
+    assert!(matches!(
+        p.send(vec![0; 5000]).await,
+        Err(SendError::TooLarge { .. })
+    ));
+    let mut accepted = 0;
+    let err = loop {
+        match p.send(vec![1; 100]).await {
+            Ok(_) => accepted += 1,
+            Err(e) => break e,
+        }
+        assert!(accepted < 100, "the outbox never filled");
+    };
+    assert_eq!(err, SendError::Full);
+    assert!(accepted > 3);
+    assert_eq!(
+        p.stats().stats.accepted,
+        accepted,
+        "refusals harm nothing accepted"
+    );
+    assert!(matches!(
+        p.flush(Duration::from_secs(2)).await,
+        Err(FlushError::Timeout { .. })
+    ));
+    assert!(matches!(
+        p.set_link_state("nope", false).await,
+        Err(twinhub::ControlFailure::NoSuchName(_))
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn full_outbox_evicts_oldest_of_lowest_class_and_says_so() {
+    let (a, b) = (Fake::new(), Fake::new());
+    a.set(Mode::Fail(Outcome::Unreachable));
+    b.set(Mode::Fail(Outcome::Unreachable));
+    let (p, _) = start(&a, &b, 2000);
+    let mut events = p.events();
+    let first_bulk = p
+        .send_with(vec![1; 100], SendOptions::class(Class::Bulk))
+        .await
+        .unwrap();
+    for _ in 0..40 {
+        p.send_with(vec![2; 100], SendOptions::class(Class::Normal))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let s = p.stats().stats;
+    assert!(s.dropped.evicted > 0);
+    assert_eq!(s.accepted, s.delivered + s.pending + s.dropped.total());
+    let mut first_drop = None;
+    while let Ok(e) = events.try_recv() {
+        if let Event::Dropped {
+            id,
+            reason: DropReason::Evicted,
+        } = e
+        {
+            first_drop.get_or_insert(id);
+        }
+    }
+    assert_eq!(first_drop, Some(first_bulk), "the bulk record goes first");
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_drains_then_refuses() {
+    let (a, b) = (Fake::new(), Fake::new());
+    let (p, _) = start(&a, &b, 1 << 20);
+    for i in 0..50 {
+        p.send(vec![i]).await.unwrap();
+    }
+    let snap = p.shutdown(Duration::from_secs(10)).await.unwrap();
+    assert_eq!((snap.stats.delivered, snap.stats.pending), (50, 0));
+    assert_eq!(p.send(vec![1]).await, Err(SendError::Closed));
+    assert_eq!(a.ids().len(), 50);
+}

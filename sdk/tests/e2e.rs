@@ -1,0 +1,363 @@
+//! End to end through the public SDK: a `Producer` built from TOML, real transports, real
+//! brokers (two mosquittos) and the emulator's regions with faults injected.
+
+#[path = "transport_util/mod.rs"]
+mod transport_util;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::Packet;
+use rumqttc::v5::{AsyncClient, Event as MqttEvent, MqttOptions};
+use transport_util::Mosquitto;
+use twinhub::SdkConfig;
+use twinhub::{Class, Event, Producer, SendError, SendOptions};
+use twinhub_emulator::{Emulator, EmulatorConfig, Fault};
+
+/// Subscribes with a persistent session and collects `message-id` user properties.
+fn collect(port: u16, name: &str, seen: Arc<Mutex<BTreeMap<String, u32>>>) {
+    let mut opts = MqttOptions::new(format!("collector-{name}"), "127.0.0.1", port);
+    opts.set_clean_start(false);
+    opts.set_session_expiry_interval(Some(3600));
+    opts.set_keep_alive(Duration::from_secs(5));
+    let (client, mut events) = AsyncClient::new(opts, 1024);
+    tokio::spawn(async move {
+        loop {
+            match events.poll().await {
+                Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
+                    let _ = client.subscribe("telemetry/#", QoS::AtLeastOnce).await;
+                }
+                Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
+                    let id = p.properties.as_ref().and_then(|props| {
+                        props
+                            .user_properties
+                            .iter()
+                            .find(|(k, _)| k == "message-id")
+                            .map(|(_, v)| v.clone())
+                    });
+                    if let Some(id) = id {
+                        *seen.lock().unwrap().entry(id).or_default() += 1;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+}
+
+async fn wait_until(timeout: Duration, mut ok: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        if ok() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_primary_killed_mid_stream_loses_nothing() {
+    let persist = |dir: &std::path::Path| {
+        format!(
+            "allow_anonymous true\npersistence true\npersistence_location {}/\n",
+            dir.display()
+        )
+    };
+    let pdir = tempfile::tempdir().unwrap();
+    let mut primary = Mosquitto::start_with(&persist(pdir.path()));
+    let secondary = Mosquitto::start();
+    let (seen_p, seen_s) = (Arc::default(), Arc::default());
+    collect(primary.port, "p", Arc::clone(&seen_p));
+    collect(secondary.port, "s", Arc::clone(&seen_s));
+    let toml = format!(
+        r#"device_id = "e2e-mqtt"
+[outbox]
+max_bytes = "64MiB"
+[timings]
+min_dwell = "3s"
+[[endpoint]]
+name = "primary"
+protocol = "mqtt"
+url = "mqtt://127.0.0.1:{}"
+topic = "telemetry/{{device_id}}"
+[[endpoint]]
+name = "secondary"
+protocol = "mqtt"
+url = "mqtt://127.0.0.1:{}"
+topic = "telemetry/{{device_id}}"
+"#,
+        primary.port, secondary.port
+    );
+    let config = SdkConfig::from_toml_str(&toml).unwrap();
+    let producer = Producer::builder(config)
+        .request_timeout(Duration::from_secs(2))
+        .build()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await; // collectors subscribed
+    let mut ids = Vec::new();
+    for i in 0..10_000u32 {
+        if i == 3_000 {
+            primary.terminate();
+        }
+        if i == 6_000 {
+            primary.restart();
+        }
+        let t = producer
+            .submit(format!("reading {i}").into_bytes(), SendOptions::default())
+            .await
+            .unwrap();
+        ids.push(t);
+        if i % 100 == 99 {
+            // A device's pace, so the outage spans real time.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let mut all = Vec::new();
+    for t in ids {
+        all.push(t.await.unwrap().to_string());
+    }
+    producer.flush(Duration::from_secs(120)).await.unwrap();
+    let complete = wait_until(Duration::from_secs(30), || {
+        let (p, s) = (seen_p.lock().unwrap(), seen_s.lock().unwrap());
+        all.iter()
+            .all(|id| p.contains_key(id) || s.contains_key(id))
+    })
+    .await;
+    let (p, s) = (
+        seen_p.lock().unwrap().clone(),
+        seen_s.lock().unwrap().clone(),
+    );
+    let union: HashSet<&String> = p.keys().chain(s.keys()).collect();
+    let missing = all.iter().filter(|id| !union.contains(id)).count();
+    assert!(complete, "{missing} of 10000 ids reached neither broker");
+    let copies: u32 = p.values().chain(s.values()).sum();
+    let stats = producer.stats().stats;
+    println!(
+        "mqtt e2e: delivered {} (primary {}, secondary {}), copies {copies}, duplicates {}, possible duplicates {}, failovers {}, failbacks {}",
+        stats.delivered,
+        stats.delivered_by_endpoint[0],
+        stats.delivered_by_endpoint[1],
+        copies as usize - union.len(),
+        stats.possible_duplicates,
+        stats.failovers,
+        stats.failbacks
+    );
+    assert_eq!(stats.delivered, 10_000);
+    assert!(stats.failovers >= 1 && stats.failbacks >= 1, "{stats:?}");
+    assert!(
+        stats.delivered_by_endpoint[1] > 0,
+        "the secondary carried the outage"
+    );
+}
+
+fn eh_config(emu: &Emulator, primary_key: Option<&str>, extra: &str) -> SdkConfig {
+    let mut p = emu["primary"].event_hubs_connection_string();
+    if let Some(k) = primary_key {
+        let good = emu["primary"].key().to_string();
+        p = p.replace(&good, k);
+    }
+    let s = emu["secondary"].event_hubs_connection_string();
+    SdkConfig::from_toml_str(&format!(
+        r#"device_id = "e2e-eh"
+{extra}
+[[endpoint]]
+name = "primary"
+protocol = "event-hubs"
+connection_string = "{p}"
+[[endpoint]]
+name = "secondary"
+protocol = "event-hubs"
+connection_string = "{s}"
+"#
+    ))
+    .unwrap()
+}
+
+/// Sends `n` records one every `gap`, then flushes; returns the ids.
+async fn stream(p: &Producer, n: usize, gap: Duration) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        ids.push(
+            p.send(format!("r{i}").into_bytes())
+                .await
+                .unwrap()
+                .to_string(),
+        );
+        tokio::time::sleep(gap).await;
+    }
+    p.flush(Duration::from_secs(60)).await.unwrap();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_hubs_503_storm_fails_over_429_does_not() {
+    let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
+    let p = Producer::builder(eh_config(&emu, None, ""))
+        .build()
+        .await
+        .unwrap();
+    emu["primary"].set_fault(Fault::Http429 { retry_after_s: 1 });
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(
+            p.send(format!("t{i}").into_bytes())
+                .await
+                .unwrap()
+                .to_string(),
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        p.stats().stats.failovers,
+        0,
+        "throttling backs off on the same region"
+    );
+    assert!(
+        emu["secondary"].ids().is_empty(),
+        "nothing went to the secondary"
+    );
+    emu["primary"].set_fault(Fault::Up);
+    p.flush(Duration::from_secs(30)).await.unwrap();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    emu["primary"]
+        .wait_for_ids(&refs, Duration::from_secs(30))
+        .await
+        .unwrap();
+
+    emu["primary"].set_fault(Fault::Http503);
+    let ids = stream(&p, 20, Duration::from_millis(100)).await;
+    assert_eq!(p.stats().stats.failovers, 1);
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    emu["secondary"]
+        .wait_for_ids(&refs[refs.len() - 5..], Duration::from_secs(30))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_hubs_unauthorized_primary_fails_over_with_auth_failed() {
+    let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
+    let p = Producer::builder(eh_config(&emu, Some("d3JvbmcK"), ""))
+        .build()
+        .await
+        .unwrap();
+    let mut events = p.events();
+    let ids = stream(&p, 10, Duration::from_millis(50)).await;
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    emu["secondary"]
+        .wait_for_ids(&refs, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let mut auth = false;
+    while let Ok(e) = events.try_recv() {
+        auth |= matches!(e, Event::AuthFailed { .. });
+    }
+    assert!(auth, "AuthFailed raised");
+    assert_eq!(p.stats().stats.failovers, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_hubs_blackhole_times_out_and_fails_over_within_rto() {
+    let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
+    let p = Producer::builder(eh_config(&emu, None, ""))
+        .build()
+        .await
+        .unwrap();
+    stream(&p, 3, Duration::from_millis(10)).await;
+    emu["primary"].set_fault(Fault::Blackhole);
+    let started = tokio::time::Instant::now();
+    let id = p.send(b"into the void".to_vec()).await.unwrap().to_string();
+    emu["secondary"]
+        .wait_for_ids(&[id.as_str()], Duration::from_secs(15))
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    println!("blackhole failover took {took:?}");
+    assert_eq!(p.stats().stats.failovers, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_record_is_refused_at_send() {
+    let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
+    let p = Producer::builder(eh_config(&emu, None, ""))
+        .build()
+        .await
+        .unwrap();
+    let err = p.send(vec![b'x'; 400 * 1024]).await.unwrap_err();
+    assert!(matches!(err, SendError::TooLarge { .. }), "{err}");
+    assert_eq!(p.stats().stats.accepted, 0);
+    p.send_with(b"fine".to_vec(), SendOptions::class(Class::Critical))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primary_cut_on_wan_goes_to_secondary_over_wan_never_dearer() {
+    let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
+    let extra = r#"
+[[link]]
+name = "wan"
+cost = "free"
+bind = "127.0.0.2"
+[[link]]
+name = "cell"
+cost = "metered"
+bind = "127.0.0.3"
+[[link]]
+name = "satellite"
+cost = "costly"
+bind = "127.0.0.4"
+allow = ["critical"]
+"#;
+    let p = Producer::builder(eh_config(&emu, None, extra))
+        .build()
+        .await
+        .unwrap();
+    // The primary is unreachable through the WAN only; cellular would still reach it.
+    emu["primary"].set_fault_for("127.0.0.2".parse().unwrap(), Fault::Down);
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let class = if i % 4 == 0 {
+            Class::Critical
+        } else {
+            Class::Normal
+        };
+        ids.push(
+            p.send_with(format!("r{i}").into_bytes(), SendOptions::class(class))
+                .await
+                .unwrap()
+                .to_string(),
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    p.flush(Duration::from_secs(60)).await.unwrap();
+    let mut got: HashSet<String> = emu["primary"].ids().into_iter().collect();
+    got.extend(emu["secondary"].ids());
+    assert!(
+        ids.iter().all(|i| got.contains(i)),
+        "every record reached a region"
+    );
+    let json = p.stats().to_json();
+    // A region outage while the cheap link works is answered over the cheap link.
+    assert_eq!(json["link_bytes"]["cell"], 0, "{json}");
+    assert_eq!(
+        json["link_bytes"]["satellite"], 0,
+        "a costly link without a budget is never used"
+    );
+    let peers: HashSet<String> = emu["secondary"]
+        .records()
+        .iter()
+        .filter_map(|r| r.peer.map(|p| p.ip().to_string()))
+        .collect();
+    assert_eq!(
+        peers,
+        HashSet::from(["127.0.0.2".to_string()]),
+        "secondary reached over the WAN"
+    );
+}
