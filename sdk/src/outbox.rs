@@ -149,6 +149,11 @@ struct Segment {
 /// A [`Store`] in append-only segment files with a RAM index; see the [module
 /// documentation](self) for the format, durability and recovery.
 ///
+/// Driving it: open it, take an epoch with [`next_epoch`](Self::next_epoch), hand it to
+/// the engine, and after each group of accepted records call [`sync`](Self::sync) (through
+/// `Producer::store_mut`) before telling their callers they are stored. Removals made by
+/// the engine become durable at the same syncs.
+///
 /// ```
 /// use twinhub::outbox::DiskStore;
 /// use twinhub::spec::Fsync;
@@ -764,6 +769,8 @@ impl DiskStore {
         };
         // The new generation must be in the directory before the old one goes.
         if self.sync_dir_now().is_err() {
+            // Keep the old generation in use; the new one must not win at the next open.
+            let _ = fs::remove_file(&fin);
             return Err(StoreError::Io);
         }
         let old_log = self.path(id, "log");
