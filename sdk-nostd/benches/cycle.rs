@@ -19,6 +19,24 @@ struct RawRecord<'a> {
     payload: &'a [u8],
 }
 
+type RawQueue = heapless::Deque<heapless::Vec<u8, 128>, 32>;
+
+/// The baseline's work per record: postcard-encode it into a slot and queue it.
+fn raw_push(q: &mut RawQueue, seq: u64) {
+    let rec = RawRecord {
+        epoch: 1,
+        seq,
+        class: 1,
+        enqueued_at: seq,
+        payload: black_box(&PAYLOAD),
+    };
+    let mut slot = heapless::Vec::<u8, 128>::new();
+    slot.resize_default(128).unwrap();
+    let n = postcard::to_slice(&rec, &mut slot).unwrap().len();
+    slot.truncate(n);
+    q.push_back(slot).unwrap();
+}
+
 fn config() -> Config {
     Config::builder("bench-device-0001")
         .endpoint(EndpointConfig::new("primary"))
@@ -45,22 +63,11 @@ fn cycle(c: &mut Criterion) {
         assert_eq!(p.stats().pending, 0);
     });
     g.bench_function("baseline", |b| {
-        let mut q: heapless::Deque<heapless::Vec<u8, 128>, 32> = heapless::Deque::new();
+        let mut q = RawQueue::new();
         let mut seq = 0u64;
         b.iter(|| {
             seq += 1;
-            let rec = RawRecord {
-                epoch: 1,
-                seq,
-                class: 1,
-                enqueued_at: seq,
-                payload: black_box(&PAYLOAD),
-            };
-            let mut slot = heapless::Vec::<u8, 128>::new();
-            slot.resize_default(128).unwrap();
-            let n = postcard::to_slice(&rec, &mut slot).unwrap().len();
-            slot.truncate(n);
-            q.push_back(slot).unwrap();
+            raw_push(&mut q, seq);
             black_box(q.pop_front().unwrap().len())
         });
     });
@@ -85,23 +92,12 @@ fn cycle(c: &mut Criterion) {
         assert_eq!(p.stats().pending, 0);
     });
     g.bench_function("baseline", |b| {
-        let mut q: heapless::Deque<heapless::Vec<u8, 128>, 32> = heapless::Deque::new();
+        let mut q = RawQueue::new();
         let mut seq = 0u64;
         b.iter(|| {
             for _ in 0..32 {
                 seq += 1;
-                let rec = RawRecord {
-                    epoch: 1,
-                    seq,
-                    class: 1,
-                    enqueued_at: seq,
-                    payload: black_box(&PAYLOAD),
-                };
-                let mut slot = heapless::Vec::<u8, 128>::new();
-                slot.resize_default(128).unwrap();
-                let n = postcard::to_slice(&rec, &mut slot).unwrap().len();
-                slot.truncate(n);
-                q.push_back(slot).unwrap();
+                raw_push(&mut q, seq);
             }
             let mut total = 0;
             while let Some(s) = q.pop_front() {

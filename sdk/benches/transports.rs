@@ -35,18 +35,21 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-fn mqtt(c: &mut Criterion) {
-    let rt = runtime();
-    let broker = Mosquitto::start();
-    let batch = records("bench", 1, 0, BATCH, SIZE);
-    let spec = transport_util::mqtt(broker.addr(), "bench/{device_id}", MqttVersion::V5);
-    let t = build(&spec, &link(None), &device("bench"), tls()).expect("transport");
-
-    // The raw client: one connection, its event loop in a task that counts PUBACKs.
-    let (client, acks) = rt.block_on(async {
-        let mut o = MqttOptions::new("bench-raw", "127.0.0.1", broker.port);
-        o.set_request_channel_capacity(BATCH);
-        let (client, mut el) = AsyncClient::new(o, BATCH);
+/// The raw rumqttc client the MQTT rows compare against: one connection, its event loop in
+/// a task that reports every PUBACK.
+fn raw_mqtt(
+    rt: &tokio::runtime::Runtime,
+    port: u16,
+    client_id: &str,
+    capacity: usize,
+) -> (
+    AsyncClient,
+    tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<()>>,
+) {
+    rt.block_on(async {
+        let mut o = MqttOptions::new(client_id, "127.0.0.1", port);
+        o.set_request_channel_capacity(capacity);
+        let (client, mut el) = AsyncClient::new(o, capacity);
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
             loop {
@@ -62,7 +65,18 @@ fn mqtt(c: &mut Criterion) {
             }
         });
         (client, tokio::sync::Mutex::new(rx))
-    });
+    })
+}
+
+fn mqtt(c: &mut Criterion) {
+    let rt = runtime();
+    let broker = Mosquitto::start();
+    let batch = records("bench", 1, 0, BATCH, SIZE);
+    let spec = transport_util::mqtt(broker.addr(), "bench/{device_id}", MqttVersion::V5);
+    let t = build(&spec, &link(None), &device("bench"), tls()).expect("transport");
+
+    // The raw client: one connection, its event loop in a task that counts PUBACKs.
+    let (client, acks) = raw_mqtt(&rt, broker.port, "bench-raw", BATCH);
     let raw: Vec<(String, Vec<u8>, PublishProperties)> = batch
         .iter()
         .map(|r| {
@@ -209,26 +223,7 @@ fn sdk_mqtt(c: &mut Criterion) {
             broker.port
         ),
     );
-    let (client, acks) = rt.block_on(async {
-        let mut o = MqttOptions::new("bench-raw-sdk", "127.0.0.1", broker.port);
-        o.set_request_channel_capacity(SDK_RECORDS);
-        let (client, mut el) = AsyncClient::new(o, SDK_RECORDS);
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            loop {
-                match el.poll().await {
-                    Ok(Event::Incoming(Incoming::PubAck(_))) => {
-                        if tx.send(()).is_err() {
-                            return;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-                }
-            }
-        });
-        (client, tokio::sync::Mutex::new(rx))
-    });
+    let (client, acks) = raw_mqtt(&rt, broker.port, "bench-raw-sdk", SDK_RECORDS);
     let mut g = c.benchmark_group("mqtt_qos1_sdk_1000");
     g.throughput(Throughput::Elements(SDK_RECORDS as u64));
     g.sample_size(10);
