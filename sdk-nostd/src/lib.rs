@@ -10,9 +10,6 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
-#[cfg(test)]
-extern crate std;
-
 pub mod config;
 pub mod event;
 pub mod frame;

@@ -136,7 +136,9 @@ fn run(routing: Routing, seed: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
                         // only critical records, within the window's budget.
                         let since =
                             cheap_dead_since.expect("costly link used while a cheaper route works");
-                        prop_assert!(now.saturating_since(since).as_millis() >= ARM_AFTER);
+                        prop_assert!(
+                            now.saturating_since(since) >= Duration::from_millis(ARM_AFTER)
+                        );
                         for f in tx.frames(&buf) {
                             prop_assert_eq!(f.unwrap().meta.class, Class::Critical);
                         }
