@@ -283,7 +283,7 @@ const TIERS: [Cost; 3] = [Cost::Free, Cost::Metered, Cost::Costly];
 /// assert!(now < Instant::from_millis(5_000));
 /// p.handle_outcome(now, tx.id, Outcome::Delivered);
 /// assert_eq!(p.stats().delivered, 1);
-/// assert!(std::iter::from_fn(|| p.poll_event())
+/// assert!(core::iter::from_fn(|| p.poll_event())
 ///     .any(|e| e == Event::FailedOver { from: EndpointId(0), to: EndpointId(1) }));
 /// ```
 pub struct Producer<S: Store, C: Deref<Target = Config> = &'static Config> {
@@ -302,7 +302,6 @@ pub struct Producer<S: Store, C: Deref<Target = Config> = &'static Config> {
     cheap_down_since: Instant,
     next_expiry: Instant,
     class_count: [u32; 3],
-    inflight_records: u32,
     epoch: u32,
     next_tx: u32,
     active: u8,
@@ -398,7 +397,6 @@ impl<S: Store, C: Deref<Target = Config>> Producer<S, C> {
             cheap_down_since: Instant::NEVER,
             next_expiry,
             class_count,
-            inflight_records: 0,
             epoch,
             next_tx: 1,
             active: 0,
@@ -580,7 +578,7 @@ impl<S: Store, C: Deref<Target = Config>> Producer<S, C> {
         let slot = self.inflight[..self.config.max_inflight()]
             .iter()
             .position(|f| f.id == 0)?;
-        if self.stats.pending <= u64::from(self.inflight_records)
+        if self.stats.pending <= u64::from(self.inflight_records())
             && self.config.routing() != Routing::Mirror
         {
             return None;
@@ -629,6 +627,15 @@ impl<S: Store, C: Deref<Target = Config>> Producer<S, C> {
                 None
             }
         }
+    }
+
+    /// Records in transmits awaiting an outcome.
+    fn inflight_records(&self) -> u32 {
+        self.inflight
+            .iter()
+            .filter(|f| f.id != 0)
+            .map(|f| u32::from(f.records))
+            .sum()
     }
 
     fn probeable(&self, e: usize, l: usize) -> bool {
@@ -888,7 +895,6 @@ impl<S: Store, C: Deref<Target = Config>> Producer<S, C> {
         }
         self.links[l].spent += charged;
         self.stats.link_bytes[l] += charged;
-        self.inflight_records += u32::from(count);
         let id = self.next_tx;
         self.next_tx = self.next_tx.wrapping_add(1).max(1);
         self.inflight[slot] = InFlight {
@@ -950,7 +956,6 @@ impl<S: Store, C: Deref<Target = Config>> Producer<S, C> {
     fn complete(&mut self, slot: usize, outcome: Outcome) {
         let f = self.inflight[slot];
         self.inflight[slot].id = 0;
-        self.inflight_records -= u32::from(f.records);
         let (e, l) = (f.endpoint as usize, f.link as usize);
         match outcome {
             Outcome::Delivered => {
@@ -1180,7 +1185,6 @@ impl<S: Store, C: Deref<Target = Config>> Producer<S, C> {
             let f = self.inflight[slot];
             if f.id != 0 && f.endpoint as usize == e && f.link as usize == l {
                 self.inflight[slot].id = 0;
-                self.inflight_records -= u32::from(f.records);
                 self.release_slot(slot, f.records, true);
             }
         }
@@ -1283,7 +1287,7 @@ impl<S: Store, C: Deref<Target = Config>> Producer<S, C> {
                 at(f.sent_at + t.trip_after);
             }
         }
-        if self.stats.pending > u64::from(self.inflight_records)
+        if self.stats.pending > u64::from(self.inflight_records())
             || self.config.routing() == Routing::Mirror
         {
             for e in 0..self.config.endpoints().len() {

@@ -918,17 +918,6 @@ impl Store for DiskStore {
         Ok(len)
     }
 
-    fn read_and_mark(
-        &mut self,
-        index: usize,
-        out: &mut [u8],
-        state: RecordState,
-    ) -> Result<usize, StoreError> {
-        let n = self.read_frame(index, out)?;
-        self.set_state(index, state);
-        Ok(n)
-    }
-
     fn remove(&mut self, index: usize) -> Result<(), StoreError> {
         let e = *self.index.get(index).ok_or(StoreError::NoSuchRecord)?;
         self.write_ack(e.seg, e.off)?;
