@@ -16,18 +16,26 @@ use twinhub::SdkConfig;
 use twinhub::{Class, Event, Producer, SendError, SendOptions};
 use twinhub_emulator::{Emulator, EmulatorConfig, Fault};
 
-/// Subscribes with a persistent session and collects `message-id` user properties.
-fn collect(port: u16, name: &str, seen: Arc<Mutex<BTreeMap<String, u32>>>) {
+/// Subscribes with a persistent session and collects `message-id` user properties;
+/// resolves once the first subscription is acknowledged.
+async fn collect(port: u16, name: &str, seen: Arc<Mutex<BTreeMap<String, u32>>>) {
     let mut opts = MqttOptions::new(format!("collector-{name}"), "127.0.0.1", port);
     opts.set_clean_start(false);
     opts.set_session_expiry_interval(Some(3600));
     opts.set_keep_alive(Duration::from_secs(5));
     let (client, mut events) = AsyncClient::new(opts, 1024);
+    let (subscribed, ready) = tokio::sync::oneshot::channel();
+    let mut subscribed = Some(subscribed);
     tokio::spawn(async move {
         loop {
             match events.poll().await {
                 Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
                     let _ = client.subscribe("telemetry/#", QoS::AtLeastOnce).await;
+                }
+                Ok(MqttEvent::Incoming(Packet::SubAck(_))) => {
+                    if let Some(tx) = subscribed.take() {
+                        let _ = tx.send(());
+                    }
                 }
                 Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
                     let id = p.properties.as_ref().and_then(|props| {
@@ -46,6 +54,10 @@ fn collect(port: u16, name: &str, seen: Arc<Mutex<BTreeMap<String, u32>>>) {
             }
         }
     });
+    tokio::time::timeout(Duration::from_secs(10), ready)
+        .await
+        .expect("collector subscribed in time")
+        .expect("collector task alive");
 }
 
 async fn wait_until(timeout: Duration, mut ok: impl FnMut() -> bool) -> bool {
@@ -61,18 +73,13 @@ async fn wait_until(timeout: Duration, mut ok: impl FnMut() -> bool) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_primary_killed_mid_stream_loses_nothing() {
-    let persist = |dir: &std::path::Path| {
-        format!(
-            "allow_anonymous true\npersistence true\npersistence_location {}/\n",
-            dir.display()
-        )
-    };
-    let pdir = tempfile::tempdir().unwrap();
-    let mut primary = Mosquitto::start_with(&persist(pdir.path()));
+    // The primary keeps the collector's session across its restart: whatever it acked
+    // before the SIGTERM, or receives before the collector is back, still reaches it.
+    let mut primary = Mosquitto::start_persistent();
     let secondary = Mosquitto::start();
     let (seen_p, seen_s) = (Arc::default(), Arc::default());
-    collect(primary.port, "p", Arc::clone(&seen_p));
-    collect(secondary.port, "s", Arc::clone(&seen_s));
+    collect(primary.port, "p", Arc::clone(&seen_p)).await;
+    collect(secondary.port, "s", Arc::clone(&seen_s)).await;
     let toml = format!(
         r#"device_id = "e2e-mqtt"
 [outbox]
@@ -98,11 +105,11 @@ topic = "telemetry/{{device_id}}"
         .build()
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await; // collectors subscribed
     let mut ids = Vec::new();
     for i in 0..10_000u32 {
         if i == 3_000 {
             primary.terminate();
+            assert!(primary.saved(), "the primary saved its sessions");
         }
         if i == 6_000 {
             primary.restart();
@@ -148,10 +155,16 @@ topic = "telemetry/{{device_id}}"
     );
     let union: HashSet<&String> = p.keys().chain(s.keys()).collect();
     let missing = all.iter().filter(|id| !union.contains(id)).count();
+    let first_missing: Vec<&String> = all
+        .iter()
+        .filter(|id| !union.contains(id))
+        .take(10)
+        .collect();
     assert!(
         complete,
-        "{missing} of {} ids reached neither broker",
-        all.len()
+        "{missing} of {} ids reached neither broker, first {first_missing:?}; {:?}",
+        all.len(),
+        producer.stats().stats
     );
     let copies: u32 = p.values().chain(s.values()).sum();
     let stats = producer.stats().stats;

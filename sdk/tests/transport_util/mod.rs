@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -142,6 +143,32 @@ impl Mosquitto {
         };
         m.restart();
         m
+    }
+
+    /// Starts a broker that saves its sessions and queued messages on SIGTERM and loads
+    /// them on restart, so a durable subscriber misses nothing across [`Self::terminate`].
+    pub fn start_persistent() -> Mosquitto {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("db");
+        std::fs::create_dir(&db).expect("db dir");
+        // Started as root, mosquitto drops to its own user: the store must be writable by it.
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let mut m = Mosquitto {
+            child: None,
+            port: free_port(),
+            dir,
+            extra: format!(
+                "allow_anonymous true\npersistence true\npersistence_location {}/\n",
+                db.display()
+            ),
+        };
+        m.restart();
+        m
+    }
+
+    /// Whether the persistence file exists (after a [`Self::terminate`] of a persistent broker).
+    pub fn saved(&self) -> bool {
+        self.dir.path().join("db").join("mosquitto.db").is_file()
     }
 
     pub fn addr(&self) -> SocketAddr {
