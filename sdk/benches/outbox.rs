@@ -1,9 +1,11 @@
 //! Disk outbox appends under group commit, beside the raw floor any durable outbox pays:
-//! a `write` per frame of the same bytes and one `fdatasync` per 64 records, to a file on
-//! the same filesystem, in the same run.
+//! a `write` per frame of the same bytes and one `fdatasync` per group, to a file on the
+//! same filesystem, in the same run.
 //!
-//! Besides the criterion group it prints a `ROW` line (records per second over a fixed run
-//! of 50,000 records) for `cargo xtask bench`.
+//! Two commit intervals: 64 records (a light load) and [`GROUP_COMMIT_MAX`], the largest
+//! group the producer's driver commits at once, which is what a busy gateway runs at.
+//! Besides the criterion groups it prints `ROW` lines (records per second over a fixed run
+//! of 51,200 records) for `cargo xtask bench`.
 
 use std::fs::{File, OpenOptions};
 use std::hint::black_box;
@@ -13,10 +15,11 @@ use std::time::{Duration, Instant as WallClock};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use twinhub::outbox::DiskStore;
+use twinhub::producer::GROUP_COMMIT_MAX;
 use twinhub::spec::Fsync;
 use twinhub_core::{Class, Instant, RecordMeta, Store, frame};
 
-const BATCH: usize = 64;
+const GROUPS: [usize; 2] = [64, GROUP_COMMIT_MAX];
 const PAYLOAD: [u8; 256] = [0xa5; 256];
 const MAX_BYTES: u64 = 256 << 20;
 /// Drain (untimed) once this many bytes are pending, as delivery would.
@@ -31,9 +34,9 @@ fn meta(seq: u64) -> RecordMeta {
     }
 }
 
-/// One group: 64 pushes and one sync.
-fn ours_batch(store: &mut DiskStore, seq: &mut u64) {
-    for _ in 0..BATCH {
+/// One group: `n` pushes and one sync.
+fn ours_batch(store: &mut DiskStore, seq: &mut u64, n: usize) {
+    for _ in 0..n {
         store.push(&meta(*seq), black_box(&PAYLOAD)).unwrap();
         *seq += 1;
     }
@@ -47,8 +50,8 @@ fn drain(store: &mut DiskStore) {
 }
 
 /// The same frames as the store writes, encoded once up front.
-fn frames() -> Vec<Vec<u8>> {
-    (0..BATCH as u64)
+fn frames(n: usize) -> Vec<Vec<u8>> {
+    (0..n as u64)
         .map(|i| {
             let m = meta(1_000_000 + i);
             let mut buf = vec![0u8; frame::encoded_len(&m, PAYLOAD.len())];
@@ -85,71 +88,77 @@ fn raw_reset(file: &mut File, written: &mut u64) {
 
 fn appends(c: &mut Criterion) {
     let tmp = tempfile::tempdir().unwrap();
-    let mut g = c.benchmark_group("outbox_append_256B_fsync_batch");
-    g.bench_function("twinhub", |b| {
-        let (mut store, _) =
-            DiskStore::open(&tmp.path().join("ours"), MAX_BYTES, Fsync::Batch).unwrap();
-        let mut seq = 0;
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let t = WallClock::now();
-                ours_batch(&mut store, &mut seq);
-                total += t.elapsed();
-                if store.used() > DRAIN_AT {
-                    drain(&mut store);
+    for n in GROUPS {
+        let mut g = c.benchmark_group(format!("outbox_append_256B_fsync_batch_{n}"));
+        g.throughput(criterion::Throughput::Elements(n as u64));
+        g.bench_function("twinhub", |b| {
+            let dir = tmp.path().join(format!("ours-{n}"));
+            let (mut store, _) = DiskStore::open(&dir, MAX_BYTES, Fsync::Batch).unwrap();
+            let mut seq = 0;
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let t = WallClock::now();
+                    ours_batch(&mut store, &mut seq, n);
+                    total += t.elapsed();
+                    if store.used() > DRAIN_AT {
+                        drain(&mut store);
+                    }
                 }
-            }
-            total
+                total
+            });
         });
-    });
-    g.bench_function("baseline", |b| {
-        let frames = frames();
-        let mut file = raw_file(tmp.path());
-        let mut written = 0;
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let t = WallClock::now();
-                raw_batch(&mut file, &frames, &mut written);
-                total += t.elapsed();
-                raw_reset(&mut file, &mut written);
-            }
-            total
+        g.bench_function("baseline", |b| {
+            let frames = frames(n);
+            let mut file = raw_file(tmp.path());
+            let mut written = 0;
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let t = WallClock::now();
+                    raw_batch(&mut file, &frames, &mut written);
+                    total += t.elapsed();
+                    raw_reset(&mut file, &mut written);
+                }
+                total
+            });
         });
-    });
-    g.finish();
+        g.finish();
+    }
 
     // Records per second over a fixed run, for the summary table.
-    const RUN: usize = 50_000;
-    let batches = RUN / BATCH;
-    let (mut store, _) = DiskStore::open(&tmp.path().join("row"), MAX_BYTES, Fsync::Batch).unwrap();
-    let mut seq = 0;
-    let mut ours = Duration::ZERO;
-    for _ in 0..batches {
-        let t = WallClock::now();
-        ours_batch(&mut store, &mut seq);
-        ours += t.elapsed();
-        if store.used() > DRAIN_AT {
-            drain(&mut store);
+    const RUN: usize = 51_200;
+    for n in GROUPS {
+        let batches = RUN / n;
+        let dir = tmp.path().join(format!("row-{n}"));
+        let (mut store, _) = DiskStore::open(&dir, MAX_BYTES, Fsync::Batch).unwrap();
+        let mut seq = 0;
+        let mut ours = Duration::ZERO;
+        for _ in 0..batches {
+            let t = WallClock::now();
+            ours_batch(&mut store, &mut seq, n);
+            ours += t.elapsed();
+            if store.used() > DRAIN_AT {
+                drain(&mut store);
+            }
         }
+        let frames = frames(n);
+        let mut file = raw_file(tmp.path());
+        let mut written = 0;
+        let mut base = Duration::ZERO;
+        for _ in 0..batches {
+            let t = WallClock::now();
+            raw_batch(&mut file, &frames, &mut written);
+            base += t.elapsed();
+            raw_reset(&mut file, &mut written);
+        }
+        let total = (batches * n) as f64;
+        println!(
+            "ROW\toutbox appends, records/s (256 B, fsync per {n})\t{:.0}\t{:.0}\trec/s",
+            total / ours.as_secs_f64(),
+            total / base.as_secs_f64()
+        );
     }
-    let frames = frames();
-    let mut file = raw_file(tmp.path());
-    let mut written = 0;
-    let mut base = Duration::ZERO;
-    for _ in 0..batches {
-        let t = WallClock::now();
-        raw_batch(&mut file, &frames, &mut written);
-        base += t.elapsed();
-        raw_reset(&mut file, &mut written);
-    }
-    let n = (batches * BATCH) as f64;
-    println!(
-        "ROW\toutbox appends, records/s (256 B, fsync batch of 64)\t{:.0}\t{:.0}\trec/s",
-        n / ours.as_secs_f64(),
-        n / base.as_secs_f64()
-    );
 }
 
 criterion_group!(benches, appends);

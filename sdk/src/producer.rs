@@ -453,6 +453,10 @@ struct Driver<S: Outbox> {
     buf: Vec<u8>,
 }
 
+/// The most sends the driver accepts into one group commit (one outbox sync): under load,
+/// the commands waiting when it wakes, up to this many, share a single `fdatasync`.
+pub const GROUP_COMMIT_MAX: usize = 1024;
+
 impl<S: Outbox> Driver<S> {
     async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         let mut shutdown: Option<(tokio::time::Instant, oneshot::Sender<Snapshot>)> = None;
@@ -480,7 +484,7 @@ impl<S: Outbox> Driver<S> {
                     Some(cmd) => {
                         // Group commit: take every command already waiting, sync once.
                         let mut batch = vec![cmd];
-                        while batch.len() < 1024 {
+                        while batch.len() < GROUP_COMMIT_MAX {
                             match commands.try_recv() {
                                 Ok(Command::Shutdown(timeout, reply)) => {
                                     shutdown = Some((tokio::time::Instant::now() + timeout, reply));
