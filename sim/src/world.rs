@@ -1,0 +1,574 @@
+//! The discrete-event world: one engine per device, regions and links as models, and an
+//! independent account of what every region received.
+//!
+//! Time is in milliseconds. Each shard of the fleet has one event queue (a calendar of
+//! one-millisecond buckets for device wake-ups and transmit outcomes) and is run on its own thread; shards never
+//! interact, so a report depends only on the scenario (shard count included) and its seed.
+//!
+//! What the world trusts: only what its regions received. Each device keeps a window of
+//! sequence numbers it has seen resolved (delivered to some region, or reported dropped
+//! with a reason); a record neither resolved nor still in the device's store at the end is
+//! *lost*.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use twinhub_core::{
+    Class, ClassSet, Config, ConfigError, Cost, DropReason, Duration as EDuration, EndpointConfig,
+    Event, Instant, LinkConfig, Outcome, Producer, RamStore, Timings, TransmitId,
+};
+
+use crate::report::{Report, ShardTally};
+use crate::scenario::Scenario;
+
+/// Bytes of each device's record store (a `RamStore` arena).
+pub const STORE_BYTES: usize = 320;
+/// Largest payload a scenario may ask for: two such records fit in the store.
+pub const MAX_PAYLOAD: usize = 128;
+/// How long a send over a link that is down takes to fail.
+const LINK_FAIL_MS: u64 = 2_000;
+/// The retry-after a throttling region answers with.
+const THROTTLE_RETRY_MS: u64 = 1_000;
+/// Largest transmit: the engine is told so, and the world's buffer has this room.
+const MAX_BATCH_BYTES: u32 = 4_096;
+
+/// An engine, as every device runs it.
+pub type Engine<'c> = Producer<RamStore<STORE_BYTES>, &'c Config>;
+
+/// Builds the engine configuration every device shares.
+pub fn engine_config(s: &Scenario) -> Result<Config, crate::ScenarioError> {
+    let mut b = Config::builder("fleet").timings(Timings::default());
+    for r in &s.regions {
+        let mut e = EndpointConfig::new(&r.name);
+        e.max_batch_bytes = MAX_BATCH_BYTES;
+        e.max_record_bytes = MAX_BATCH_BYTES / 2;
+        b = b.endpoint(e);
+    }
+    for l in &s.links {
+        let mut lc = LinkConfig::new(&l.name, l.cost);
+        lc.budget = l.budget;
+        if let Some(classes) = &l.classes {
+            let mut set = ClassSet::NONE;
+            for c in classes {
+                if let Some(c) = Class::from_name(c) {
+                    set = set.with(c);
+                }
+            }
+            lc.allow = set;
+        }
+        if let Some(a) = l.arm_after {
+            lc.arm_after = EDuration::from_millis(a.as_millis() as u64);
+        }
+        b = b.link(lc);
+    }
+    b.build()
+        .map_err(|e: ConfigError| crate::ScenarioError::Invalid(format!("engine config: {e}")))
+}
+
+/// A 64-bit mix of the seed and some coordinates: every random choice of the world comes
+/// from one of these, so nothing depends on the order devices are visited in.
+fn mix(seed: u64, a: u64, b: u64) -> u64 {
+    let mut z =
+        seed ^ a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn unit(x: u64) -> f64 {
+    (x >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Salts for [`mix`], one per kind of choice.
+mod salt {
+    pub const PHASE: u64 = 1;
+    pub const SIZE: u64 = 2;
+    pub const CLASS: u64 = 3;
+    pub const LATENCY: u64 = 4;
+    pub const FAULT: u64 = 5;
+    pub const FAULT_PHASE: u64 = 6;
+    pub const ENGINE: u64 = 7;
+}
+
+const NONE: u32 = u32::MAX;
+
+/// One queued event: (time ms, device slot, transmit id, kind).
+type Entry = (u32, u32, u32, u8);
+
+/// Buckets in the calendar: one per millisecond, about a minute ahead.
+const BUCKETS: u64 = 1 << 16;
+
+/// A calendar queue: events within [`BUCKETS`] ms of now sit in per-millisecond buckets
+/// (O(1) in and out, in insertion order within a millisecond, which is deterministic);
+/// later ones wait in a heap until their bucket comes into range.
+struct Queue {
+    ring: Vec<Vec<Entry>>,
+    far: BinaryHeap<Reverse<Entry>>,
+    /// The millisecond being drained.
+    now: u64,
+    /// Before the first pop, the bucket `now` is still open for pushes.
+    fresh: bool,
+    current: Vec<Entry>,
+    next: usize,
+    /// Entries in `ring`.
+    near: usize,
+}
+
+impl Queue {
+    fn new() -> Self {
+        Queue {
+            ring: (0..BUCKETS).map(|_| Vec::new()).collect(),
+            far: BinaryHeap::new(),
+            now: 0,
+            fresh: true,
+            current: Vec::new(),
+            next: 0,
+            near: 0,
+        }
+    }
+
+    fn bucket(&mut self, t: u64) -> &mut Vec<Entry> {
+        &mut self.ring[(t % BUCKETS) as usize]
+    }
+
+    fn push(&mut self, mut e: Entry) {
+        // Every delay is at least 1 ms; never queue into the millisecond being drained.
+        let earliest = if self.fresh { self.now } else { self.now + 1 };
+        e.0 = e.0.max(earliest as u32);
+        let t = u64::from(e.0);
+        if t < self.now + BUCKETS {
+            self.bucket(t).push(e);
+            self.near += 1;
+        } else {
+            self.far.push(Reverse(e));
+        }
+    }
+
+    fn pop(&mut self) -> Option<Entry> {
+        loop {
+            if let Some(e) = self.current.get(self.next) {
+                self.next += 1;
+                return Some(*e);
+            }
+            self.current.clear();
+            self.next = 0;
+            if self.near == 0 && self.far.is_empty() {
+                return None;
+            }
+            if !self.fresh {
+                self.now += 1;
+            }
+            self.fresh = false;
+            if self.near == 0
+                && let Some(Reverse(e)) = self.far.peek()
+            {
+                // Nothing near: jump to the earliest far event.
+                self.now = self.now.max(u64::from(e.0));
+            }
+            // Far events whose bucket is now in range join it.
+            while let Some(Reverse(e)) = self.far.peek() {
+                if u64::from(e.0) >= self.now + BUCKETS {
+                    break;
+                }
+                if let Some(Reverse(e)) = self.far.pop() {
+                    self.bucket(u64::from(e.0)).push(e);
+                    self.near += 1;
+                }
+            }
+            let slot = (self.now % BUCKETS) as usize;
+            std::mem::swap(&mut self.ring[slot], &mut self.current);
+            self.near -= self.current.len();
+        }
+    }
+}
+
+/// One virtual device: its engine and the world's account of it.
+struct Device<'c> {
+    engine: Engine<'c>,
+    /// Global device number.
+    index: u32,
+    /// Time of the queued wake-up that counts (others in the queue are stale).
+    wake: u32,
+    next_send: u32,
+    /// The engine's next deadline, as it last said (`NONE`: none).
+    timer: u32,
+    /// Every sequence number below this is resolved (a fresh engine starts at 0).
+    base: u64,
+    /// Resolved flags for `base..base + 64`.
+    bits: u64,
+    /// First transmit to the primary after its outage began.
+    first_attempt: u32,
+    /// Whether failover and failback have been measured.
+    measured: u8,
+}
+
+const FAILED_OVER: u8 = 1;
+const FAILED_BACK: u8 = 2;
+
+/// Outcome codes in the event queue; 0 is a device wake-up.
+const WAKE: u8 = 0;
+const DELIVERED: u8 = 1;
+const UNREACHABLE: u8 = 2;
+const THROTTLED: u8 = 3;
+
+/// What a shard produces.
+pub(crate) struct ShardRun {
+    pub tally: ShardTally,
+}
+
+/// The fixed part of a run, shared by the shards.
+pub(crate) struct Plan<'s> {
+    pub scenario: &'s Scenario,
+    pub config: Config,
+    pub devices: u32,
+    pub end_ms: u64,
+}
+
+/// Runs one shard: the devices whose number is `shard` modulo the shard count.
+pub(crate) fn run_shard(plan: &Plan<'_>, shard: u32, progress: &AtomicU64) -> ShardRun {
+    let s = plan.scenario;
+    let shards = s.shards;
+    let seed = s.seed;
+    let interval = s.device.interval.as_millis() as u64;
+    let minutes = plan.end_ms.div_ceil(60_000) as usize + 1;
+    let regions = s.regions.len();
+    let mut t = ShardTally::new(regions, s.links.len(), minutes);
+    let mut devices: Vec<Device<'_>> = Vec::new();
+    let mut heap = Queue::new();
+    let mut index = shard;
+    while index < plan.devices {
+        let phase = mix(seed, u64::from(index), salt::PHASE) % interval;
+        let engine = Producer::new(
+            &plan.config,
+            RamStore::new(),
+            Instant::ZERO,
+            1,
+            mix(seed, u64::from(index), salt::ENGINE),
+        );
+        let slot = devices.len() as u32;
+        devices.push(Device {
+            engine,
+            index,
+            wake: phase as u32,
+            next_send: phase as u32,
+            timer: NONE,
+            base: 0,
+            bits: 0,
+            first_attempt: NONE,
+            measured: 0,
+        });
+        heap.push((phase as u32, slot, 0, WAKE));
+        index += shards;
+    }
+    t.devices = devices.len() as u64;
+
+    // Per-region capacity for this shard, as a token bucket refilled every millisecond.
+    let capacity: Vec<f64> = s
+        .regions
+        .iter()
+        .map(|r| r.capacity as f64 / f64::from(shards) / 1000.0)
+        .collect();
+    let mut tokens: Vec<f64> = capacity.iter().map(|c| c * 1000.0).collect();
+    let mut refilled = 0u64;
+    let primary_outage = s.regions[0].outages.first().copied();
+    let faults: Vec<(usize, u64, u64, f64)> = s
+        .link_faults
+        .iter()
+        .map(|f| {
+            let link = s.links.iter().position(|l| l.name == f.link).unwrap_or(0);
+            (
+                link,
+                f.up.as_millis() as u64,
+                f.down.as_millis() as u64,
+                f.share,
+            )
+        })
+        .collect();
+
+    let mut buf = vec![0u8; MAX_BATCH_BYTES as usize + 64];
+    let mut payload = [0u8; MAX_PAYLOAD];
+    let [plo, phi] = s.device.payload_bytes;
+    let mut pending_total: u64 = 0;
+    let mut minute_mark = 0u64;
+
+    while let Some((at, slot, tx, kind)) = heap.pop() {
+        let now_ms = u64::from(at);
+        if now_ms > plan.end_ms {
+            if kind != WAKE {
+                // After the end only answers already on their way are handed over, so the
+                // engines' counts and the regions' agree; nothing new is sent.
+                let dev = &mut devices[slot as usize];
+                let before = dev.engine.stats().pending;
+                dev.engine.handle_outcome(
+                    Instant::from_millis(now_ms),
+                    TransmitId(tx),
+                    outcome_of(kind),
+                );
+                drain_events(dev, &mut t);
+                pending_total = pending_total - before + dev.engine.stats().pending;
+            }
+            continue;
+        }
+        while minute_mark * 60_000 <= now_ms {
+            let m = minute_mark as usize;
+            if m < minutes {
+                t.at_risk[m] = pending_total;
+            }
+            minute_mark += 1;
+            progress.store(minute_mark * 60_000, Ordering::Relaxed);
+        }
+        let dev = &mut devices[slot as usize];
+        if kind == WAKE && dev.wake != at {
+            continue; // superseded by an earlier wake-up
+        }
+        t.events += 1;
+        let now = Instant::from_millis(now_ms);
+        let before = dev.engine.stats().pending;
+        match kind {
+            WAKE => {
+                dev.wake = NONE;
+                if now_ms >= u64::from(dev.next_send) {
+                    let n = dev.engine.stats().accepted;
+                    let h = mix(seed, u64::from(dev.index), n.wrapping_add(salt::SIZE << 40));
+                    let len = plo as usize + (h % u64::from(phi - plo + 1)) as usize;
+                    payload[..8].copy_from_slice(&h.to_le_bytes());
+                    let u = unit(mix(
+                        seed,
+                        u64::from(dev.index),
+                        n.wrapping_add(salt::CLASS << 40),
+                    ));
+                    let class = s.device.classes.pick(u);
+                    match dev.engine.enqueue(now, &payload[..len], class) {
+                        Ok(_) => t.accepted += 1,
+                        Err(_) => t.refused += 1,
+                    }
+                    dev.next_send = dev.next_send.saturating_add(interval as u32);
+                }
+                if dev.timer != NONE && u64::from(dev.timer) <= now_ms {
+                    dev.engine.handle_timeout(now);
+                }
+            }
+            code => dev
+                .engine
+                .handle_outcome(now, TransmitId(tx), outcome_of(code)),
+        }
+
+        // Everything the engine wants to send now, with each transmit's fate decided.
+        while let Some(x) = dev.engine.poll_transmit(now, &mut buf) {
+            let e = usize::from(x.endpoint.0);
+            let l = usize::from(x.link.0);
+            let region = &s.regions[e];
+            t.link_bytes[l] += x.len as u64;
+            let lat = {
+                let [lo, hi] = region.latency;
+                let (lo, hi) = (lo.as_millis() as u64, hi.as_millis() as u64);
+                lo + mix(
+                    seed,
+                    u64::from(dev.index),
+                    now_ms ^ (u64::from(x.id.0) << 32) ^ salt::LATENCY,
+                ) % (hi - lo + 1)
+            };
+            if e == 0
+                && dev.first_attempt == NONE
+                && primary_outage.is_some_and(|w| now_ms >= w.from.as_millis() as u64)
+            {
+                dev.first_attempt = at;
+            }
+            let link_down = faults
+                .iter()
+                .enumerate()
+                .any(|(i, &(fl, up, down, share))| {
+                    fl == l && {
+                        let who = mix(seed, u64::from(dev.index), salt::FAULT + i as u64);
+                        unit(who) < share && {
+                            let phase =
+                                mix(seed, u64::from(dev.index), salt::FAULT_PHASE + i as u64);
+                            (now_ms + phase % (up + down)) % (up + down) >= up
+                        }
+                    }
+                });
+            let (code, done) = if link_down {
+                (UNREACHABLE, now_ms + LINK_FAIL_MS)
+            } else if region.outages.iter().any(|w| w.contains(now_ms)) {
+                // A dark region: no answer; the engine's request timeout fires.
+                continue;
+            } else if region.refusals.iter().any(|w| w.contains(now_ms)) {
+                (UNREACHABLE, now_ms + lat)
+            } else {
+                let n = f64::from(x.records);
+                if region.capacity > 0 {
+                    let elapsed = now_ms.saturating_sub(refilled);
+                    if elapsed > 0 {
+                        for (tk, c) in tokens.iter_mut().zip(&capacity) {
+                            *tk = (*tk + c * elapsed as f64).min(c * 1000.0);
+                        }
+                        refilled = now_ms;
+                    }
+                    if tokens[e] < n {
+                        t.throttled += 1;
+                        let r = ((now_ms + lat) as u32, slot, x.id.0, THROTTLED);
+                        heap.push(r);
+                        continue;
+                    }
+                    tokens[e] -= n;
+                }
+                (DELIVERED, now_ms + lat)
+            };
+            if code == DELIVERED {
+                let minute = (done / 60_000) as usize;
+                for f in x.frames(&buf) {
+                    let Ok(f) = f else {
+                        t.corrupt += 1;
+                        continue;
+                    };
+                    match resolve(dev, f.meta.seq) {
+                        Resolved::New => {
+                            t.resolved += 1;
+                            t.delivered[e] += 1;
+                            if let Some(m) = t.delivered_per_minute.get_mut(minute) {
+                                m[e] += 1;
+                            }
+                        }
+                        Resolved::Again => t.duplicates += 1,
+                        Resolved::OutOfWindow => t.out_of_window += 1,
+                    }
+                }
+                if s.links[l].cost == Cost::Costly {
+                    if let Some(m) = t.costly_bytes_per_minute.get_mut(minute) {
+                        *m += x.len as u64;
+                    }
+                }
+                if e != 0 && dev.first_attempt != NONE && dev.measured & FAILED_OVER == 0 {
+                    dev.measured |= FAILED_OVER;
+                    t.failover_ms
+                        .push((done - u64::from(dev.first_attempt)) as u32);
+                }
+                if e == 0
+                    && dev.measured & (FAILED_OVER | FAILED_BACK) == FAILED_OVER
+                    && let Some(w) = primary_outage
+                {
+                    let healed = w.to.as_millis() as u64;
+                    if done >= healed {
+                        dev.measured |= FAILED_BACK;
+                        t.failback_ms.push((done - healed) as u32);
+                    }
+                }
+            }
+            heap.push((done.min(u64::from(u32::MAX - 1)) as u32, slot, x.id.0, code));
+        }
+        drain_events(dev, &mut t);
+        let after = dev.engine.stats().pending;
+        // This device's `before` is part of the total, so this never underflows.
+        pending_total = pending_total - before + after;
+        t.peak_pending = t.peak_pending.max(after);
+
+        // The next wake-up: the next record or the engine's next deadline.
+        let mut next = u64::from(dev.next_send);
+        dev.timer = NONE;
+        if let Some(d) = dev.engine.poll_timeout() {
+            let d = d.as_millis().max(now_ms + 1);
+            dev.timer = d.min(u64::from(u32::MAX - 1)) as u32;
+            next = next.min(d);
+        }
+        let next = next.min(u64::from(u32::MAX - 1)) as u32;
+        if dev.wake == NONE || next < dev.wake {
+            dev.wake = next;
+            heap.push((next, slot, 0, WAKE));
+        }
+    }
+    while (minute_mark as usize) < minutes {
+        t.at_risk[minute_mark as usize] = pending_total;
+        minute_mark += 1;
+    }
+    progress.store(plan.end_ms, Ordering::Relaxed);
+
+    // The end: what the engines still hold (the report derives `lost` from it).
+    for dev in &devices {
+        let stats = dev.engine.stats();
+        t.pending_at_end += stats.pending;
+        t.engine_delivered += stats.delivered;
+        t.engine_dropped += stats.dropped.total();
+    }
+    t.device_bytes = size_of::<Device<'_>>() as u64;
+    ShardRun { tally: t }
+}
+
+fn outcome_of(code: u8) -> Outcome {
+    match code {
+        DELIVERED => Outcome::Delivered,
+        UNREACHABLE => Outcome::Unreachable,
+        _ => Outcome::Throttled {
+            retry_after: Some(EDuration::from_millis(THROTTLE_RETRY_MS)),
+        },
+    }
+}
+
+/// Takes a device's engine events into the tally; drops resolve their records.
+fn drain_events(dev: &mut Device<'_>, t: &mut ShardTally) {
+    while let Some(ev) = dev.engine.poll_event() {
+        match ev {
+            Event::Dropped { id, reason } => {
+                t.dropped[reason_index(reason)] += 1;
+                match resolve(dev, id.seq) {
+                    Resolved::New => t.resolved += 1,
+                    Resolved::Again => t.dropped_after_delivery += 1,
+                    Resolved::OutOfWindow => t.out_of_window += 1,
+                }
+            }
+            Event::FailedOver { .. } => t.failovers += 1,
+            Event::FailedBack { .. } => t.failbacks += 1,
+            Event::BudgetExhausted { .. } => t.budget_exhausted += 1,
+            _ => {}
+        }
+    }
+}
+
+enum Resolved {
+    New,
+    Again,
+    OutOfWindow,
+}
+
+fn resolve(dev: &mut Device<'_>, seq: u64) -> Resolved {
+    if seq < dev.base {
+        return Resolved::Again;
+    }
+    let off = seq - dev.base;
+    if off >= 64 {
+        return Resolved::OutOfWindow;
+    }
+    let bit = 1u64 << off;
+    if dev.bits & bit != 0 {
+        return Resolved::Again;
+    }
+    dev.bits |= bit;
+    let run = dev.bits.trailing_ones();
+    if run > 0 {
+        dev.bits = dev.bits.checked_shr(run).unwrap_or(0);
+        dev.base += u64::from(run);
+    }
+    Resolved::New
+}
+
+fn reason_index(r: DropReason) -> usize {
+    match r {
+        DropReason::Expired => 0,
+        DropReason::Evicted => 1,
+        DropReason::TooLarge => 2,
+        DropReason::Malformed => 3,
+    }
+}
+
+/// Merges shard tallies into the report's figures.
+pub(crate) fn finish(plan: &Plan<'_>, runs: Vec<ShardRun>) -> Report {
+    let mut total = ShardTally::new(
+        plan.scenario.regions.len(),
+        plan.scenario.links.len(),
+        plan.end_ms.div_ceil(60_000) as usize + 1,
+    );
+    for r in runs {
+        total.absorb(r.tally);
+    }
+    Report::from_tally(plan.scenario, total)
+}

@@ -1,0 +1,209 @@
+//! Small seeded worlds: what the fleet simulator promises about the engine it runs.
+
+use twinhub_sim::{Report, RunOptions, Scenario, run};
+
+/// Two regions, a free WAN and a satellite for critical records; `extra` is appended.
+fn scenario(devices: u32, duration: &str, extra: &str) -> Scenario {
+    Scenario::from_toml_str(&format!(
+        r#"
+name = "test"
+seed = 11
+devices = {devices}
+duration = "{duration}"
+[device]
+interval = "30s"
+payload_bytes = [32, 64]
+classes = {{ critical = 0.1, normal = 0.8, bulk = 0.1 }}
+[[region]]
+name = "primary"
+latency = ["20ms", "80ms"]
+outages = [{{ from = "10m", to = "25m" }}]
+[[region]]
+name = "secondary"
+latency = ["30ms", "120ms"]
+[[link]]
+name = "wan"
+cost = "free"
+[[link]]
+name = "satellite"
+cost = "costly"
+budget = "2KiB/1d"
+classes = ["critical"]
+arm_after = "2m"
+price_per_mib = 10.0
+{extra}
+"#
+    ))
+    .unwrap()
+}
+
+fn quiet() -> RunOptions {
+    RunOptions::default()
+}
+
+fn sane(r: &Report) {
+    assert_eq!(r.lost, 0, "{}", r.summary());
+    assert_eq!(r.anomalies, 0, "{}", r.summary());
+    assert!(r.engines_agree, "{}", r.summary());
+    let delivered: u64 = r.delivered.values().sum();
+    let d = r.dropped;
+    assert_eq!(
+        r.accepted,
+        delivered + r.pending_at_end + d.expired + d.evicted + d.too_large + d.malformed,
+        "{}",
+        r.summary()
+    );
+}
+
+#[test]
+fn dark_primary_fails_over_fast_loses_nothing_and_never_touches_the_satellite() {
+    let r = run(&scenario(3_000, "45m", ""), &quiet()).unwrap();
+    sane(&r);
+    println!("{}", r.summary());
+    assert_eq!(r.accepted, 3_000 * 90);
+    assert!(r.delivered["secondary"] > 0);
+    assert!(r.delivered["primary"] > r.delivered["secondary"]);
+    assert_eq!(r.failover_time.count, 3_000, "every device failed over");
+    assert!(r.failover_time.p99_ms <= 15_000, "{:?}", r.failover_time);
+    assert!(r.failback_time.count > 0, "{:?}", r.failback_time);
+    assert_eq!(r.links["satellite"].bytes, 0, "the WAN worked throughout");
+    assert_eq!(r.dropped.evicted, 0);
+    // During the outage some records wait for the failover; afterwards none.
+    assert!(r.timeline[15].pending > 0 || r.timeline[11].pending > 0);
+    assert_eq!(r.timeline.last().unwrap().pending, r.pending_at_end);
+}
+
+#[test]
+fn dead_wan_arms_the_satellite_for_critical_records_within_budget() {
+    let extra = r#"
+[[link_fault]]
+link = "wan"
+share = 1.0
+up = "5m"
+down = "30m"
+"#;
+    let mut s = scenario(1_000, "40m", extra);
+    // A budget small enough to run out: 256 bytes a day per device.
+    s.links[1].budget = Some(twinhub_core::Budget {
+        bytes: 256,
+        window: twinhub_core::Duration::from_days(1),
+    });
+    let r = run(&s, &quiet()).unwrap();
+    sane(&r);
+    println!("{}", r.summary());
+    let sat = &r.links["satellite"];
+    assert!(sat.bytes > 0, "critical records took the satellite");
+    assert!(
+        sat.bytes <= 1_000 * 256,
+        "never past the daily budget: {} bytes",
+        sat.bytes
+    );
+    assert!(r.budget_exhausted > 0, "the small budget ran out");
+    assert!(sat.spend > 0.0);
+}
+
+#[test]
+fn same_seed_same_report_other_seed_other_report() {
+    let s = scenario(
+        500,
+        "30m",
+        "[[link_fault]]\nlink = \"wan\"\nshare = 0.2\nup = \"4m\"\ndown = \"3m\"\n",
+    );
+    let a = run(&s, &quiet()).unwrap().deterministic();
+    let b = run(&s, &quiet()).unwrap().deterministic();
+    assert_eq!(a, b);
+    let c = run(
+        &s,
+        &RunOptions {
+            seed: Some(12),
+            ..quiet()
+        },
+    )
+    .unwrap()
+    .deterministic();
+    assert_ne!(a, c);
+    assert_eq!(
+        a.accepted + a.refused,
+        c.accepted + c.refused,
+        "the load does not depend on the seed"
+    );
+}
+
+#[test]
+fn device_count_can_be_overridden() {
+    let s = scenario(10, "5m", "");
+    let r = run(
+        &s,
+        &RunOptions {
+            devices: Some(40),
+            ..quiet()
+        },
+    )
+    .unwrap();
+    assert_eq!(r.devices, 40);
+    assert!(
+        run(
+            &s,
+            &RunOptions {
+                devices: Some(0),
+                ..quiet()
+            }
+        )
+        .is_err()
+    );
+}
+
+#[test]
+fn scenario_errors_name_the_problem() {
+    let base = "devices = 1\nduration = \"1m\"\n[[region]]\nname = \"a\"\n[[link]]\nname = \"w\"\ncost = \"free\"\n";
+    assert!(Scenario::from_toml_str(base).is_ok());
+    let e = Scenario::from_toml_str(&format!("{base}colour = 3\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("colour") && e.contains("line"), "{e}");
+    let e = Scenario::from_toml_str(&base.replace("\"1m\"", "\"1 fortnight\""))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("1 fortnight"), "{e}");
+    let e = Scenario::from_toml_str(&base.replace("\"free\"", "\"cheap\""))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("cheap"), "{e}");
+    let e = Scenario::from_toml_str(&base.replace("devices = 1", "devices = 0"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("devices"), "{e}");
+    let e = Scenario::from_toml_str(&format!(
+        "{base}[[link_fault]]\nlink = \"x\"\nshare = 0.1\nup = \"1m\"\ndown = \"1m\"\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("\"x\""), "{e}");
+    let e = Scenario::from_toml_str(&base.replace(
+        "name = \"w\"\ncost = \"free\"",
+        "name = \"s\"\ncost = \"costly\"\nclasses = [\"urgent\"]",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("urgent"), "{e}");
+}
+
+#[test]
+fn the_shipped_fabrikam_scenario_parses_and_runs_scaled_down() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/fabrikam.toml");
+    let s = Scenario::from_file(std::path::Path::new(path)).unwrap();
+    assert_eq!(s.devices, 800_000);
+    assert_eq!(s.duration.as_secs(), 7_200);
+    let r = run(
+        &s,
+        &RunOptions {
+            devices: Some(2_000),
+            ..quiet()
+        },
+    )
+    .unwrap();
+    sane(&r);
+    assert!(r.failover_time.p99_ms <= 15_000, "{:?}", r.failover_time);
+    let sat = &r.links["satellite"];
+    assert!(sat.bytes <= 2_000 * sat.budget_bytes.unwrap());
+}
