@@ -8,8 +8,12 @@
 //! `twinhub send --config FILE` sends one record per line of standard input through a
 //! producer, drains, prints the final stats as JSON and exits 0 when everything was
 //! delivered, or 3 when the drain timeout passed (pending records stay in a disk outbox).
+//!
+//! `twinhub sim --scenario FILE` runs the fleet simulator and prints its summary (exit 4 if
+//! a record was lost); `twinhub demo` runs the fabrikam outage simulated, then live.
 
 mod send;
+mod sim;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,6 +38,10 @@ enum Command {
     Emulator(EmulatorArgs),
     /// Send one record per line of standard input through a configured producer.
     Send(send::SendArgs),
+    /// Simulate a fleet (one real engine per virtual device) through a scenario.
+    Sim(sim::SimArgs),
+    /// The fabrikam outage, simulated for a large fleet and then run live.
+    Demo(sim::DemoArgs),
 }
 
 #[derive(clap::Args)]
@@ -52,16 +60,21 @@ struct EmulatorArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The simulator's own emulator is an implementation detail: keep its logs out of the
+    // summary unless asked for (RUST_LOG).
+    let default_filter = match cli.command {
+        Command::Sim(_) | Command::Demo(_) => "error,rumqttd=off,twinhub_emulator=off",
+        _ => "warn,twinhub_emulator=info,twinhub=warn",
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("warn,twinhub_emulator=info,twinhub=warn")
-            }),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+        .worker_threads(2)
         .enable_all()
         .build()
     {
@@ -74,6 +87,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Emulator(args) => runtime.block_on(emulator(args)).map(|()| 0),
         Command::Send(args) => runtime.block_on(send::run(args)),
+        Command::Sim(args) => sim::run(args, &runtime),
+        Command::Demo(args) => sim::demo(args, &runtime),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -33,6 +33,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod live;
 pub mod report;
 pub mod scenario;
 pub mod world;
@@ -123,7 +124,7 @@ fn draw_progress<T>(
 }
 
 /// The process's peak resident set, from `/proc` (Linux only).
-fn peak_rss() -> Option<u64> {
+pub(crate) fn peak_rss() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;

@@ -111,7 +111,7 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    fn of(mut v: Vec<u32>) -> Self {
+    pub(crate) fn of(mut v: Vec<u32>) -> Self {
         if v.is_empty() {
             return Percentiles::default();
         }
