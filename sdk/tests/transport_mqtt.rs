@@ -18,6 +18,10 @@ use twinhub_emulator::{Emulator, EmulatorConfig};
 
 const WAIT: Duration = Duration::from_secs(10);
 
+/// Bounds a whole batch of QoS 1 publishes. Generous, since a debug build on a busy machine
+/// is slow, and nothing here waits for it: a killed broker ends the connection at once.
+const BATCH_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// What a subscriber saw: topic, user properties, payload.
 type Seen = (String, Vec<(String, String)>, Vec<u8>);
 
@@ -77,14 +81,7 @@ async fn mqtt5_to_mosquitto_carries_ids_and_survives_a_restart() {
     let mut broker = Mosquitto::start();
     let (mut rx, _sub) = subscriber(broker.port, "t/#").await;
     let spec = mqtt(broker.addr(), "t/{device_id}", MqttVersion::V5);
-    let t = build_with_timeout(
-        &spec,
-        &link(None),
-        &device("dev"),
-        tls(),
-        Duration::from_secs(2),
-    )
-    .unwrap();
+    let t = build_with_timeout(&spec, &link(None), &device("dev"), tls(), BATCH_TIMEOUT).unwrap();
     let batch = records("dev", 1, 0, 150, 64);
     assert_eq!(t.send(&batch).await, Outcome::Delivered);
     let seen = collect(&mut rx, 150).await;
@@ -131,14 +128,7 @@ async fn mqtt311_to_mosquitto_uses_the_envelope() {
     let mut broker = Mosquitto::start();
     let (mut rx, _sub) = subscriber(broker.port, "v4/#").await;
     let spec = mqtt(broker.addr(), "v4/{device_id}/up", MqttVersion::V311);
-    let t = build_with_timeout(
-        &spec,
-        &link(None),
-        &device("d4"),
-        tls(),
-        Duration::from_secs(2),
-    )
-    .unwrap();
+    let t = build_with_timeout(&spec, &link(None), &device("d4"), tls(), BATCH_TIMEOUT).unwrap();
     let batch = records("d4", 7, 0, 120, 100);
     assert_eq!(t.send(&batch).await, Outcome::Delivered);
     let seen = collect(&mut rx, 120).await;
