@@ -471,7 +471,9 @@ pub(crate) fn run_shard(plan: &Plan<'_>, shard: u32, progress: &AtomicU64) -> Sh
             dev.timer = d.min(u64::from(u32::MAX - 1)) as u32;
             next = next.min(d);
         }
-        let next = next.min(u64::from(u32::MAX - 1)) as u32;
+        // Never the millisecond being processed (the queue would clamp it, and the clamped
+        // wake-up would then look stale).
+        let next = next.max(now_ms + 1).min(u64::from(u32::MAX - 1)) as u32;
         if dev.wake == NONE || next < dev.wake {
             dev.wake = next;
             heap.push((next, slot, 0, WAKE));
