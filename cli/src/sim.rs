@@ -22,6 +22,9 @@ pub struct SimArgs {
     /// Write the full report (with the per-minute timeline) as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Draw the timeline (deliveries per region, backlog at risk, costly bytes) as SVG here.
+    #[arg(long)]
+    plot: Option<PathBuf>,
     /// Run N real SDK producers against emulator regions instead of the simulated fleet.
     #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "50")]
     live: Option<u32>,
@@ -63,6 +66,10 @@ pub fn run(args: SimArgs, runtime: &tokio::runtime::Runtime) -> Result<u8, Strin
         write_json(path, &report)?;
         println!("  report: {}", path.display());
     }
+    if let Some(path) = &args.plot {
+        twinhub_sim::plot::svg(&report, path).map_err(|e| e.to_string())?;
+        println!("  plot: {}", path.display());
+    }
     Ok(if report.lost == 0 { 0 } else { 4 })
 }
 
@@ -83,8 +90,8 @@ pub fn demo(args: DemoArgs, runtime: &tokio::runtime::Runtime) -> Result<u8, Str
     print!("{}", sim.summary());
     std::fs::create_dir_all(&args.out)
         .map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
-    let sim_json = args.out.join("fabrikam.json");
-    write_json(&sim_json, &sim)?;
+    write_json(&args.out.join("fabrikam.json"), &sim)?;
+    twinhub_sim::plot::svg(&sim, &args.out.join("fabrikam.svg")).map_err(|e| e.to_string())?;
     let mut lost = sim.lost;
     if args.live > 0 {
         println!(
@@ -103,7 +110,7 @@ pub fn demo(args: DemoArgs, runtime: &tokio::runtime::Runtime) -> Result<u8, Str
         lost += live.lost;
     }
     println!(
-        "reports (JSON, with per-minute timelines): {}",
+        "reports (JSON, with per-minute timelines) and the fleet's timeline plot (fabrikam.svg): {}",
         args.out.display()
     );
     Ok(if lost == 0 { 0 } else { 4 })

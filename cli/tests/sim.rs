@@ -22,6 +22,7 @@ fn runs_a_scenario_and_writes_the_report() {
     let scenario = dir.path().join("s.toml");
     std::fs::write(&scenario, SCENARIO).unwrap();
     let json = dir.path().join("report.json");
+    let plot = dir.path().join("timeline.svg");
     let out = Command::new(env!("CARGO_BIN_EXE_twinhub"))
         .args([
             "sim",
@@ -35,6 +36,8 @@ fn runs_a_scenario_and_writes_the_report() {
         .arg(&scenario)
         .arg("--json")
         .arg(&json)
+        .arg("--plot")
+        .arg(&plot)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -53,6 +56,17 @@ fn runs_a_scenario_and_writes_the_report() {
     assert_eq!(report["accepted"], 200 * 40);
     assert!(report["delivered"]["secondary"].as_u64().unwrap() > 0);
     assert_eq!(report["timeline"].as_array().unwrap().len(), 21);
+    assert_eq!(
+        report["regions"],
+        serde_json::json!(["primary", "secondary"])
+    );
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(svg.starts_with("<svg"), "{}", &svg[..svg.len().min(80)]);
+    assert!(svg.contains("records delivered per minute") && svg.contains("secondary"));
+    assert!(
+        svg.matches("<polyline").count() >= 4,
+        "two regions, backlog, costly bytes"
+    );
 }
 
 #[test]

@@ -34,6 +34,7 @@
 #![forbid(unsafe_code)]
 
 pub mod live;
+pub mod plot;
 pub mod report;
 pub mod scenario;
 pub mod world;

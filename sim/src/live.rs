@@ -188,6 +188,7 @@ pub async fn run(s: &Scenario, producers: u32, opts: &RunOptions) -> Result<Repo
         simulated_s: LIVE_SECONDS,
         accepted,
         refused,
+        regions: vec!["primary".into(), "secondary".into()],
         delivered: [
             (
                 "primary".to_string(),

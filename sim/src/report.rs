@@ -182,6 +182,8 @@ pub struct Report {
     pub accepted: u64,
     /// Records an engine refused at enqueue (store full under `reject`).
     pub refused: u64,
+    /// Region names in the scenario's order (the order of each minute's `delivered`).
+    pub regions: Vec<String>,
     /// Unique records received, per region name.
     pub delivered: BTreeMap<String, u64>,
     /// Arrivals of a record a region (any region) had already received.
@@ -274,6 +276,7 @@ impl Report {
             simulated_s: s.duration.as_secs(),
             accepted: t.accepted,
             refused: t.refused,
+            regions: s.regions.iter().map(|r| r.name.clone()).collect(),
             delivered,
             duplicates: t.duplicates,
             lost: t.accepted.saturating_sub(t.resolved + t.pending_at_end),
