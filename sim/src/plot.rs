@@ -30,28 +30,15 @@ pub fn svg(report: &Report, path: &Path) -> Result<(), PlotError> {
     let root = SVGBackend::new(path, (1000, 900)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let panels = root.split_evenly((3, 1));
-    let names = &report.regions;
+
     let top = t
         .iter()
         .flat_map(|m| m.delivered.iter().copied())
         .max()
-        .unwrap_or(1)
-        .max(1);
-    let mut c = ChartBuilder::on(&panels[0])
-        .caption(
-            format!("{}: records delivered per minute", report.scenario),
-            ("sans-serif", 20),
-        )
-        .margin(10)
-        .x_label_area_size(30)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0..minutes, 0..top + top / 10)
-        .map_err(|e| err(&e))?;
-    c.configure_mesh()
-        .x_desc("minute")
-        .draw()
-        .map_err(|e| err(&e))?;
-    for (i, name) in names.iter().enumerate() {
+        .unwrap_or(1);
+    let caption = format!("{}: records delivered per minute", report.scenario);
+    let mut c = panel(&panels[0], &caption, minutes, top).map_err(|e| err(&e))?;
+    for (i, name) in report.regions.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
         c.draw_series(LineSeries::new(
             t.iter().map(|m| (m.minute, m.delivered[i])),
@@ -66,21 +53,9 @@ pub fn svg(report: &Report, path: &Path) -> Result<(), PlotError> {
         .draw()
         .map_err(|e| err(&e))?;
 
-    let top = t.iter().map(|m| m.pending).max().unwrap_or(1).max(1);
-    let mut c = ChartBuilder::on(&panels[1])
-        .caption(
-            "records at risk (accepted, not yet received)",
-            ("sans-serif", 20),
-        )
-        .margin(10)
-        .x_label_area_size(30)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0..minutes, 0..top + top / 10)
-        .map_err(|e| err(&e))?;
-    c.configure_mesh()
-        .x_desc("minute")
-        .draw()
-        .map_err(|e| err(&e))?;
+    let top = t.iter().map(|m| m.pending).max().unwrap_or(1);
+    let caption = "records at risk (accepted, not yet received)";
+    let mut c = panel(&panels[1], caption, minutes, top).map_err(|e| err(&e))?;
     c.draw_series(LineSeries::new(
         t.iter().map(|m| (m.minute, m.pending)),
         BLACK,
@@ -95,23 +70,35 @@ pub fn svg(report: &Report, path: &Path) -> Result<(), PlotError> {
             (m.minute, total)
         })
         .collect();
-    let top = total.max(1);
-    let mut c = ChartBuilder::on(&panels[2])
-        .caption(
-            "costly-link bytes delivered, cumulative",
-            ("sans-serif", 20),
-        )
-        .margin(10)
-        .x_label_area_size(30)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0..minutes, 0..top + top / 10)
-        .map_err(|e| err(&e))?;
-    c.configure_mesh()
-        .x_desc("minute")
-        .draw()
-        .map_err(|e| err(&e))?;
+    let caption = "costly-link bytes delivered, cumulative";
+    let mut c = panel(&panels[2], caption, minutes, total).map_err(|e| err(&e))?;
     c.draw_series(LineSeries::new(spend, RED))
         .map_err(|e| err(&e))?;
     root.present().map_err(|e| err(&e))?;
     Ok(())
+}
+
+type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
+type Chart<'a, 'b> = ChartContext<
+    'a,
+    SVGBackend<'b>,
+    Cartesian2d<plotters::coord::types::RangedCoordu64, plotters::coord::types::RangedCoordu64>,
+>;
+
+/// One panel: a caption, minutes across, `0..top` (plus headroom) up, its mesh drawn.
+fn panel<'a, 'b>(
+    area: &'a Area<'b>,
+    caption: &str,
+    minutes: u64,
+    top: u64,
+) -> Result<Chart<'a, 'b>, DrawingAreaErrorKind<std::io::Error>> {
+    let top = top.max(1);
+    let mut c = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 20))
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0..minutes, 0..top + top / 10)?;
+    c.configure_mesh().x_desc("minute").draw()?;
+    Ok(c)
 }
