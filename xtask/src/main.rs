@@ -16,7 +16,18 @@ const BARE_TARGETS: [&str; 2] = ["thumbv7em-none-eabihf", "x86_64-unknown-none"]
 /// Debian packages the test suites start for real (added as suites need them), as
 /// (package, binary). mosquitto: the emulator's proxy-mode tests put the fault switch in
 /// front of a real broker (the binary lands in /usr/sbin; the tests look there too).
-const DEBIAN_PACKAGES: &[(&str, &str)] = &[("mosquitto", "mosquitto")];
+/// qemu-system-arm: the firmware demo boots on its Cortex-M4 machine (mps2-an386).
+const DEBIAN_PACKAGES: &[(&str, &str)] = &[
+    ("mosquitto", "mosquitto"),
+    ("qemu-system-arm", "qemu-system-arm"),
+];
+
+/// The firmware demo's image, built by its own manifest for the Cortex-M4 target.
+const FIRMWARE_ELF: &str =
+    "firmware-demo/target/thumbv7em-none-eabihf/release/twinhub-firmware-demo";
+/// Footprint budgets of the firmware image (with its 4 KiB outbox arena).
+const FLASH_BUDGET: u64 = 64 * 1024;
+const RAM_BUDGET: u64 = 16 * 1024;
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
@@ -147,6 +158,7 @@ fn test() -> Result {
             target,
         ]))?;
     }
+    firmware()?;
     run(cargo()
         .args(["doc", "--workspace", "--no-deps"])
         .env("RUSTDOCFLAGS", "-D warnings"))?;
@@ -163,6 +175,58 @@ fn test() -> Result {
     run(cargo().args(["deny", "--offline", "check"]))?;
     eprintln!("xtask: every check passed");
     Ok(())
+}
+
+/// The firmware demo (outside the workspace): format, lint, build, boot it in QEMU and
+/// hold it to its verdict and its footprint budgets.
+fn firmware() -> Result {
+    let manifest = ["--manifest-path", "firmware-demo/Cargo.toml"];
+    run(cargo().args(["fmt", "--check"]).args(manifest))?;
+    run(cargo()
+        .args(["clippy", "--release", "--target", BARE_TARGETS[0]])
+        .args(manifest)
+        .args(["--", "-D", "warnings"]))?;
+    // Built and run from its own folder, whose cargo config names the target, the linker
+    // script and QEMU as the runner.
+    let mut boot = Command::new("timeout");
+    boot.args([
+        "300",
+        env::var("CARGO").as_deref().unwrap_or("cargo"),
+        "run",
+        "--release",
+    ])
+    .current_dir(root().join("firmware-demo"));
+    eprintln!("xtask: running {boot:?} in firmware-demo/");
+    let out = boot
+        .output()
+        .map_err(|e| format!("cannot start the firmware run: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    print!("{stdout}");
+    if !out.status.success() || !stdout.contains("firmware: ok") {
+        return Err(format!("the firmware demo failed in QEMU ({})", out.status));
+    }
+    let (flash, ram) = footprint()?;
+    eprintln!(
+        "xtask: firmware footprint: flash {flash} B (budget {FLASH_BUDGET}), static RAM {ram} B (budget {RAM_BUDGET})"
+    );
+    if flash > FLASH_BUDGET || ram > RAM_BUDGET {
+        return Err("the firmware image is over its footprint budget".into());
+    }
+    Ok(())
+}
+
+/// Flash (vectors, code, read-only data, initialised data) and static RAM (initialised
+/// and zeroed data) of the firmware image, from its ELF sections.
+fn footprint() -> Result<(u64, u64)> {
+    use object::{Object, ObjectSection};
+    let path = root().join(FIRMWARE_ELF);
+    let bytes = fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let elf = object::File::parse(&*bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    let size = |name: &str| elf.section_by_name(name).map_or(0, |s| s.size());
+    let flash = size(".vector_table") + size(".text") + size(".rodata") + size(".data");
+    let ram = size(".data") + size(".bss") + size(".uninit");
+    Ok((flash, ram))
 }
 
 fn bench(extra: &[String]) -> Result {
@@ -194,6 +258,24 @@ fn bench(extra: &[String]) -> Result {
             });
         }
     }
+    // The firmware's footprint against its budgets (built, not run: no QEMU needed).
+    run(Command::new("sh").args([
+        "-c",
+        "cd firmware-demo && \"${CARGO:-cargo}\" build --release --quiet",
+    ]))?;
+    let (flash, ram) = footprint()?;
+    rows.push(Row {
+        name: "firmware flash (budget as baseline)".into(),
+        ours: flash as f64,
+        base: FLASH_BUDGET as f64,
+        unit: "B".into(),
+    });
+    rows.push(Row {
+        name: "firmware static RAM, 4 KiB arena (budget)".into(),
+        ours: ram as f64,
+        base: RAM_BUDGET as f64,
+        unit: "B".into(),
+    });
     println!();
     println!(
         "{:<48} {:>14} {:>14} {:>8}",
