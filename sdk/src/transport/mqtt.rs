@@ -1,9 +1,10 @@
 //! MQTT (rumqttc) at QoS 1, versions 5 and 3.1.1; also the engine of the IoT Hub transport.
 //!
 //! One PUBLISH per record. A batch is [`Outcome::Delivered`] only when every record's
-//! PUBACK arrived. Packet ids are matched to records by the order of the event loop's
-//! `Outgoing::Publish(pkid)` events (rumqttc assigns ids in request order and reuses them
-//! once acknowledged), and each PUBACK is counted once, for the publish it acknowledges.
+//! PUBACK arrived. The task polling rumqttc's event loop keeps the batch's account: each
+//! `Outgoing::Publish(pkid)` adds a packet id to it (rumqttc assigns ids in request order and
+//! reuses them once acknowledged), each PUBACK counts once, for a packet id of the batch, and
+//! the batch is woken once, when the last one arrives or the connection ends.
 //!
 //! Connections are made on the first send, with a clean session, by a driver task that
 //! polls rumqttc's event loop and stops at the first error: rumqttc's own reconnect (which
@@ -18,7 +19,7 @@
 //! * MQTT 3.1.1: the payload is the JSON envelope `{"id":"<id>","body":"<base64>"}`, with
 //!   `"properties":{..}` added when the record has properties.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -80,15 +81,67 @@ pub(crate) struct MqttConfig {
     pub(crate) max_batch: usize,
 }
 
-/// What the driver task reports.
+/// What the driver task reports besides batch results: the connection's life.
 #[derive(Debug)]
 enum Ev {
     ConnAck,
-    Published(u16),
-    /// A PUBACK, with the failure it carries (`None`: accepted).
-    Acked(u16, Option<Outcome>),
     /// The connection ended: refused for credentials, or lost.
     Failed(Failure),
+}
+
+/// The batch in flight on a connection, as the driver task accounts for it.
+#[derive(Default)]
+struct Tracker {
+    /// Records in the batch.
+    expected: usize,
+    /// Publishes written so far, and their packet ids still waiting for a PUBACK.
+    published: usize,
+    in_flight: HashSet<u16>,
+    acked: usize,
+    /// The most serious PUBACK failure seen.
+    failure: Option<Outcome>,
+    /// Resolved once: (outcome, whether the connection is still clean).
+    done: Option<tokio::sync::oneshot::Sender<(Outcome, bool)>>,
+}
+
+impl Tracker {
+    fn published(&mut self, pkid: u16) {
+        self.in_flight.insert(pkid);
+        self.published += 1;
+    }
+
+    fn acked(&mut self, pkid: u16, failure: Option<Outcome>) {
+        // Only a PUBACK for a publish of this batch counts, and only once.
+        if !self.in_flight.remove(&pkid) {
+            return;
+        }
+        self.acked += 1;
+        if let Some(o) = failure {
+            self.failure = Some(worse(self.failure, o));
+        }
+        if self.acked == self.expected
+            && let Some(done) = self.done.take()
+        {
+            let _ = done.send((self.failure.unwrap_or(Outcome::Delivered), true));
+        }
+    }
+
+    fn ended(&mut self, f: Failure) {
+        if let Some(done) = self.done.take() {
+            let o = if f == Failure::Unauthorized {
+                Outcome::Unauthorized
+            } else {
+                timeout_outcome(self.published)
+            };
+            let _ = done.send((o, false));
+        }
+    }
+}
+
+type SharedTracker = Arc<Mutex<Tracker>>;
+
+fn lock(t: &SharedTracker) -> std::sync::MutexGuard<'_, Tracker> {
+    t.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +158,7 @@ enum Client {
 struct Conn {
     client: Client,
     events: mpsc::UnboundedReceiver<Ev>,
+    tracker: SharedTracker,
     task: AbortHandle,
     born: Instant,
     generation: u64,
@@ -255,6 +309,7 @@ impl MqttTransport {
 
     async fn connect(&self, deadline: Instant, generation: u64) -> Result<Conn, Outcome> {
         let (tx, mut events) = mpsc::unbounded_channel();
+        let tracker = SharedTracker::default();
         let secs = self.timeout.as_secs_f64().ceil().max(1.0) as u64;
         let mut net = rumqttc::NetworkOptions::new();
         net.set_tcp_nodelay(true);
@@ -302,7 +357,7 @@ impl MqttTransport {
                     o.set_credentials(u, p);
                 }
                 let (client, el) = rumqttc::v5::AsyncClient::new(o, capacity);
-                let task = tokio::spawn(drive_v5(el, tx)).abort_handle();
+                let task = tokio::spawn(drive_v5(el, tx, Arc::clone(&tracker))).abort_handle();
                 (Client::V5(client), task)
             }
             MqttVersion::V311 => {
@@ -321,21 +376,19 @@ impl MqttTransport {
                 }
                 let (client, mut el) = rumqttc::AsyncClient::new(o, capacity);
                 el.set_network_options(net);
-                let task = tokio::spawn(drive_v4(el, tx)).abort_handle();
+                let task = tokio::spawn(drive_v4(el, tx, Arc::clone(&tracker))).abort_handle();
                 (Client::V4(client), task)
             }
         };
         let (client, task) = task;
         *self.live.lock().unwrap_or_else(|e| e.into_inner()) = Some(task.clone());
-        let failed = loop {
-            match tokio::time::timeout_at(deadline, events.recv()).await {
-                Ok(Some(Ev::ConnAck)) => break None,
-                Ok(Some(Ev::Failed(Failure::Unauthorized))) => break Some(Outcome::Unauthorized),
-                Ok(Some(Ev::Failed(Failure::Lost)) | None) => break Some(Outcome::Unreachable),
-                Ok(Some(_)) => {}
-                // No CONNACK in time: no record was written, so nothing can have arrived.
-                Err(_) => break Some(Outcome::Unreachable),
-            }
+        // The first word from the driver task is the CONNACK or the failure.
+        let failed = match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(Ev::ConnAck)) => None,
+            Ok(Some(Ev::Failed(Failure::Unauthorized))) => Some(Outcome::Unauthorized),
+            Ok(Some(Ev::Failed(Failure::Lost)) | None) => Some(Outcome::Unreachable),
+            // No CONNACK in time: no record was written, so nothing can have arrived.
+            Err(_) => Some(Outcome::Unreachable),
         };
         if let Some(o) = failed {
             task.abort();
@@ -345,6 +398,7 @@ impl MqttTransport {
         Ok(Conn {
             client,
             events,
+            tracker,
             task,
             born: Instant::now(),
             generation,
@@ -359,71 +413,29 @@ impl MqttTransport {
         records: &[Record],
         deadline: Instant,
     ) -> (Outcome, bool) {
-        let mut published = 0usize;
-        let mut acked = 0usize;
-        let mut in_flight: HashMap<u16, usize> = HashMap::with_capacity(records.len());
-        let mut failure: Option<Outcome> = None;
-        let mut handle = |ev: Ev,
-                          published: &mut usize,
-                          acked: &mut usize,
-                          failure: &mut Option<Outcome>|
-         -> Option<(Outcome, bool)> {
-            match ev {
-                Ev::Published(pkid) => {
-                    in_flight.insert(pkid, *published);
-                    *published += 1;
-                }
-                Ev::Acked(pkid, result) => {
-                    // Only a PUBACK for a publish of this batch counts, and only once.
-                    if in_flight.remove(&pkid).is_some() {
-                        *acked += 1;
-                        if let Some(o) = result {
-                            *failure = Some(worse(*failure, o));
-                        }
-                    }
-                }
-                Ev::ConnAck => {}
-                Ev::Failed(f) => {
-                    let o = if f == Failure::Unauthorized {
-                        Outcome::Unauthorized
-                    } else if *published == 0 {
-                        Outcome::Unreachable
-                    } else {
-                        Outcome::Timeout
-                    };
-                    return Some((o, false));
-                }
-            }
-            (*acked == records.len()).then(|| (failure.unwrap_or(Outcome::Delivered), true))
+        let (done, result) = tokio::sync::oneshot::channel();
+        *lock(&conn.tracker) = Tracker {
+            expected: records.len(),
+            in_flight: HashSet::with_capacity(records.len()),
+            done: Some(done),
+            ..Tracker::default()
         };
+        let published = |conn: &Conn| lock(&conn.tracker).published;
         for r in records {
-            let sent = tokio::time::timeout_at(deadline, self.publish(&conn.client, r)).await;
-            match sent {
+            match tokio::time::timeout_at(deadline, self.publish(&conn.client, r)).await {
                 Ok(Ok(())) => {}
-                Ok(Err(())) => break, // the event loop ended; its event says why
-                Err(_) => return (timeout_outcome(published), false),
-            }
-            // Keep the event queue short while publishing.
-            while let Ok(ev) = conn.events.try_recv() {
-                if let Some(done) = handle(ev, &mut published, &mut acked, &mut failure) {
-                    return done;
-                }
+                Ok(Err(())) => break, // the event loop ended; the tracker says how
+                Err(_) => return (timeout_outcome(published(conn)), false),
             }
         }
-        loop {
-            match tokio::time::timeout_at(deadline, conn.events.recv()).await {
-                Ok(Some(ev)) => {
-                    if let Some(done) = handle(ev, &mut published, &mut acked, &mut failure) {
-                        return done;
-                    }
-                }
-                Ok(None) => {
-                    return (timeout_outcome(published), false);
-                }
-                Err(_) => {
-                    tracing::debug!(host = %self.cfg.host, published, acked, "mqtt batch timed out");
-                    return (timeout_outcome(published), false);
-                }
+        match tokio::time::timeout_at(deadline, result).await {
+            Ok(Ok(r)) => r,
+            // The driver task is gone without a word (aborted): nothing more will come.
+            Ok(Err(_)) => (timeout_outcome(published(conn)), false),
+            Err(_) => {
+                let t = lock(&conn.tracker);
+                tracing::debug!(host = %self.cfg.host, published = t.published, acked = t.acked, "mqtt batch timed out");
+                (timeout_outcome(t.published), false)
             }
         }
     }
@@ -564,16 +576,24 @@ fn pub_ack_failure(reason: PubAckReason) -> Option<Outcome> {
     }
 }
 
-async fn drive_v5(mut el: rumqttc::v5::EventLoop, tx: mpsc::UnboundedSender<Ev>) {
+async fn drive_v5(
+    mut el: rumqttc::v5::EventLoop,
+    tx: mpsc::UnboundedSender<Ev>,
+    tracker: SharedTracker,
+) {
     use rumqttc::v5::{ConnectionError, Event, Incoming};
     loop {
-        let ev = match el.poll().await {
-            Ok(Event::Incoming(Incoming::ConnAck(_))) => Ev::ConnAck,
-            Ok(Event::Incoming(Incoming::PubAck(a))) => {
-                Ev::Acked(a.pkid, pub_ack_failure(a.reason))
+        match el.poll().await {
+            Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                if tx.send(Ev::ConnAck).is_err() {
+                    return;
+                }
             }
-            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => Ev::Published(pkid),
-            Ok(_) => continue,
+            Ok(Event::Incoming(Incoming::PubAck(a))) => {
+                lock(&tracker).acked(a.pkid, pub_ack_failure(a.reason));
+            }
+            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => lock(&tracker).published(pkid),
+            Ok(_) => {}
             Err(e) => {
                 let f = match &e {
                     ConnectionError::ConnectionRefused(
@@ -585,24 +605,30 @@ async fn drive_v5(mut el: rumqttc::v5::EventLoop, tx: mpsc::UnboundedSender<Ev>)
                     _ => Failure::Lost,
                 };
                 tracing::debug!(error = %e, "mqtt connection ended");
+                lock(&tracker).ended(f);
                 let _ = tx.send(Ev::Failed(f));
                 return;
             }
-        };
-        if tx.send(ev).is_err() {
-            return;
         }
     }
 }
 
-async fn drive_v4(mut el: rumqttc::EventLoop, tx: mpsc::UnboundedSender<Ev>) {
+async fn drive_v4(
+    mut el: rumqttc::EventLoop,
+    tx: mpsc::UnboundedSender<Ev>,
+    tracker: SharedTracker,
+) {
     use rumqttc::{ConnectReturnCode, ConnectionError, Event, Packet};
     loop {
-        let ev = match el.poll().await {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => Ev::ConnAck,
-            Ok(Event::Incoming(Packet::PubAck(a))) => Ev::Acked(a.pkid, None),
-            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => Ev::Published(pkid),
-            Ok(_) => continue,
+        match el.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                if tx.send(Ev::ConnAck).is_err() {
+                    return;
+                }
+            }
+            Ok(Event::Incoming(Packet::PubAck(a))) => lock(&tracker).acked(a.pkid, None),
+            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => lock(&tracker).published(pkid),
+            Ok(_) => {}
             Err(e) => {
                 let f = match &e {
                     ConnectionError::ConnectionRefused(
@@ -611,12 +637,10 @@ async fn drive_v4(mut el: rumqttc::EventLoop, tx: mpsc::UnboundedSender<Ev>) {
                     _ => Failure::Lost,
                 };
                 tracing::debug!(error = %e, "mqtt connection ended");
+                lock(&tracker).ended(f);
                 let _ = tx.send(Ev::Failed(f));
                 return;
             }
-        };
-        if tx.send(ev).is_err() {
-            return;
         }
     }
 }
