@@ -38,6 +38,9 @@ use super::{BoxFuture, Limits, Transport};
 use crate::record::Record;
 use crate::spec::{Bind, MqttSpec, MqttVersion, Secret};
 
+/// Most QoS 1 publishes in flight on one connection (MQTT 5; 3.1.1 uses rumqttc's 100).
+const INFLIGHT_LIMIT: u16 = 512;
+
 /// How records are turned into topics and payloads.
 #[derive(Debug, Clone)]
 pub(crate) enum Framing {
@@ -346,6 +349,10 @@ impl MqttTransport {
                     self.cfg.host.clone(),
                     self.cfg.port,
                 );
+                // rumqttc sizes its table of unacknowledged publishes by this limit and
+                // defaults it to 65,535 entries (about 14 MB per connection); the broker's
+                // receive maximum still lowers it further.
+                o.set_outgoing_inflight_upper_limit(INFLIGHT_LIMIT);
                 o.set_keep_alive(keep_alive)
                     .set_clean_start(true)
                     .set_request_channel_capacity(capacity)
