@@ -71,7 +71,6 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<Report, ScenarioErr
     let plan = world::Plan {
         config: world::engine_config(&s)?,
         scenario: &s,
-        devices: s.devices,
         end_ms: s.duration.as_millis() as u64,
     };
     let started = WallClock::now();

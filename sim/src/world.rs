@@ -212,21 +212,15 @@ const DELIVERED: u8 = 1;
 const UNREACHABLE: u8 = 2;
 const THROTTLED: u8 = 3;
 
-/// What a shard produces.
-pub(crate) struct ShardRun {
-    pub tally: ShardTally,
-}
-
 /// The fixed part of a run, shared by the shards.
 pub(crate) struct Plan<'s> {
     pub scenario: &'s Scenario,
     pub config: Config,
-    pub devices: u32,
     pub end_ms: u64,
 }
 
 /// Runs one shard: the devices whose number is `shard` modulo the shard count.
-pub(crate) fn run_shard(plan: &Plan<'_>, shard: u32, progress: &AtomicU64) -> ShardRun {
+pub(crate) fn run_shard(plan: &Plan<'_>, shard: u32, progress: &AtomicU64) -> ShardTally {
     let s = plan.scenario;
     let shards = s.shards;
     let seed = s.seed;
@@ -237,7 +231,7 @@ pub(crate) fn run_shard(plan: &Plan<'_>, shard: u32, progress: &AtomicU64) -> Sh
     let mut devices: Vec<Device<'_>> = Vec::new();
     let mut heap = Queue::new();
     let mut index = shard;
-    while index < plan.devices {
+    while index < s.devices {
         let phase = mix(seed, u64::from(index), salt::PHASE) % interval;
         let engine = Producer::new(
             &plan.config,
@@ -493,7 +487,7 @@ pub(crate) fn run_shard(plan: &Plan<'_>, shard: u32, progress: &AtomicU64) -> Sh
         t.engine_dropped += stats.dropped.total();
     }
     t.device_bytes = size_of::<Device<'_>>() as u64;
-    ShardRun { tally: t }
+    t
 }
 
 fn outcome_of(code: u8) -> Outcome {
@@ -563,14 +557,14 @@ fn reason_index(r: DropReason) -> usize {
 }
 
 /// Merges shard tallies into the report's figures.
-pub(crate) fn finish(plan: &Plan<'_>, runs: Vec<ShardRun>) -> Report {
+pub(crate) fn finish(plan: &Plan<'_>, runs: Vec<ShardTally>) -> Report {
     let mut total = ShardTally::new(
         plan.scenario.regions.len(),
         plan.scenario.links.len(),
         plan.end_ms.div_ceil(60_000) as usize + 1,
     );
     for r in runs {
-        total.absorb(r.tally);
+        total.absorb(r);
     }
     Report::from_tally(plan.scenario, total)
 }

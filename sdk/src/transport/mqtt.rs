@@ -583,6 +583,18 @@ fn pub_ack_failure(reason: PubAckReason) -> Option<Outcome> {
     }
 }
 
+/// The event loop failed: resolve the batch in flight, then tell the transport.
+fn connection_ended(
+    tracker: &SharedTracker,
+    tx: &mpsc::UnboundedSender<Ev>,
+    f: Failure,
+    e: &dyn std::fmt::Display,
+) {
+    tracing::debug!(error = %e, "mqtt connection ended");
+    lock(tracker).ended(f);
+    let _ = tx.send(Ev::Failed(f));
+}
+
 async fn drive_v5(
     mut el: rumqttc::v5::EventLoop,
     tx: mpsc::UnboundedSender<Ev>,
@@ -611,10 +623,7 @@ async fn drive_v5(
                     ) => Failure::Unauthorized,
                     _ => Failure::Lost,
                 };
-                tracing::debug!(error = %e, "mqtt connection ended");
-                lock(&tracker).ended(f);
-                let _ = tx.send(Ev::Failed(f));
-                return;
+                return connection_ended(&tracker, &tx, f, &e);
             }
         }
     }
@@ -643,10 +652,7 @@ async fn drive_v4(
                     ) => Failure::Unauthorized,
                     _ => Failure::Lost,
                 };
-                tracing::debug!(error = %e, "mqtt connection ended");
-                lock(&tracker).ended(f);
-                let _ = tx.send(Ev::Failed(f));
-                return;
+                return connection_ended(&tracker, &tx, f, &e);
             }
         }
     }
