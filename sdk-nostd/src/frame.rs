@@ -37,6 +37,12 @@ const CASTAGNOLI: Crc<u32, Table<16>> = Crc::<u32, Table<16>>::new(&CRC_32_ISCSI
 #[cfg(feature = "compact-crc")]
 const CASTAGNOLI: Crc<u32, Table<1>> = Crc::<u32, Table<1>>::new(&CRC_32_ISCSI);
 
+/// CRC-32C (Castagnoli) of `bytes`, the checksum of frames and wire messages.
+#[inline]
+pub(crate) fn crc32c(bytes: &[u8]) -> u32 {
+    CASTAGNOLI.checksum(bytes)
+}
+
 /// What the engine keeps with each payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordMeta {

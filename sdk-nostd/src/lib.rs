@@ -19,6 +19,8 @@ pub mod producer;
 pub mod sas;
 pub mod store;
 pub mod time;
+#[cfg(feature = "wire")]
+pub mod wire;
 
 pub use config::{
     Budget, Class, ClassSet, Config, ConfigBuilder, ConfigError, Cost, EndpointConfig, EndpointId,
