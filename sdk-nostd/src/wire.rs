@@ -6,7 +6,8 @@
 //! COBS( postcard(message) ‖ CRC-32C(postcard(message)) as u32 LE ) ‖ 0x00
 //! ```
 //!
-//! The device sends [`Uplink::Record`] for every record of a transmit; the gateway answers
+//! The device says [`Uplink::Hello`] with its id, then sends [`Uplink::Record`] for every
+//! record of a transmit; the gateway answers
 //! [`Downlink::Ack`] once the record is in its own durable outbox (or [`Downlink::Reject`]
 //! when it can never accept it). Only an ack frees a record on the device.
 //!
@@ -14,7 +15,7 @@
 //! use twinhub_core::wire::{self, Downlink, Uplink};
 //! use twinhub_core::Class;
 //!
-//! let rec = Uplink::Record { device: "sensor-7", epoch: 1, seq: 42, class: Class::Critical, payload: b"21.5C" };
+//! let rec = Uplink::Record { epoch: 1, seq: 42, class: Class::Critical, payload: b"21.5C" };
 //! let mut out = [0u8; 128];
 //! let n = wire::encode(&rec, &mut out).unwrap();
 //! assert_eq!(out[n - 1], 0, "a zero ends every message");
@@ -26,9 +27,10 @@
 //! for &b in &out[..n] {
 //!     if let Some(frame) = acc.push(b) {
 //!         // The message borrows the accumulator's buffer until the next push.
-//!         let Uplink::Record { device, seq, payload, .. } = wire::decode(frame.unwrap()).unwrap();
-//!         assert_eq!((device, payload), ("sensor-7", &b"21.5C"[..]));
-//!         got = Some(seq);
+//!         if let Uplink::Record { seq, payload, .. } = wire::decode(frame.unwrap()).unwrap() {
+//!             assert_eq!(payload, b"21.5C");
+//!             got = Some(seq);
+//!         }
 //!     }
 //! }
 //! assert_eq!(got, Some(42));
@@ -43,10 +45,14 @@ use crate::frame::crc32c;
 /// A message from a device to its gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Uplink<'a> {
-    /// One record, under the id the device gave it (`device:epoch:seq`).
-    Record {
+    /// Who is on this line: sent once when the line comes up and whenever the gateway
+    /// asks ([`Downlink::Identify`]), so records need not repeat the device id.
+    Hello {
         /// The device's id.
         device: &'a str,
+    },
+    /// One record, under the id the device gave it (`device:epoch:seq`).
+    Record {
         /// The device's start count when it accepted the record.
         epoch: u32,
         /// The record's number within the epoch.
@@ -56,6 +62,13 @@ pub enum Uplink<'a> {
         /// The payload bytes.
         payload: &'a [u8],
     },
+}
+
+impl Uplink<'_> {
+    /// Payloads up to this size cost no more bytes on the line, as a [`Uplink::Record`],
+    /// than their engine frame ([`crate::frame::encoded_len`]), which is what the engine
+    /// charges against a link's budget: a budget then bounds the line's bytes too.
+    pub const BUDGET_EXACT_PAYLOAD: usize = 232;
 }
 
 /// A message from the gateway to a device.
@@ -76,6 +89,9 @@ pub enum Downlink {
         /// The record's number within the epoch.
         seq: u64,
     },
+    /// The gateway does not know who is on this line: the device should say
+    /// [`Uplink::Hello`] again.
+    Identify,
 }
 
 /// Why bytes are not a wire message, or a message does not fit.
@@ -234,7 +250,6 @@ mod tests {
     #[test]
     fn a_flipped_bit_is_caught() {
         let msg = Uplink::Record {
-            device: "d",
             epoch: 1,
             seq: 2,
             class: Class::Normal,
@@ -278,14 +293,13 @@ mod tests {
     proptest! {
         #[test]
         fn records_roundtrip_through_a_byte_stream(
-            device in "[a-z0-9:-]{1,20}",
             epoch: u32,
             seq: u64,
             class in 0usize..3,
             payload in proptest::collection::vec(any::<u8>(), 0..300),
             garbage in proptest::collection::vec(1u8..=255, 0..40),
         ) {
-            let msg = Uplink::Record { device: &device, epoch, seq, class: Class::ALL[class], payload: &payload };
+            let msg = Uplink::Record { epoch, seq, class: Class::ALL[class], payload: &payload };
             let bytes = roundtrip(&msg);
             prop_assert_eq!(*bytes.last().unwrap(), 0);
             prop_assert!(!bytes[..bytes.len() - 1].contains(&0));
@@ -297,6 +311,7 @@ mod tests {
                 if let Some(f) = acc.push(b) {
                     match f.and_then(|f| decode::<Uplink<'_>>(f).map(|m| match m {
                         Uplink::Record { seq, payload, .. } => (seq, payload.to_vec()),
+                        Uplink::Hello { .. } => (u64::MAX, Vec::new()),
                     })) {
                         Ok(m) => decoded.push(m),
                         Err(_) => errors += 1,
@@ -305,6 +320,20 @@ mod tests {
             }
             prop_assert_eq!(decoded, vec![(seq, payload.clone())]);
             prop_assert!(errors <= 1);
+        }
+
+        #[test]
+        fn a_record_costs_no_more_on_the_line_than_its_frame(
+            epoch: u32,
+            seq: u64,
+            class in 0usize..3,
+            at: u64,
+            payload in proptest::collection::vec(any::<u8>(), 0..=Uplink::BUDGET_EXACT_PAYLOAD),
+        ) {
+            let class = Class::ALL[class];
+            let msg = Uplink::Record { epoch, seq, class, payload: &payload };
+            let meta = crate::RecordMeta { epoch, seq, class, enqueued_at: crate::Instant::from_millis(at) };
+            prop_assert!(roundtrip(&msg).len() <= crate::frame::encoded_len(&meta, payload.len()));
         }
 
         #[test]
