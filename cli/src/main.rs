@@ -9,9 +9,14 @@
 //! producer, drains, prints the final stats as JSON and exits 0 when everything was
 //! delivered, or 3 when the drain timeout passed (pending records stay in a disk outbox).
 //!
+//! `twinhub gateway --config FILE --listen tcp://ADDR` takes records from devices' serial
+//! lines (postcard + COBS, see `twinhub::wire`), acks each once it is in the gateway's
+//! durable outbox and forwards it with failover; `--stdin` takes one record per line.
+//!
 //! `twinhub sim --scenario FILE` runs the fleet simulator and prints its summary (exit 4 if
 //! a record was lost); `twinhub demo` runs the fabrikam outage simulated, then live.
 
+mod gateway;
 mod send;
 mod sim;
 
@@ -38,6 +43,8 @@ enum Command {
     Emulator(EmulatorArgs),
     /// Send one record per line of standard input through a configured producer.
     Send(send::SendArgs),
+    /// Take records from devices' serial lines (over TCP) and forward them with failover.
+    Gateway(gateway::GatewayArgs),
     /// Simulate a fleet (one real engine per virtual device) through a scenario.
     Sim(sim::SimArgs),
     /// The fabrikam outage, simulated for a large fleet and then run live.
@@ -87,6 +94,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Emulator(args) => runtime.block_on(emulator(args)).map(|()| 0),
         Command::Send(args) => runtime.block_on(send::run(args)),
+        Command::Gateway(args) => runtime.block_on(gateway::run(args)),
         Command::Sim(args) => sim::run(args, &runtime),
         Command::Demo(args) => sim::demo(args, &runtime),
     };

@@ -1,7 +1,7 @@
 //! `twinhub send`: one record per line of standard input, through a configured producer.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::io::AsyncBufReadExt;
@@ -34,11 +34,11 @@ pub struct SendArgs {
     pub echo_ids: bool,
 }
 
-fn parse_class(s: &str) -> Result<Class, String> {
+pub(crate) fn parse_class(s: &str) -> Result<Class, String> {
     Class::from_name(s).ok_or_else(|| format!("`{s}` is not a class (critical, normal, bulk)"))
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     twinhub::config::units::parse_duration(s).map_err(|e| e.to_string())
 }
 
@@ -49,7 +49,25 @@ pub async fn run(args: SendArgs) -> Result<u8, String> {
         .build()
         .await
         .map_err(|e| e.to_string())?;
-    let opts = SendOptions::class(args.class);
+    let refused = forward_lines(&producer, SendOptions::class(args.class), args.echo_ids).await?;
+    let mut extra = serde_json::Map::new();
+    extra.insert("refused".into(), refused.into());
+    finish(
+        &producer,
+        args.drain_timeout,
+        args.stats_json.as_deref(),
+        extra,
+    )
+    .await
+}
+
+/// Submits one record per line of standard input until it closes; returns how many lines
+/// were refused (too large, outbox full).
+pub(crate) async fn forward_lines(
+    producer: &Producer,
+    opts: SendOptions,
+    echo_ids: bool,
+) -> Result<u64, String> {
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut waiting: VecDeque<(u64, SendTicket)> = VecDeque::new();
     let mut refused = 0u64;
@@ -66,21 +84,34 @@ pub async fn run(args: SendArgs) -> Result<u8, String> {
             Err(e) => refused += refuse(n, &e)?,
         }
         if waiting.len() >= PIPELINE {
-            refused += settle(waiting.pop_front(), args.echo_ids).await?;
+            refused += settle(waiting.pop_front(), echo_ids).await?;
         }
     }
     while !waiting.is_empty() {
-        refused += settle(waiting.pop_front(), args.echo_ids).await?;
+        refused += settle(waiting.pop_front(), echo_ids).await?;
     }
-    let drained = producer.flush(args.drain_timeout).await.is_ok();
+    Ok(refused)
+}
+
+/// Drains, prints the final stats as JSON (with `extra` merged in) and returns the exit
+/// code: 0 when nothing is pending, [`EXIT_PENDING`] otherwise.
+pub(crate) async fn finish(
+    producer: &Producer,
+    drain_timeout: Duration,
+    stats_json: Option<&Path>,
+    extra: serde_json::Map<String, serde_json::Value>,
+) -> Result<u8, String> {
+    let drained = producer.flush(drain_timeout).await.is_ok();
     let snapshot = producer.stats();
     // Whatever is still pending stays in a disk outbox for the next run.
     let _ = producer.shutdown(Duration::from_millis(200)).await;
     let mut json = snapshot.to_json();
-    json["refused"] = refused.into();
+    for (k, v) in extra {
+        json[k] = v;
+    }
     let text = json.to_string();
     println!("{text}");
-    if let Some(path) = &args.stats_json {
+    if let Some(path) = stats_json {
         std::fs::write(path, format!("{text}\n"))
             .map_err(|e| format!("writing {}: {e}", path.display()))?;
     }

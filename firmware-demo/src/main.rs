@@ -1,18 +1,24 @@
 //! A sensor's firmware on QEMU's `mps2-an386` (Cortex-M4), with the twinhub engine and no
 //! allocator (none is defined, so a dependency that allocates fails to link).
 //!
-//! SysTick interrupts every millisecond of CPU time; each tick advances the device clock by
-//! [`TICK_MS`], a time-lapse so that four minutes of the device's life take seconds. The
-//! main loop sleeps until a tick, samples a simulated sensor once per device second
-//! (a normal reading; every tenth one is a critical alarm), and drives the engine exactly
-//! as a device would: enqueue, hand out transmits, report outcomes and timeouts.
+//! SysTick interrupts every millisecond; each tick advances the device clock by
+//! [`TICK_MS`], a time-lapse so that minutes of the device's life take seconds. The main
+//! loop sleeps until an interrupt (a tick or a received byte), samples a simulated sensor
+//! every [`SAMPLE_MS`] (a normal reading; every [`CRITICAL_EVERY`]th one is a critical
+//! alarm), and drives the engine exactly as a device would: enqueue, hand out transmits,
+//! report outcomes; the engine times out transmits that get no answer.
 //!
-//! Two links reach the gateway: `uart` (free) and `satellite` (costly: critical records
-//! only, a small budget, armed only after the UART has been down for a minute). This first
-//! stage answers transmits in the firmware itself, with the UART cut from second 30 to 150;
-//! the gateway on the far side of real UARTs comes next. At the end it prints the counts
-//! over semihosting and exits with failure if a record was lost, a normal record crossed
-//! the satellite, or the satellite spent past its budget.
+//! Two links reach the gateway, both real UARTs of the board (CMSDK APB UART, which QEMU
+//! connects to TCP sockets with `-serial`): UART0 `uart` (free) and UART1 `satellite`
+//! (costly: critical records only, a small daily budget, armed only after the UART has
+//! been down for a minute). Every message on them is postcard + CRC-32C + COBS
+//! ([`twinhub_core::wire`]); the gateway acks each record once it is durable, and only a
+//! full set of acks delivers a transmit and frees its records.
+//!
+//! After [`RUN_MS`] it stops sampling, waits for its outbox to drain, prints its counts over
+//! semihosting and exits; it fails (exit status 1) if a record was dropped, a normal record
+//! crossed the satellite, the satellite carried more bytes than its budget, or it was used
+//! before the UART had been silent for `arm_after`.
 #![no_std]
 #![no_main]
 
@@ -22,23 +28,43 @@ use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m_rt::{entry, exception};
 use cortex_m_semihosting::{debug, hprintln};
 use panic_semihosting as _;
+use twinhub_core::wire::{self, Accumulator, Downlink, Uplink};
 use twinhub_core::{
-    Budget, Class, ClassSet, Config, Cost, Duration, EndpointConfig, Instant, LinkConfig, Outcome,
-    Producer, RamStore, TransmitId,
+    Budget, Class, ClassSet, Config, Cost, Duration, EndpointConfig, Instant, LinkConfig, LinkId,
+    Outcome, Producer, RamStore, Timings, TransmitId,
 };
 
-/// Device milliseconds per SysTick interrupt.
-const TICK_MS: u64 = 50;
+/// Device milliseconds per SysTick interrupt (one per millisecond of QEMU's clock).
+const TICK_MS: u64 = 20;
 /// The mps2-an386 system clock, and so SysTick's reload for one interrupt per millisecond.
 const SYSCLK_HZ: u32 = 25_000_000;
-/// How long the device runs.
-const RUN_MS: u64 = 240_000;
-/// The UART to the gateway is cut over this span.
-const UART_CUT: (u64, u64) = (30_000, 150_000);
-/// The satellite's budget per day.
+/// How long the device samples.
+const RUN_MS: u64 = 600_000;
+/// Longest wait for the outbox to drain after sampling stops.
+const DRAIN_MS: u64 = 300_000;
+/// Device time between sensor readings.
+const SAMPLE_MS: u64 = 2_000;
+/// Every this many readings is a critical alarm.
+const CRITICAL_EVERY: u32 = 5;
+/// Bytes the satellite may carry per day, everything included.
 const SAT_BUDGET: u64 = 512;
+/// Of which the line's own messages (hellos) may take this much; the engine's budget for
+/// records is the rest. A record costs no more on the line than the engine charges for it
+/// (see `Uplink::BUDGET_EXACT_PAYLOAD`), so the line stays within `SAT_BUDGET`.
+const SAT_LINE_RESERVE: u64 = 64;
+/// The satellite is armed only after the UART has been down this long.
+const ARM_AFTER_MS: u64 = 60_000;
 /// The record store's arena.
 const ARENA: usize = 4096;
+/// The device's id.
+const DEVICE: &str = "sensor-7";
+/// The start count: this device keeps nothing across boots, so it is always the first.
+const EPOCH: u32 = 1;
+
+/// Records one transmit may carry (the endpoint's batch limit).
+const BATCH: usize = 8;
+/// Transmits in flight at once (the engine's limit is larger; the table bounds it here).
+const SLOTS: usize = 4;
 
 static TICKS: AtomicU32 = AtomicU32::new(0);
 
@@ -50,12 +76,98 @@ fn SysTick() {
     TICKS.fetch_add(1, Ordering::Relaxed);
 }
 
-/// An answer the (simulated) far side will give at `due`.
+/// Any other interrupt is a UART's receive interrupt: clear it so it does not fire again;
+/// the main loop, woken by it, reads the byte.
+#[exception]
+unsafe fn DefaultHandler(_irqn: i16) {
+    UART0.clear_interrupts();
+    UART1.clear_interrupts();
+}
+
+/// A CMSDK APB UART of the board.
 #[derive(Clone, Copy)]
-struct Pending {
-    due: u64,
+struct Uart(usize);
+
+const UART0: Uart = Uart(0x4000_4000);
+const UART1: Uart = Uart(0x4000_5000);
+
+/// The UART receive interrupts (NVIC lines) of the board: UART0 RX is 0, UART1 RX is 2.
+#[derive(Clone, Copy)]
+enum Irq {
+    Uart0Rx = 0,
+    Uart1Rx = 2,
+}
+
+// SAFETY: the numbers are the board's interrupt lines, all below the 240 cortex-m-rt supports.
+unsafe impl cortex_m::interrupt::InterruptNumber for Irq {
+    fn number(self) -> u16 {
+        self as u16
+    }
+}
+
+impl Uart {
+    const DATA: usize = 0x00;
+    const STATE: usize = 0x04;
+    const CTRL: usize = 0x08;
+    const INTSTATUS: usize = 0x0c;
+    const BAUDDIV: usize = 0x10;
+    const TX_FULL: u32 = 1;
+    const RX_FULL: u32 = 2;
+
+    fn read(self, reg: usize) -> u32 {
+        // SAFETY: a device register of the board's memory map, read as the word it is.
+        unsafe { core::ptr::read_volatile((self.0 + reg) as *const u32) }
+    }
+
+    fn write(self, reg: usize, value: u32) {
+        // SAFETY: as in `read`; the registers written here have no memory effects.
+        unsafe { core::ptr::write_volatile((self.0 + reg) as *mut u32, value) }
+    }
+
+    /// Enables transmit, receive and the receive interrupt. The divider only has to be
+    /// legal (≥ 16): the line's speed is whatever QEMU's socket gives.
+    fn init(self) {
+        self.write(Self::BAUDDIV, 16);
+        self.write(Self::CTRL, 0b1011);
+    }
+
+    fn clear_interrupts(self) {
+        self.write(Self::INTSTATUS, 0xf);
+    }
+
+    fn read_byte(self) -> Option<u8> {
+        (self.read(Self::STATE) & Self::RX_FULL != 0).then(|| self.read(Self::DATA) as u8)
+    }
+
+    fn write_all(self, bytes: &[u8]) {
+        for &b in bytes {
+            while self.read(Self::STATE) & Self::TX_FULL != 0 {}
+            self.write(Self::DATA, u32::from(b));
+        }
+    }
+}
+
+/// A transmit on the line, waiting for the gateway's acks.
+#[derive(Clone, Copy)]
+struct InFlight {
     tx: TransmitId,
-    outcome: Outcome,
+    seqs: [u64; BATCH],
+    acked: [bool; BATCH],
+    len: usize,
+    rejected: bool,
+    /// After this the engine has timed the transmit out itself: forget it.
+    forget_at: u64,
+}
+
+/// What the device counts of its own lines.
+#[derive(Default)]
+struct Lines {
+    bytes: [u64; 2],
+    critical_over_satellite: u32,
+    normal_over_satellite: u32,
+    last_uart_ack_ms: u64,
+    early_satellite: u32,
+    acks: u32,
 }
 
 #[entry]
@@ -66,39 +178,37 @@ fn main() -> ! {
     cp.SYST.clear_current();
     cp.SYST.enable_counter();
     cp.SYST.enable_interrupt();
+    for uart in [UART0, UART1] {
+        uart.init();
+    }
+    // SAFETY: the handler only clears UART interrupt flags; no critical section relies on
+    // these lines being masked.
+    unsafe {
+        cortex_m::peripheral::NVIC::unmask(Irq::Uart0Rx);
+        cortex_m::peripheral::NVIC::unmask(Irq::Uart1Rx);
+    }
 
-    let mut satellite = LinkConfig::new("satellite", Cost::Costly);
-    satellite.budget = Some(Budget {
-        bytes: SAT_BUDGET,
-        window: Duration::from_days(1),
-    });
-    satellite.allow = ClassSet::only(Class::Critical);
-    satellite.arm_after = Duration::from_secs(60);
-    let config = Config::builder("sensor-7")
-        .endpoint(EndpointConfig::new("gateway"))
-        .link(LinkConfig::new("uart", Cost::Free))
-        .link(satellite)
-        .build()
-        .unwrap_or_else(|_| fail("config"));
+    let config = device_config();
     // The configuration and the engine (with its arena) live in statics, so the image's
     // static RAM shows what the engine really takes.
     let config: &'static Config =
         cortex_m::singleton!(: Config = config).unwrap_or_else(|| fail("config twice"));
     let engine: &'static mut Engine = cortex_m::singleton!(
-        : Engine = Producer::new(config, RamStore::new(), Instant::ZERO, 1, 0x5eed)
+        : Engine = Producer::new(config, RamStore::new(), Instant::ZERO, EPOCH, 0x5eed)
     )
     .unwrap_or_else(|| fail("engine twice"));
     let uart = config.link_id("uart").unwrap_or_else(|| fail("no uart"));
+    let request_timeout_ms = config.timings().request_timeout.as_millis();
 
-    let mut buf = [0u8; 1024];
-    let mut answers: [Option<Pending>; 8] = [None; 8];
-    // Sequence numbers the gateway has received (each record once).
-    let mut seen = [false; 512];
-    let mut duplicates = 0u32;
-    let mut link_bytes = [0u64; 2];
-    let mut normal_over_satellite = 0u32;
-    let mut critical_over_satellite = 0u32;
-    let mut next_sample = 1_000u64;
+    let mut lines = Lines::default();
+    let mut buf = [0u8; 512];
+    let mut out = [0u8; 256];
+    let mut rx = [Accumulator::<256>::new(), Accumulator::<256>::new()];
+    let mut inflight: [Option<InFlight>; SLOTS] = [None; SLOTS];
+    for link in [0, 1] {
+        hello(link, &mut out, &mut lines);
+    }
+    let mut next_sample = SAMPLE_MS;
     let mut samples = 0u32;
 
     loop {
@@ -108,104 +218,197 @@ fn main() -> ! {
 
         if now_ms >= next_sample && now_ms < RUN_MS {
             samples += 1;
-            let class = if samples.is_multiple_of(10) {
+            let class = if samples.is_multiple_of(CRITICAL_EVERY) {
                 Class::Critical
             } else {
                 Class::Normal
             };
-            let reading = sensor(samples);
-            if engine.enqueue(now, &reading, class).is_err() {
+            if engine.enqueue(now, &sensor(samples), class).is_err() {
                 fail("enqueue refused");
             }
-            next_sample += 1_000;
+            next_sample += SAMPLE_MS;
         }
 
-        for slot in answers.iter_mut() {
-            if let Some(a) = *slot
-                && a.due <= now_ms
-            {
+        // Answers from the gateway, on either line.
+        for (link, acc) in rx.iter_mut().enumerate() {
+            let port = if link == 0 { UART0 } else { UART1 };
+            while let Some(byte) = port.read_byte() {
+                let Some(Ok(frame)) = acc.push(byte) else {
+                    continue; // mid-message, or line noise the next zero resynchronises
+                };
+                match wire::decode::<Downlink>(frame) {
+                    Ok(Downlink::Ack { epoch, seq }) if epoch == EPOCH => {
+                        lines.acks += 1;
+                        if link == usize::from(uart.0) {
+                            lines.last_uart_ack_ms = now_ms;
+                        }
+                        mark(&mut inflight, seq, false);
+                    }
+                    Ok(Downlink::Reject { epoch, seq }) if epoch == EPOCH => {
+                        mark(&mut inflight, seq, true);
+                    }
+                    Ok(Downlink::Identify) => hello(link, &mut out, &mut lines),
+                    // Another epoch's answer, or a corrupted message: the transmit it
+                    // belonged to times out and is sent again.
+                    Ok(_) | Err(_) => {}
+                }
+            }
+        }
+        for slot in inflight.iter_mut() {
+            let Some(f) = slot else { continue };
+            if f.rejected {
+                engine.handle_outcome(
+                    now,
+                    f.tx,
+                    Outcome::Rejected(twinhub_core::RejectReason::Malformed),
+                );
                 *slot = None;
-                engine.handle_outcome(now, a.tx, a.outcome);
+            } else if f.acked[..f.len].iter().all(|a| *a) {
+                engine.handle_outcome(now, f.tx, Outcome::Delivered);
+                *slot = None;
+            } else if now_ms >= f.forget_at {
+                *slot = None;
             }
         }
         if engine.poll_timeout().is_some_and(|t| t <= now) {
             engine.handle_timeout(now);
         }
 
-        while let Some(tx) = engine.poll_transmit(now, &mut buf) {
-            let on_uart = tx.link == uart;
-            let cut = on_uart && (UART_CUT.0..UART_CUT.1).contains(&now_ms);
-            link_bytes[usize::from(tx.link.0)] += tx.len as u64;
-            let (outcome, after) = if cut {
-                (Outcome::Unreachable, 200)
-            } else {
-                for f in tx.frames(&buf) {
-                    let Ok(f) = f else { fail("bad frame") };
-                    if !on_uart {
-                        if f.meta.class == Class::Critical {
-                            critical_over_satellite += 1;
-                        } else {
-                            normal_over_satellite += 1;
-                        }
-                    }
-                    match seen.get_mut(f.meta.seq as usize) {
-                        Some(s) if *s => duplicates += 1,
-                        Some(s) => *s = true,
-                        None => fail("sequence out of range"),
+        while let Some(slot) = inflight.iter().position(Option::is_none) {
+            let Some(tx) = engine.poll_transmit(now, &mut buf) else {
+                break;
+            };
+            let link = usize::from(tx.link.0);
+            let port = if link == 0 { UART0 } else { UART1 };
+            let mut f = InFlight {
+                tx: tx.id,
+                seqs: [0; BATCH],
+                acked: [false; BATCH],
+                len: 0,
+                rejected: false,
+                forget_at: now_ms + request_timeout_ms + 1_000,
+            };
+            if tx.link != uart && now_ms < lines.last_uart_ack_ms + ARM_AFTER_MS {
+                lines.early_satellite += 1;
+            }
+            for frame in tx.frames(&buf) {
+                let Ok(frame) = frame else { fail("bad frame") };
+                let Some(seq) = f.seqs.get_mut(f.len) else {
+                    fail("transmit larger than its batch limit")
+                };
+                *seq = frame.meta.seq;
+                f.len += 1;
+                if tx.link != uart {
+                    if frame.meta.class == Class::Critical {
+                        lines.critical_over_satellite += 1;
+                    } else {
+                        lines.normal_over_satellite += 1;
                     }
                 }
-                (Outcome::Delivered, if on_uart { 30 } else { 2_000 })
-            };
-            let free = answers.iter_mut().find(|a| a.is_none());
-            let Some(free) = free else {
-                fail("more transmits than slots")
-            };
-            *free = Some(Pending {
-                due: now_ms + after,
-                tx: tx.id,
-                outcome,
-            });
+                let msg = Uplink::Record {
+                    epoch: frame.meta.epoch,
+                    seq: frame.meta.seq,
+                    class: frame.meta.class,
+                    payload: frame.payload,
+                };
+                let n = wire::encode(&msg, &mut out).unwrap_or_else(|_| fail("encode"));
+                port.write_all(&out[..n]);
+                lines.bytes[link] += n as u64;
+            }
+            inflight[slot] = Some(f);
         }
         while engine.poll_event().is_some() {}
 
         let stats = engine.stats();
-        if now_ms >= RUN_MS && stats.pending == 0 || now_ms >= RUN_MS + 120_000 {
-            let received = seen.iter().filter(|s| **s).count() as u64;
-            hprintln!(
-                "firmware: samples {} accepted {} delivered {} received {} pending {} dropped {} duplicates {}",
-                samples,
-                stats.accepted,
-                stats.delivered,
-                received,
-                stats.pending,
-                stats.dropped.total(),
-                duplicates
-            );
-            hprintln!(
-                "firmware: uart bytes {} satellite bytes {} (budget {}), critical over satellite {}, normal over satellite {}, failovers {}",
-                link_bytes[usize::from(uart.0)],
-                link_bytes[1 - usize::from(uart.0)],
-                SAT_BUDGET,
-                critical_over_satellite,
-                normal_over_satellite,
-                stats.failovers
-            );
-            let ok = received == stats.accepted
-                && stats.pending == 0
-                && normal_over_satellite == 0
-                && critical_over_satellite > 0
-                && link_bytes[1 - usize::from(uart.0)] <= SAT_BUDGET;
-            if ok {
-                hprintln!("firmware: ok");
-                debug::exit(debug::EXIT_SUCCESS);
-            } else {
-                hprintln!("firmware: FAILED");
-                debug::exit(debug::EXIT_FAILURE);
-            }
-            loop {
-                cortex_m::asm::wfi();
-            }
+        let drained = now_ms >= RUN_MS && stats.pending == 0;
+        if drained || now_ms >= RUN_MS + DRAIN_MS {
+            report(engine, &lines, uart, samples);
         }
+    }
+}
+
+/// The device's configuration: one endpoint (the gateway) over two links.
+fn device_config() -> Config {
+    let mut satellite = LinkConfig::new("satellite", Cost::Costly);
+    satellite.budget = Some(Budget {
+        bytes: SAT_BUDGET - SAT_LINE_RESERVE,
+        window: Duration::from_days(1),
+    });
+    satellite.allow = ClassSet::only(Class::Critical);
+    satellite.arm_after = Duration::from_millis(ARM_AFTER_MS);
+    let mut gateway = EndpointConfig::new("gateway");
+    gateway.max_batch_records = BATCH as u16;
+    let timings = Timings {
+        request_timeout: Duration::from_secs(5),
+        ..Timings::default()
+    };
+    Config::builder(DEVICE)
+        .endpoint(gateway)
+        .link(LinkConfig::new("uart", Cost::Free))
+        .link(satellite)
+        .timings(timings)
+        .build()
+        .unwrap_or_else(|_| fail("config"))
+}
+
+/// Says who is on `link`; the bytes count against the line.
+fn hello(link: usize, out: &mut [u8], lines: &mut Lines) {
+    let n = wire::encode(&Uplink::Hello { device: DEVICE }, out).unwrap_or_else(|_| fail("hello"));
+    let port = if link == 0 { UART0 } else { UART1 };
+    port.write_all(&out[..n]);
+    lines.bytes[link] += n as u64;
+}
+
+/// Marks the record `seq` acked (or rejected) in whichever transmit holds it.
+fn mark(inflight: &mut [Option<InFlight>], seq: u64, rejected: bool) {
+    for f in inflight.iter_mut().flatten() {
+        if let Some(i) = f.seqs[..f.len].iter().position(|s| *s == seq) {
+            f.acked[i] = true;
+            f.rejected |= rejected;
+        }
+    }
+}
+
+/// Prints the device's counts and exits: success only if every promise held.
+fn report(engine: &Engine, lines: &Lines, uart: LinkId, samples: u32) -> ! {
+    let stats = engine.stats();
+    let sat = lines.bytes[1 - usize::from(uart.0)];
+    hprintln!(
+        "firmware: device {} epoch {} samples {} accepted {} delivered {} pending {} dropped {} acks {}",
+        DEVICE,
+        EPOCH,
+        samples,
+        stats.accepted,
+        stats.delivered,
+        stats.pending,
+        stats.dropped.total(),
+        lines.acks
+    );
+    hprintln!(
+        "firmware: uart bytes {} satellite bytes {} budget {} critical over satellite {} normal over satellite {} early satellite {} failovers {}",
+        lines.bytes[usize::from(uart.0)],
+        sat,
+        SAT_BUDGET,
+        lines.critical_over_satellite,
+        lines.normal_over_satellite,
+        lines.early_satellite,
+        stats.failovers
+    );
+    let ok = stats.pending == 0
+        && stats.dropped.total() == 0
+        && stats.accepted == u64::from(samples)
+        && lines.normal_over_satellite == 0
+        && lines.early_satellite == 0
+        && sat <= SAT_BUDGET;
+    if ok {
+        hprintln!("firmware: ok");
+        debug::exit(debug::EXIT_SUCCESS);
+    } else {
+        hprintln!("firmware: FAILED");
+        debug::exit(debug::EXIT_FAILURE);
+    }
+    loop {
+        cortex_m::asm::wfi();
     }
 }
 

@@ -22,6 +22,11 @@ pub use producer::{
 };
 pub use spec::SdkConfig;
 
+/// The engine itself, for what the flat re-exports leave out.
+pub use twinhub_core as core;
+/// The device ↔ gateway serial wire (postcard + CRC-32C + COBS).
+pub use twinhub_core::wire;
+
 pub use twinhub_core::{
     Budget, Class, ClassSet, Cost, DeviceId, DownCause, DropCounts, DropReason,
     Duration as EngineDuration, EndpointId, Event, Instant as EngineInstant, LinkId, MessageId,

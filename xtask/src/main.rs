@@ -1,9 +1,11 @@
-//! `cargo xtask test | bench | ci`: one entry point for every check, usable on a fresh machine.
+//! `cargo xtask test | bench | ci | fuzz`: one entry point for every check, usable on a fresh
+//! machine.
 //!
 //! `test` installs what is missing (rustup targets, cargo-deny, the advisory database copy,
 //! Debian packages the suites need), then runs formatting, clippy, every test, the engine's
 //! bare-metal builds, the docs and `cargo deny`. `bench` runs every benchmark and prints one
-//! table comparing twinhub with the raw baseline measured in the same run.
+//! table comparing twinhub with the raw baseline measured in the same run. `fuzz` runs every
+//! fuzz target for a while and prints what each did and found.
 
 use std::env;
 use std::fs;
@@ -35,11 +37,15 @@ fn main() -> ExitCode {
         Some("test") | Some("ci") => test(),
         Some("bench") => bench(&args[1..]),
         Some("setup") => setup(),
+        Some("fuzz") => fuzz(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <test|ci|bench|setup>");
+            eprintln!("usage: cargo xtask <test|ci|bench|setup|fuzz>");
             eprintln!("  test   install what is missing, then run every check and suite");
             eprintln!("  bench  run every benchmark and print twinhub vs raw baseline");
             eprintln!("  setup  only install what is missing");
+            eprintln!("  fuzz [SECONDS] [TARGET...]");
+            eprintln!("         run each fuzz target (default: all) for SECONDS (default 30),");
+            eprintln!("         one after another, and print a summary; fails on any crash");
             return ExitCode::from(2);
         }
     };
@@ -186,25 +192,19 @@ fn firmware() -> Result {
         .args(["clippy", "--release", "--target", BARE_TARGETS[0]])
         .args(manifest)
         .args(["--", "-D", "warnings"]))?;
-    // Built and run from its own folder, whose cargo config names the target, the linker
-    // script and QEMU as the runner.
-    let mut boot = Command::new("timeout");
-    boot.args([
-        "300",
-        env::var("CARGO").as_deref().unwrap_or("cargo"),
-        "run",
-        "--release",
-    ])
-    .current_dir(root().join("firmware-demo"));
-    eprintln!("xtask: running {boot:?} in firmware-demo/");
-    let out = boot
-        .output()
-        .map_err(|e| format!("cannot start the firmware run: {e}"))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    eprint!("{}", String::from_utf8_lossy(&out.stderr));
-    print!("{stdout}");
-    if !out.status.success() || !stdout.contains("firmware: ok") {
-        return Err(format!("the firmware demo failed in QEMU ({})", out.status));
+    // Built from its own folder, whose cargo config names the target and the linker
+    // script. It is booted in QEMU, wired to `twinhub gateway`, by the end-to-end test
+    // (cli/tests/firmware_gateway.rs) that `cargo test` ran above.
+    let mut build = cargo();
+    build
+        .args(["build", "--release"])
+        .current_dir(root().join("firmware-demo"));
+    eprintln!("xtask: running {build:?} in firmware-demo/");
+    let status = build
+        .status()
+        .map_err(|e| format!("cannot build the firmware: {e}"))?;
+    if !status.success() {
+        return Err(format!("the firmware build failed ({status})"));
     }
     let (flash, ram) = footprint()?;
     eprintln!(
@@ -335,4 +335,184 @@ fn criterion_rows(dir: &Path) -> Vec<Row> {
         }
     }
     rows
+}
+
+/// What one fuzz target did, from libFuzzer's output.
+#[derive(Default)]
+struct FuzzRow {
+    target: String,
+    runs: Option<u64>,
+    seconds: Option<u64>,
+    exec_per_sec: Option<u64>,
+    cov: Option<u64>,
+    /// New files in `fuzz/artifacts/<target>/` (crash, leak, timeout and oom inputs).
+    findings: usize,
+    ok: bool,
+}
+
+/// The fuzz targets: the `[[bin]]` names of `fuzz/Cargo.toml`.
+fn fuzz_targets(manifest: &str) -> Vec<String> {
+    let mut in_bin = false;
+    let mut names = Vec::new();
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_bin = line == "[[bin]]";
+        } else if in_bin
+            && let Some(value) = line.strip_prefix("name").map(str::trim_start)
+            && let Some(value) = value.strip_prefix('=')
+        {
+            names.push(value.trim().trim_matches('"').to_owned());
+        }
+    }
+    names
+}
+
+/// The number after `key` in a libFuzzer line (`cov: 123`, `exec/s: 45`).
+fn fuzz_stat(line: &str, key: &str) -> Option<u64> {
+    let rest = &line[line.find(key)? + key.len()..];
+    let digits: String = rest
+        .trim_start()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+/// Files in a directory (none if it does not exist).
+fn file_names(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `cargo xtask fuzz [SECONDS] [TARGET...]`: runs each fuzz target (all of
+/// `fuzz/Cargo.toml`'s by default) for SECONDS, one at a time, and prints one row per
+/// target. Fails if any target crashed or left a new artifact.
+fn fuzz(args: &[String]) -> Result {
+    let seconds: u64 = match args.first() {
+        None => 30,
+        Some(s) => s
+            .parse()
+            .map_err(|_| format!("fuzz: {s:?} is not a number of seconds"))?,
+    };
+    let dir = root().join("fuzz");
+    let manifest = fs::read_to_string(dir.join("Cargo.toml"))
+        .map_err(|e| format!("cannot read fuzz/Cargo.toml: {e}"))?;
+    let all = fuzz_targets(&manifest);
+    let targets: Vec<String> = match args.get(1..) {
+        Some(chosen) if !chosen.is_empty() => {
+            if let Some(t) = chosen.iter().find(|t| !all.contains(t)) {
+                return Err(format!(
+                    "fuzz: no target {t:?} (targets: {})",
+                    all.join(", ")
+                ));
+            }
+            chosen.to_vec()
+        }
+        _ => all,
+    };
+    // The fuzz workspace needs nightly; a toolchain pinned by the caller would override it.
+    let nightly_cargo = || {
+        let mut c = Command::new("cargo");
+        c.arg("+nightly").env_remove("RUSTUP_TOOLCHAIN");
+        c
+    };
+    // Build everything first, so a build error stops here and run times are fuzzing only.
+    run(nightly_cargo().args(["fuzz", "build"]))?;
+    let mut rows = Vec::new();
+    for target in &targets {
+        rows.push(fuzz_one(&mut nightly_cargo(), &dir, target, seconds)?);
+    }
+    println!();
+    println!(
+        "{:<20} {:>12} {:>8} {:>9} {:>7} {:>9}  result",
+        "target", "executions", "seconds", "exec/s", "cov", "findings"
+    );
+    let show = |v: Option<u64>| v.map_or_else(|| "?".to_owned(), |v| v.to_string());
+    for r in &rows {
+        println!(
+            "{:<20} {:>12} {:>8} {:>9} {:>7} {:>9}  {}",
+            r.target,
+            show(r.runs),
+            show(r.seconds),
+            show(r.exec_per_sec),
+            show(r.cov),
+            r.findings,
+            if r.ok { "ok" } else { "CRASHED" }
+        );
+    }
+    let crashed: Vec<&str> = rows
+        .iter()
+        .filter(|r| !r.ok)
+        .map(|r| r.target.as_str())
+        .collect();
+    if crashed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "fuzz: {} crashed; inputs are in fuzz/artifacts/<target>/",
+            crashed.join(", ")
+        ))
+    }
+}
+
+/// Runs one target, echoing libFuzzer's output except its per-input progress lines.
+fn fuzz_one(cmd: &mut Command, dir: &Path, target: &str, seconds: u64) -> Result<FuzzRow> {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let artifacts = dir.join("artifacts").join(target);
+    let before = file_names(&artifacts);
+    cmd.args(["fuzz", "run", target, "--"])
+        .arg(format!("-max_total_time={seconds}"))
+        .arg("-print_final_stats=1")
+        .current_dir(root())
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped());
+    eprintln!("xtask: running {cmd:?}");
+    let started = std::time::Instant::now();
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {cmd:?}: {e}"))?;
+    let mut row = FuzzRow {
+        target: target.to_owned(),
+        ..FuzzRow::default()
+    };
+    if let Some(stderr) = child.stderr.take() {
+        let mut reader = BufReader::new(stderr);
+        let mut raw = Vec::new();
+        while reader.read_until(b'\n', &mut raw).unwrap_or(0) > 0 {
+            let line = String::from_utf8_lossy(&raw).trim_end().to_owned();
+            raw.clear();
+            // `#1234  DONE   cov: 56 ft: 78 corp: 9/10b lim: 4096 exec/s: 11 rss: 12Mb`
+            if let Some(stats) = line.strip_prefix('#') {
+                row.runs = fuzz_stat(stats, "").or(row.runs);
+                row.cov = fuzz_stat(stats, "cov:").or(row.cov);
+                row.exec_per_sec = fuzz_stat(stats, "exec/s:").or(row.exec_per_sec);
+                if stats.contains("\tNEW ") || stats.contains("\tREDUCE ") {
+                    continue;
+                }
+            }
+            // `Done 1234 runs in 30 second(s)`
+            if let Some(rest) = line.strip_prefix("Done ") {
+                row.runs = fuzz_stat(rest, "").or(row.runs);
+                row.seconds = fuzz_stat(rest, "runs in");
+            }
+            eprintln!("{line}");
+        }
+    }
+    let status = child
+        .wait()
+        .map_err(|e| format!("cannot wait for {target}: {e}"))?;
+    row.seconds = row.seconds.or(Some(started.elapsed().as_secs()));
+    row.findings = file_names(&artifacts)
+        .iter()
+        .filter(|f| !before.contains(f))
+        .count();
+    row.ok = status.success() && row.findings == 0;
+    Ok(row)
 }
