@@ -629,8 +629,9 @@ impl<S: Store, C: Deref<Target = Config>> Producer<S, C> {
         }
     }
 
-    /// Records in transmits awaiting an outcome.
-    fn inflight_records(&self) -> u32 {
+    /// Records in transmits awaiting an outcome (not counting transmits abandoned when
+    /// their route went down).
+    pub fn inflight_records(&self) -> u32 {
         self.inflight
             .iter()
             .filter(|f| f.id != 0)
