@@ -498,9 +498,12 @@ impl<S: Store, C: Deref<Target = Config>> Producer<S, C> {
                 }
             }
         }
-        self.store
-            .push(&meta, payload)
-            .map_err(EnqueueError::Store)?;
+        self.store.push(&meta, payload).map_err(|e| match e {
+            // The medium itself is full (a disk): refused as a full outbox is. Evicting
+            // would not help, as it frees no space on a disk until whole segments die.
+            StoreError::Full => EnqueueError::Full,
+            e => EnqueueError::Store(e),
+        })?;
         self.next_seq += 1;
         self.stats.accepted += 1;
         self.stats.pending += 1;

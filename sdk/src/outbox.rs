@@ -187,6 +187,12 @@ pub struct DiskStore {
     dir_dirty: bool,
     /// Highest epoch seen in a record or handed out, so epochs only grow.
     max_epoch: u32,
+    /// Removals whose ack entry could not be written (a full disk): written later. Until
+    /// then a restart would replay those records, a duplicate and never a loss.
+    unwritten_acks: Vec<(u64, u32)>,
+    /// An append found the disk full: empty segments are deleted even when active, so
+    /// delivering records gives the space back.
+    disk_full: bool,
     buf: Vec<u8>,
 }
 
@@ -365,6 +371,8 @@ impl DiskStore {
             live_cost: 0,
             disk_bytes: 0,
             dir_dirty: false,
+            unwritten_acks: Vec::new(),
+            disk_full: false,
             max_epoch: 0,
             buf: Vec::new(),
         };
@@ -551,6 +559,7 @@ impl DiskStore {
     /// `fdatasync` per file written (usually one segment and one ack log), and the
     /// directory if files were created or deleted. Does nothing under [`Fsync::Off`].
     pub fn sync(&mut self) -> Result<(), OutboxError> {
+        self.retry_acks();
         if self.fsync == Fsync::Off {
             return Ok(());
         }
@@ -800,6 +809,17 @@ impl DiskStore {
     }
 
     /// Appends the removal of the frame at `off` to its segment's ack log.
+    /// Writes the acks a full disk held back, as far as it now allows.
+    fn retry_acks(&mut self) {
+        while let Some(&(seg, off)) = self.unwritten_acks.last() {
+            // A deleted segment needs no ack any more.
+            if self.segments.contains_key(&seg) && self.write_ack(seg, off).is_err() {
+                return;
+            }
+            self.unwritten_acks.pop();
+        }
+    }
+
     fn write_ack(&mut self, id: u64, off: u32) -> Result<(), StoreError> {
         let path = self.path(id, "ack");
         let Some(seg) = self.segments.get_mut(&id) else {
@@ -920,15 +940,23 @@ impl Store for DiskStore {
 
     fn remove(&mut self, index: usize) -> Result<(), StoreError> {
         let e = *self.index.get(index).ok_or(StoreError::NoSuchRecord)?;
-        self.write_ack(e.seg, e.off)?;
+        self.retry_acks();
+        if self.write_ack(e.seg, e.off).is_err() {
+            // The record was delivered: forget it now and write its ack when the disk
+            // allows, rather than resend it for as long as the disk is full.
+            self.unwritten_acks.push((e.seg, e.off));
+        }
         self.index.remove(index);
         self.live_cost -= (e.frame_len as usize + ACK_ENTRY) as u64;
         if let Some(seg) = self.segments.get_mut(&e.seg) {
             seg.live -= 1;
             seg.live_bytes -= u64::from(e.frame_len);
-            if seg.live == 0 && self.active != Some(e.seg) {
+            if seg.live == 0 && (self.active != Some(e.seg) || self.disk_full) {
                 // Failure leaves an empty segment that a later reclaim retries.
-                let _ = self.delete_segment(e.seg);
+                if self.delete_segment(e.seg).is_ok() {
+                    self.disk_full = false;
+                    self.unwritten_acks.retain(|(s, _)| *s != e.seg);
+                }
             }
         }
         Ok(())
@@ -963,7 +991,14 @@ impl DiskStore {
                 // Never append after bytes we could not remove; recovery skips them.
                 self.active = None;
             }
-            return Err(StoreError::Io);
+            // A full disk refuses the record like a full outbox does (the caller hears
+            // `Full`); anything else is a failing medium.
+            return Err(if e.kind() == io::ErrorKind::StorageFull {
+                self.disk_full = true;
+                StoreError::Full
+            } else {
+                StoreError::Io
+            });
         }
         seg.size += flen;
         seg.live += 1;

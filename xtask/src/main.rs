@@ -38,11 +38,15 @@ fn main() -> ExitCode {
         Some("bench") => bench(&args[1..]),
         Some("setup") => setup(),
         Some("fuzz") => fuzz(&args[1..]),
+        Some("chaos") => chaos(&["chaos"]),
+        Some("soak") => chaos(&["chaos", "--soak", "30m"]),
         _ => {
-            eprintln!("usage: cargo xtask <test|ci|bench|setup|fuzz>");
+            eprintln!("usage: cargo xtask <test|ci|bench|setup|fuzz|chaos|soak>");
             eprintln!("  test   install what is missing, then run every check and suite");
             eprintln!("  bench  run every benchmark and print twinhub vs raw baseline");
             eprintln!("  setup  only install what is missing");
+            eprintln!("  chaos  every reliability scenario at full length (about 30 minutes)");
+            eprintln!("  soak   30 minutes at a fixed rate, 10 of them with both regions down");
             eprintln!("  fuzz [SECONDS] [TARGET...]");
             eprintln!("         run each fuzz target (default: all) for SECONDS (default 30),");
             eprintln!("         one after another, and print a summary; fails on any crash");
@@ -85,6 +89,14 @@ fn succeeds(cmd: &mut Command) -> bool {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false)
+}
+
+/// `twinhub chaos` (release build) with these arguments; the suite runs the short version.
+fn chaos(args: &[&str]) -> Result {
+    setup()?;
+    run(cargo()
+        .args(["run", "--release", "-p", "twinhub-cli", "--"])
+        .args(args))
 }
 
 fn cargo() -> Command {
