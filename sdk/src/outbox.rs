@@ -93,6 +93,13 @@ pub enum OutboxError {
         #[source]
         source: io::Error,
     },
+    /// Another producer (this process or another) has the outbox open: two writers would
+    /// interleave their segments and acks.
+    #[error("outbox: {} is in use by another producer", dir.display())]
+    Locked {
+        /// The outbox directory.
+        dir: PathBuf,
+    },
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> OutboxError + 'a {
@@ -194,6 +201,8 @@ pub struct DiskStore {
     /// delivering records gives the space back.
     disk_full: bool,
     buf: Vec<u8>,
+    /// Holds the directory's advisory lock for as long as the store lives.
+    lock: Option<File>,
 }
 
 impl fmt::Debug for DiskStore {
@@ -332,6 +341,22 @@ impl DiskStore {
         fsync: Fsync,
     ) -> Result<(DiskStore, Recovery), OutboxError> {
         fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
+        let lock_path = dir.join("LOCK");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err("open", &lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(OutboxError::Locked {
+                    dir: dir.to_path_buf(),
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io_err("lock", &lock_path)(e)),
+        }
         let mut logs: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
         let mut acks: Vec<(u64, u32)> = Vec::new();
         let mut max_id = None;
@@ -373,6 +398,7 @@ impl DiskStore {
             dir_dirty: false,
             unwritten_acks: Vec::new(),
             disk_full: false,
+            lock: Some(lock),
             max_epoch: 0,
             buf: Vec::new(),
         };
@@ -594,6 +620,16 @@ impl DiskStore {
         sync_dir(&self.dir)?;
         self.dir_dirty = false;
         Ok(())
+    }
+
+    /// Leaves the files as a killed process would (nothing synced or closed) but releases
+    /// the directory lock, as the operating system does for a dead process: for crash
+    /// tests in one process.
+    #[doc(hidden)]
+    pub fn simulate_crash(self) {
+        let mut this = std::mem::ManuallyDrop::new(self);
+        // Only the lock is dropped; every other handle is leaked.
+        drop(this.lock.take());
     }
 
     /// The outbox directory.

@@ -171,7 +171,7 @@ fn synced_records_survive_a_crash() {
         fill(&mut s, 0..20, 256);
         s.remove(7).unwrap();
         // No clean shutdown: the handles are leaked, not closed.
-        std::mem::forget(s);
+        s.simulate_crash();
         let (mut s, rec) = DiskStore::open(tmp.path(), MIB, fsync).unwrap();
         assert_eq!(rec.records, 19, "{fsync:?}");
         let seqs: Vec<u64> = contents(&mut s).iter().map(|r| r.0).collect();
@@ -345,6 +345,7 @@ fn epoch_increments_across_opens() {
     let (mut s, _) = open(dir, MIB);
     assert_eq!(s.next_epoch().unwrap(), 41);
     assert_eq!(s.next_epoch().unwrap(), 42);
+    drop(s);
     // A garbage counter never makes an epoch go back.
     fs::write(dir.join("epoch"), b"\xff garbage").unwrap();
     let (mut s, _) = open(dir, MIB);
@@ -541,4 +542,21 @@ proptest! {
             last = Some(seq);
         }
     }
+}
+
+#[test]
+fn a_second_producer_on_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, _) = open(dir.path(), 1 << 20);
+    let second = DiskStore::open(dir.path(), 1 << 20, Fsync::Batch);
+    assert!(
+        matches!(&second, Err(twinhub::outbox::OutboxError::Locked { dir: d }) if d == dir.path()),
+        "{second:?}"
+    );
+    let msg = second.err().unwrap().to_string();
+    assert!(msg.contains("in use by another producer"), "{msg}");
+    drop(first);
+    // Released with the store: the next start opens it.
+    let (_again, rec) = open(dir.path(), 1 << 20);
+    assert_eq!(rec.records, 0);
 }
