@@ -109,7 +109,7 @@ impl State {
                 let next_ms = (phase + 1).saturating_mul(u128::from(period));
                 let next =
                     s.since + Duration::from_millis(u64::try_from(next_ms).unwrap_or(u64::MAX / 2));
-                let fault = if phase % 2 == 0 {
+                let fault = if phase.is_multiple_of(2) {
                     Fault::Down
                 } else {
                     Fault::Up

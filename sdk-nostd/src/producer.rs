@@ -595,11 +595,10 @@ impl<S: Store, C: Deref<Target = Config>> Producer<S, C> {
                     && r.retry_at <= self.now
                     && self.probeable(e, l)
                     && self.worth_probing(e, l)
+                    && let Some(tx) = self.build(buf, slot, e, l, true)
                 {
-                    if let Some(tx) = self.build(buf, slot, e, l, true) {
-                        self.routes[e][l].health = RouteHealth::Probing;
-                        return Some(tx);
-                    }
+                    self.routes[e][l].health = RouteHealth::Probing;
+                    return Some(tx);
                 }
             }
         }
@@ -620,11 +619,11 @@ impl<S: Store, C: Deref<Target = Config>> Producer<S, C> {
                     if self.endpoints[e].drained {
                         continue;
                     }
-                    if let Some((l, Status::Ready)) = self.best_route(e, None) {
-                        if let Some(tx) = self.build(buf, slot, e, l, false) {
-                            self.mirror_next = ((e + 1) % ne) as u8;
-                            return Some(tx);
-                        }
+                    if let Some((l, Status::Ready)) = self.best_route(e, None)
+                        && let Some(tx) = self.build(buf, slot, e, l, false)
+                    {
+                        self.mirror_next = ((e + 1) % ne) as u8;
+                        return Some(tx);
                     }
                 }
                 None
@@ -728,10 +727,11 @@ impl<S: Store, C: Deref<Target = Config>> Producer<S, C> {
         let (mut e, mut l, mut s) = pick?;
         let a = self.active as usize;
         // Failback waits for the minimum dwell on the fallback, if the fallback still works.
-        if e < a && self.now.saturating_since(self.active_since) < self.config.timings().min_dwell {
-            if let Some((al, as_)) = self.best_route(a, None) {
-                (e, l, s) = (a, al, as_);
-            }
+        if e < a
+            && self.now.saturating_since(self.active_since) < self.config.timings().min_dwell
+            && let Some((al, as_)) = self.best_route(a, None)
+        {
+            (e, l, s) = (a, al, as_);
         }
         (s == Status::Ready).then_some((e, l))
     }

@@ -80,7 +80,7 @@ fn link_loss_uses_metered_then_arms_costly_for_critical_only() {
     let mut h = Harness::new(&config, Box::new(|_, _, _| ok(50)));
     // Every 10th record is a critical alarm.
     let class = |n: u64| {
-        if n % 10 == 0 {
+        if n.is_multiple_of(10) {
             Class::Critical
         } else {
             Class::Normal

@@ -395,9 +395,9 @@ fn secs(ms: u64) -> String {
 }
 
 fn hms(s: u64) -> String {
-    if s % 3600 == 0 {
+    if s.is_multiple_of(3600) {
         format!("{}h", s / 3600)
-    } else if s % 60 == 0 {
+    } else if s.is_multiple_of(60) {
         format!("{}m", s / 60)
     } else {
         format!("{s}s")

@@ -428,10 +428,10 @@ pub(crate) fn run_shard(plan: &Plan<'_>, shard: u32, progress: &AtomicU64) -> Sh
                         Resolved::OutOfWindow => t.out_of_window += 1,
                     }
                 }
-                if s.links[l].cost == Cost::Costly {
-                    if let Some(m) = t.costly_bytes_per_minute.get_mut(minute) {
-                        *m += x.len as u64;
-                    }
+                if s.links[l].cost == Cost::Costly
+                    && let Some(m) = t.costly_bytes_per_minute.get_mut(minute)
+                {
+                    *m += x.len as u64;
                 }
                 if e != 0 && dev.first_attempt != NONE && dev.measured & FAILED_OVER == 0 {
                     dev.measured |= FAILED_OVER;
