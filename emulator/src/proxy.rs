@@ -227,8 +227,13 @@ async fn forward(
         }
         up.abort();
         down.abort();
-        let _ = up.await;
-        let _ = down.await;
+        // A pump that already finished was awaited by the loop: polling it again panics.
+        if !up_done {
+            let _ = up.await;
+        }
+        if !down_done {
+            let _ = down.await;
+        }
     }
     drop(client_fd);
     drop(upstream_fd);
