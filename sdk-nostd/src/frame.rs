@@ -38,6 +38,7 @@ const CASTAGNOLI: Crc<u32, Table<16>> = Crc::<u32, Table<16>>::new(&CRC_32_ISCSI
 const CASTAGNOLI: Crc<u32, Table<1>> = Crc::<u32, Table<1>>::new(&CRC_32_ISCSI);
 
 /// CRC-32C (Castagnoli) of `bytes`, the checksum of frames and wire messages.
+#[cfg(feature = "wire")]
 #[inline]
 pub(crate) fn crc32c(bytes: &[u8]) -> u32 {
     CASTAGNOLI.checksum(bytes)
