@@ -6,7 +6,8 @@
 //! *Lost* is computed from what the hubs received, never taken from the producer: a record
 //! the producer accepted that reached no hub, and that it did not drop under a policy it
 //! reported. *Time to recover* is the longest gap between consecutive arrivals at the hubs
-//! while the stream ran: what a consumer waited at worst.
+//! from the start of the stream until the last record arrived: what a consumer waited at
+//! worst.
 //!
 //! `--soak D` runs the soak instead: a `twinhub send` process at a fixed rate for `D`, both
 //! regions down for the middle third, its resident memory sampled every second.
@@ -88,7 +89,7 @@ pub struct Figures {
     pub failovers: u64,
     /// Failbacks the producer reported.
     pub failbacks: u64,
-    /// Longest gap between consecutive arrivals while the stream ran, in seconds.
+    /// Longest gap between consecutive arrivals from the start of the stream, in seconds.
     pub recover_s: f64,
     /// What else the scenario measured or why it did not apply.
     pub note: String,
@@ -520,13 +521,11 @@ async fn collect(port: u16, name: &str, seen: Arc<Mutex<Arrivals>>) -> Result<()
         .map_err(|_| format!("the {name} collector stopped"))
 }
 
-/// The longest gap between consecutive arrivals within `[from, to]` (Unix ms), in seconds.
-fn longest_gap(times: &[u64], from: u64, to: u64) -> f64 {
-    let inside: Vec<u64> = times
-        .iter()
-        .copied()
-        .filter(|t| (from..=to).contains(t))
-        .collect();
+/// The longest gap between consecutive arrivals from `from` (Unix ms) on, in seconds:
+/// the backlog of an outage that ends with the stream arrives after it, and the gap
+/// before that arrival is the outage as the consumer saw it.
+fn longest_gap(times: &[u64], from: u64) -> f64 {
+    let inside: Vec<u64> = times.iter().copied().filter(|t| *t >= from).collect();
     let mut gap = inside.first().map_or(0, |f| f.saturating_sub(from));
     for w in inside.windows(2) {
         gap = gap.max(w[1] - w[0]);
@@ -599,7 +598,6 @@ async fn stream_scenario(protocol: &str, plan: Plan, scale: Scale) -> Result<Fig
     for (_, action) in actions {
         hub.act(*action);
     }
-    let ended_ms = now_ms();
     let mut accepted = Vec::new();
     for t in tickets {
         match t.await {
@@ -615,7 +613,7 @@ async fn stream_scenario(protocol: &str, plan: Plan, scale: Scale) -> Result<Fig
     f.refused = refused;
     f.failovers = u64::from(stats.failovers);
     f.failbacks = u64::from(stats.failbacks);
-    f.recover_s = longest_gap(&arrivals.times, started_ms, ended_ms);
+    f.recover_s = longest_gap(&arrivals.times, started_ms);
     if plan.note == "cell" {
         let json = snapshot.to_json();
         f.note = format!(
@@ -745,7 +743,7 @@ fn sigkill(protocol: &str, scale: Scale, rt: &tokio::runtime::Runtime) -> Result
     accepted.extend(ids);
     let arrivals = rt.block_on(await_arrivals(&hub, &accepted, Duration::from_secs(60)));
     let mut f = tally(&accepted, &arrivals, dropped(&stats));
-    f.recover_s = longest_gap(&arrivals.times, started_ms, now_ms());
+    f.recover_s = longest_gap(&arrivals.times, started_ms);
     f.note = format!(
         "{} SIGKILLs; the last run drained with exit {}",
         scale.restarts,
@@ -964,13 +962,12 @@ fn soak(length: Duration, protocol: &str, rt: &tokio::runtime::Runtime) -> Resul
         s.line(&format!("{i} {body}"));
         i += 1;
     }
-    let ended_ms = now_ms();
     let (code, stats, accepted) = s.finish();
     let arrivals = rt.block_on(await_arrivals(&hub, &accepted, Duration::from_secs(60)));
     let mut f = tally(&accepted, &arrivals, dropped(&stats));
     f.scenario = "soak".into();
     f.protocol = protocol.into();
-    f.recover_s = longest_gap(&arrivals.times, started_ms, ended_ms);
+    f.recover_s = longest_gap(&arrivals.times, started_ms);
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     let warm = samples
         .iter()
