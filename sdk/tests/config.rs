@@ -906,3 +906,19 @@ fn file_errors_carry_the_path() {
         "{e}"
     );
 }
+
+#[test]
+fn credentials_in_an_http_url_are_refused_without_echoing_them() {
+    let e = err(
+        "device_id = \"d\"\n[[endpoint]]\nname = \"h\"\nprotocol = \"http\"\nurl = \"https://ingest:s3cr3t-pw@ingest.example/v1/batch\"\n",
+    );
+    let text = e.to_string();
+    assert!(text.contains("endpoint[0].url"), "{text}");
+    assert!(text.contains("must not carry credentials"), "{text}");
+    assert!(!text.contains("s3cr3t-pw"), "{text}");
+    // An `@` in the path is not a credential.
+    parse(
+        "device_id = \"d\"\n[[endpoint]]\nname = \"h\"\nprotocol = \"http\"\nurl = \"https://ingest.example/v1/@batch\"\n",
+    )
+    .unwrap();
+}

@@ -454,7 +454,12 @@ fn fuzz(args: &[String]) -> Result {
             show(r.exec_per_sec),
             show(r.cov),
             r.findings,
-            if r.ok { "ok" } else { "CRASHED" }
+            match (r.ok, r.runs) {
+                (true, _) => "ok",
+                // No libFuzzer statistics: it never started (a build error, say).
+                (false, None) => "FAILED",
+                (false, Some(_)) => "CRASHED",
+            }
         );
     }
     let crashed: Vec<&str> = rows
@@ -466,7 +471,7 @@ fn fuzz(args: &[String]) -> Result {
         Ok(())
     } else {
         Err(format!(
-            "fuzz: {} crashed; inputs are in fuzz/artifacts/<target>/",
+            "fuzz: {} failed; crash inputs are in fuzz/artifacts/<target>/",
             crashed.join(", ")
         ))
     }

@@ -706,6 +706,17 @@ impl Loader<'_> {
             "missing: protocol http needs url, e.g. https://ingest.example/v1/batch",
         )?;
         self.seen(&key("url"), &url.span());
+        let authority = url.get_ref().split_once("://").map_or("", |(_, rest)| {
+            rest.split(['/', '?', '#']).next().unwrap_or("")
+        });
+        if authority.contains('@') {
+            // Never echo it: the part before `@` is a password, and URLs end up in logs.
+            return Err(self.invalid(
+                &key("url"),
+                &url.span(),
+                "must not carry credentials; send them in a header (headers.Authorization_env)",
+            ));
+        }
         let mut headers = Vec::new();
         if let Some(h) = &e.headers {
             // `Name`, `Name_env` or `Name_file`, grouped by header name.
