@@ -23,9 +23,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::Packet;
-use rumqttc::v5::{AsyncClient, Event as MqttEvent, MqttOptions};
 use serde::Serialize;
 use transport_util::Mosquitto;
 use twinhub::{Producer, SdkConfig, SendOptions};
@@ -474,51 +471,14 @@ impl Hub {
     }
 }
 
-/// Subscribes to a broker with a persistent session and records every `message-id`;
-/// returns once the subscription is acknowledged.
+/// Records every `message-id` the broker at `port` delivers, with its arrival time.
 async fn collect(port: u16, name: &str, seen: Arc<Mutex<Arrivals>>) -> Result<(), String> {
-    let mut opts = MqttOptions::new(format!("chaos-collector-{name}"), "127.0.0.1", port);
-    opts.set_clean_start(false);
-    opts.set_session_expiry_interval(Some(3600));
-    opts.set_keep_alive(Duration::from_secs(5));
-    let (client, mut events) = AsyncClient::new(opts, 1024);
-    let (subscribed, ready) = tokio::sync::oneshot::channel();
-    let mut subscribed = Some(subscribed);
-    tokio::spawn(async move {
-        loop {
-            match events.poll().await {
-                Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
-                    let _ = client.subscribe("telemetry/#", QoS::AtLeastOnce).await;
-                }
-                Ok(MqttEvent::Incoming(Packet::SubAck(_))) => {
-                    if let Some(tx) = subscribed.take() {
-                        let _ = tx.send(());
-                    }
-                }
-                Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
-                    let id = p.properties.as_ref().and_then(|props| {
-                        props
-                            .user_properties
-                            .iter()
-                            .find(|(k, _)| k == "message-id")
-                            .map(|(_, v)| v.clone())
-                    });
-                    if let Some(id) = id {
-                        let mut s = seen.lock().unwrap_or_else(|e| e.into_inner());
-                        *s.copies.entry(id).or_default() += 1;
-                        s.times.push(now_ms());
-                    }
-                }
-                Ok(_) => {}
-                // The broker is down (a scenario stopped it): try again shortly.
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
-    });
-    tokio::time::timeout(Duration::from_secs(10), ready)
-        .await
-        .map_err(|_| format!("the {name} collector did not subscribe in time"))?
-        .map_err(|_| format!("the {name} collector stopped"))
+    transport_util::collect_ids(port, name, move |id| {
+        let mut s = seen.lock().unwrap_or_else(|e| e.into_inner());
+        *s.copies.entry(id).or_default() += 1;
+        s.times.push(now_ms());
+    })
+    .await
 }
 
 /// The longest gap between consecutive arrivals from `from` (Unix ms) on, in seconds:

@@ -8,56 +8,18 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::Packet;
-use rumqttc::v5::{AsyncClient, Event as MqttEvent, MqttOptions};
 use transport_util::Mosquitto;
 use twinhub::SdkConfig;
 use twinhub::{Class, Event, Producer, SendError, SendOptions};
 use twinhub_emulator::{Emulator, EmulatorConfig, Fault};
 
-/// Subscribes with a persistent session and collects `message-id` user properties;
-/// resolves once the first subscription is acknowledged.
+/// Counts every `message-id` the broker at `port` delivers.
 async fn collect(port: u16, name: &str, seen: Arc<Mutex<BTreeMap<String, u32>>>) {
-    let mut opts = MqttOptions::new(format!("collector-{name}"), "127.0.0.1", port);
-    opts.set_clean_start(false);
-    opts.set_session_expiry_interval(Some(3600));
-    opts.set_keep_alive(Duration::from_secs(5));
-    let (client, mut events) = AsyncClient::new(opts, 1024);
-    let (subscribed, ready) = tokio::sync::oneshot::channel();
-    let mut subscribed = Some(subscribed);
-    tokio::spawn(async move {
-        loop {
-            match events.poll().await {
-                Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
-                    let _ = client.subscribe("telemetry/#", QoS::AtLeastOnce).await;
-                }
-                Ok(MqttEvent::Incoming(Packet::SubAck(_))) => {
-                    if let Some(tx) = subscribed.take() {
-                        let _ = tx.send(());
-                    }
-                }
-                Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
-                    let id = p.properties.as_ref().and_then(|props| {
-                        props
-                            .user_properties
-                            .iter()
-                            .find(|(k, _)| k == "message-id")
-                            .map(|(_, v)| v.clone())
-                    });
-                    if let Some(id) = id {
-                        *seen.lock().unwrap().entry(id).or_default() += 1;
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
-    });
-    tokio::time::timeout(Duration::from_secs(10), ready)
-        .await
-        .expect("collector subscribed in time")
-        .expect("collector task alive");
+    transport_util::collect_ids(port, name, move |id| {
+        *seen.lock().unwrap().entry(id).or_default() += 1;
+    })
+    .await
+    .expect("collector subscribed");
 }
 
 async fn wait_until(timeout: Duration, mut ok: impl FnMut() -> bool) -> bool {

@@ -237,3 +237,57 @@ impl Drop for Mosquitto {
         self.kill();
     }
 }
+
+/// Subscribes to `telemetry/#` on the broker at `port` with a persistent session (a broker
+/// restarted with its sessions delivers what it queued meanwhile) and calls `on_id` with
+/// the `message-id` user property of every publish. Returns once the first subscription
+/// is acknowledged; the subscriber keeps running (and reconnecting) on the runtime.
+pub async fn collect_ids(
+    port: u16,
+    name: &str,
+    mut on_id: impl FnMut(String) + Send + 'static,
+) -> Result<(), String> {
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+    let mut opts = MqttOptions::new(format!("collector-{name}"), "127.0.0.1", port);
+    opts.set_clean_start(false);
+    opts.set_session_expiry_interval(Some(3600));
+    opts.set_keep_alive(Duration::from_secs(5));
+    let (client, mut events) = AsyncClient::new(opts, 1024);
+    let (subscribed, ready) = tokio::sync::oneshot::channel();
+    let mut subscribed = Some(subscribed);
+    tokio::spawn(async move {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    let _ = client.subscribe("telemetry/#", QoS::AtLeastOnce).await;
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    if let Some(tx) = subscribed.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let id = p.properties.as_ref().and_then(|props| {
+                        props
+                            .user_properties
+                            .iter()
+                            .find(|(k, _)| k == "message-id")
+                            .map(|(_, v)| v.clone())
+                    });
+                    if let Some(id) = id {
+                        on_id(id);
+                    }
+                }
+                Ok(_) => {}
+                // The broker is down (a test stopped it): try again shortly.
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(10), ready)
+        .await
+        .map_err(|_| format!("the {name} collector did not subscribe in time"))?
+        .map_err(|_| format!("the {name} collector stopped"))
+}
