@@ -324,7 +324,7 @@ async fn a_lone_record_leaves_at_once_and_a_burst_in_full_batches() {
     let t0 = tokio::time::Instant::now();
     p.send(b"lone".to_vec()).await.unwrap();
     p.flush(Duration::from_secs(5)).await.unwrap();
-    // The fake hub answers in 5 ms: nothing waited before the send.
+    // The fake hub answers in 5 ms of the paused clock: nothing waited before the send.
     assert_eq!(t0.elapsed(), Duration::from_millis(5));
     assert_eq!(*a.batches.lock().unwrap(), [1]);
 
