@@ -224,7 +224,9 @@ pub struct LinkSpec {
 /// How a link is selected at the socket level.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Bind {
-    /// Bind the local address (e.g. `127.0.0.2`).
+    /// Bind the local address (e.g. `127.0.0.2`). MQTT and IoT Hub connections reach it
+    /// through a loopback CONNECT tunnel of the transport's own (rumqttc binds only
+    /// interfaces); TLS still runs end to end with the broker's name.
     Addr(IpAddr),
     /// Bind the interface by name (e.g. `eth1`; Linux `SO_BINDTODEVICE`).
     Interface(String),

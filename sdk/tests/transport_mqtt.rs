@@ -11,10 +11,10 @@ use rumqttc::v5::{AsyncClient, Event, Incoming, MqttOptions};
 use tokio::sync::mpsc;
 use transport_util::*;
 use twinhub::Outcome;
-use twinhub::spec::{IotHubSpec, MqttVersion, ProtocolSpec, Secret};
+use twinhub::spec::{Bind, IotHubSpec, MqttVersion, ProtocolSpec, Secret};
 use twinhub::transport::{build, build_with_timeout};
 use twinhub_core::sas::{ParsedToken, SasKey};
-use twinhub_emulator::{Emulator, EmulatorConfig};
+use twinhub_emulator::{Emulator, EmulatorConfig, Fault};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -390,4 +390,47 @@ fn parse_connect(b: &[u8]) -> Option<(String, String, String)> {
     let user = field();
     let pass = field();
     Some((client, user, pass))
+}
+
+#[tokio::test]
+async fn mqtt_link_binding_selects_the_source_address() {
+    let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
+    let r = &emu["primary"];
+    let wan_ip: std::net::IpAddr = "127.0.0.3".parse().unwrap();
+    let bound = |spec: &twinhub::spec::EndpointSpec, ip: &str| {
+        build_with_timeout(
+            spec,
+            &link(Some(Bind::Addr(ip.parse().unwrap()))),
+            &device("dev"),
+            tls(),
+            Duration::from_secs(2),
+        )
+        .unwrap()
+    };
+    // The region refuses the WAN's source address only.
+    r.set_fault_for(wan_ip, Fault::Down);
+    for (version, epoch) in [(MqttVersion::V5, 1), (MqttVersion::V311, 2)] {
+        let spec = mqtt(r.mqtt_addr(), "telemetry/{device_id}", version);
+        let (wan, cell) = (bound(&spec, "127.0.0.3"), bound(&spec, "127.0.0.2"));
+        let mut batch = records("dev", epoch, 0, 5, 16);
+        batch.iter_mut().for_each(|r| r.properties.clear());
+        assert_eq!(wan.send(&batch).await, Outcome::Unreachable, "{version:?}");
+        assert_eq!(cell.send(&batch).await, Outcome::Delivered, "{version:?}");
+        r.wait_for_ids(&ids(&batch), WAIT).await.unwrap();
+
+        // Healed: the same transport connects again through its tunnel.
+        r.set_fault_for(wan_ip, Fault::Up);
+        let mut more = records("dev", epoch, 5, 5, 16);
+        more.iter_mut().for_each(|r| r.properties.clear());
+        assert_eq!(wan.send(&more).await, Outcome::Delivered, "{version:?}");
+        r.wait_for_ids(&ids(&more), WAIT).await.unwrap();
+        r.set_fault_for(wan_ip, Fault::Down);
+    }
+    // An address this host does not have: unreachable, never the default route.
+    let spec = mqtt(r.mqtt_addr(), "t", MqttVersion::V5);
+    let nowhere = bound(&spec, "192.0.2.1");
+    assert_eq!(
+        nowhere.send(&records("dev", 3, 0, 1, 8)).await,
+        Outcome::Unreachable
+    );
 }

@@ -21,6 +21,7 @@ pub mod eventhubs;
 pub mod http;
 pub mod iothub;
 pub mod mqtt;
+mod tunnel;
 
 pub use common::{DEFAULT_REQUEST_TIMEOUT, TransportError, tls_config};
 

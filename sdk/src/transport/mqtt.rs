@@ -34,6 +34,7 @@ use tokio::time::Instant;
 use twinhub_core::{DeviceId, Outcome, RejectReason};
 
 use super::common::{TokenCache, TransportError, b64};
+use super::tunnel::Tunnel;
 use super::{BoxFuture, Limits, Transport};
 use crate::record::Record;
 use crate::spec::{Bind, MqttSpec, MqttVersion, Secret};
@@ -181,6 +182,9 @@ pub struct MqttTransport {
     conn: tokio::sync::Mutex<Option<Conn>>,
     generation: AtomicU64,
     live: Mutex<Option<AbortHandle>>,
+    /// For `bind = "<ip>"`: the loopback tunnel rumqttc connects through, started on the
+    /// first connect.
+    tunnel: tokio::sync::OnceCell<Tunnel>,
 }
 
 impl std::fmt::Debug for MqttTransport {
@@ -246,14 +250,6 @@ impl MqttTransport {
     }
 
     pub(crate) fn from_config(cfg: MqttConfig, timeout: Duration) -> Result<Self, TransportError> {
-        if let Some(Bind::Addr(ip)) = &cfg.bind {
-            // rumqttc 0.25 resolves and connects its own socket and offers only
-            // SO_BINDTODEVICE; silently using the default route could pick a costly link.
-            return Err(TransportError::BindUnsupported {
-                transport: "MQTT (rumqttc 0.25)",
-                bind: format!("local address {ip}; bind an interface instead"),
-            });
-        }
         #[cfg(not(any(target_os = "android", target_os = "fuchsia", target_os = "linux")))]
         if let Some(Bind::Interface(name)) = &cfg.bind {
             return Err(TransportError::BindUnsupported {
@@ -267,6 +263,7 @@ impl MqttTransport {
             conn: tokio::sync::Mutex::new(None),
             generation: AtomicU64::new(0),
             live: Mutex::new(None),
+            tunnel: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -321,6 +318,23 @@ impl MqttTransport {
         if let Some(Bind::Interface(name)) = &self.cfg.bind {
             net.set_bind_device(name);
         }
+        // rumqttc can only bind an interface; a local address goes through our tunnel.
+        let proxy = match &self.cfg.bind {
+            Some(Bind::Addr(ip)) => {
+                let started = self
+                    .tunnel
+                    .get_or_try_init(|| Tunnel::start(*ip, &self.cfg.host, self.cfg.port))
+                    .await;
+                match started {
+                    Ok(t) => Some(t.proxy()),
+                    Err(e) => {
+                        tracing::warn!(bind = %ip, error = %e, "mqtt: cannot start the local-address tunnel");
+                        return Err(Outcome::Unreachable);
+                    }
+                }
+            }
+            _ => None,
+        };
         let credentials = match &self.cfg.credentials {
             Credentials::None => None,
             Credentials::Static(u, p) => Some((
@@ -360,6 +374,9 @@ impl MqttTransport {
                     .set_max_packet_size(Some(64 << 10))
                     .set_transport(transport)
                     .set_network_options(net);
+                if let Some(p) = proxy {
+                    o.set_proxy(p);
+                }
                 if let Some((u, p)) = credentials {
                     o.set_credentials(u, p);
                 }
@@ -378,6 +395,9 @@ impl MqttTransport {
                     .set_request_channel_capacity(capacity)
                     .set_max_packet_size(64 << 10, self.cfg.max_packet)
                     .set_transport(transport);
+                if let Some(p) = proxy {
+                    o.set_proxy(p);
+                }
                 if let Some((u, p)) = credentials {
                     o.set_credentials(u, p);
                 }
