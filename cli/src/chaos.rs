@@ -248,7 +248,7 @@ fn run_one(
 fn not_applicable(scenario: &str) -> String {
     match scenario {
         "503" | "429" => "n/a: HTTP status storms have no MQTT counterpart".into(),
-        _ => "n/a: the MQTT transport binds interfaces, not source addresses".into(),
+        _ => format!("n/a: no {scenario} scenario for MQTT"),
     }
 }
 
@@ -315,7 +315,7 @@ impl Plan {
                     ],
                 )
             }
-            "wan-down" if !mqtt => {
+            "wan-down" => {
                 let wan: IpAddr = [127, 0, 0, 2].into();
                 Plan {
                     length: s,
