@@ -9,6 +9,10 @@ fuzz_target!(|data: &[u8]| {
         assert!(!events.is_empty());
     }
     if let Ok(events) = parse_generic_batch(data) {
-        assert!(events.iter().all(|e| e.message_id.as_deref().is_some_and(|id| !id.is_empty())));
+        assert!(
+            events
+                .iter()
+                .all(|e| e.message_id.as_deref().is_some_and(|id| !id.is_empty()))
+        );
     }
 });

@@ -6,7 +6,10 @@ use twinhub_core::*;
 
 fuzz_target!(|data: &[u8]| {
     let mut sat = LinkConfig::new("sat", Cost::Costly);
-    sat.budget = Some(Budget { bytes: 500, window: Duration::from_secs(600) });
+    sat.budget = Some(Budget {
+        bytes: 500,
+        window: Duration::from_secs(600),
+    });
     sat.arm_after = Duration::from_secs(30);
     let routing = match data.first().map(|b| b % 3) {
         Some(0) => Routing::ActivePassive,
@@ -44,18 +47,32 @@ fuzz_target!(|data: &[u8]| {
                     3 => Outcome::Timeout,
                     4 => Outcome::Unreachable,
                     5 => Outcome::ServerError,
-                    6 => Outcome::Throttled { retry_after: Some(Duration::from_millis(u64::from(a) * 10)) },
+                    6 => Outcome::Throttled {
+                        retry_after: Some(Duration::from_millis(u64::from(a) * 10)),
+                    },
                     7 => Outcome::Unauthorized,
                     _ => Outcome::Rejected(RejectReason::TooLarge),
                 };
                 p.handle_outcome(now, id, outcome);
             }
-            3 => p.handle_link(now, LinkId(a % 4), if b % 2 == 0 { LinkState::Up } else { LinkState::Down }),
+            3 => p.handle_link(
+                now,
+                LinkId(a % 4),
+                if b % 2 == 0 {
+                    LinkState::Up
+                } else {
+                    LinkState::Down
+                },
+            ),
             4 => now = now + Duration::from_millis(u64::from(a) * u64::from(b) * 10),
             5 => p.handle_timeout(now),
             _ => {
                 let _ = p.set_weights(&[u16::from(a), u16::from(b)]);
-                let _ = if a % 2 == 0 { p.drain(EndpointId(b % 3)) } else { p.undrain(EndpointId(b % 3)) };
+                let _ = if a % 2 == 0 {
+                    p.drain(EndpointId(b % 3))
+                } else {
+                    p.undrain(EndpointId(b % 3))
+                };
             }
         }
         while p.poll_event().is_some() {}
