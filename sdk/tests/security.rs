@@ -336,6 +336,72 @@ async fn transports_and_producer_debug_hide_every_secret() {
     let _ = producer.shutdown(Duration::from_millis(100)).await;
 }
 
+/// Builds the transport of every endpoint in `config`.
+fn build_all(config: &SdkConfig) -> Vec<(String, Result<(), TransportError>)> {
+    let tls = tls_config(None).expect("tls");
+    let timeout = Duration::from_secs(2);
+    let device = DeviceId::new("sec-dev").expect("device id");
+    config
+        .endpoints
+        .iter()
+        .map(|e| {
+            let built = match &e.protocol {
+                ProtocolSpec::EventHubs(s) => {
+                    EventHubsTransport::new(s, None, tls.clone(), timeout).map(drop)
+                }
+                ProtocolSpec::IotHub(s) => {
+                    iot_hub_transport(s, None, tls.clone(), timeout, limits(e)).map(drop)
+                }
+                ProtocolSpec::Mqtt(s) => {
+                    MqttTransport::new(s, &device, None, tls.clone(), timeout, limits(e)).map(drop)
+                }
+                ProtocolSpec::Http(s) => {
+                    HttpTransport::new(s, None, tls.clone(), timeout).map(drop)
+                }
+            };
+            (e.name.clone(), built)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn credentials_never_go_in_plain_text_off_this_host() {
+    // The same endpoints, plain text, on a host that is not this machine.
+    let text =
+        config_text(closed_port(), closed_port(), None).replace("127.0.0.1", "hub.example.net");
+    let config = parse(&text).expect("parses");
+    for (name, built) in build_all(&config) {
+        let e = built.expect_err(&name);
+        assert!(
+            matches!(&e, TransportError::PlaintextCredentials { host, .. } if host.starts_with("hub.example.net")),
+            "{name}: {e:?}"
+        );
+        assert!(e.to_string().contains("plain text"), "{e}");
+        assert_no_secret("PlaintextCredentials", &format!("{e} {e:?}"));
+    }
+    // Loopback in every spelling stays allowed: local emulators and brokers.
+    for host in ["localhost", "[::1]", "127.0.0.9"] {
+        let config =
+            parse(&config_text(closed_port(), closed_port(), None).replace("127.0.0.1", host))
+                .expect("parses");
+        for (name, built) in build_all(&config) {
+            assert!(built.is_ok(), "{name} on {host}: {built:?}");
+        }
+    }
+    // Without credentials, or over TLS, any host is fine.
+    let open = parse(
+        "device_id = \"d\"\n[[endpoint]]\nname = \"m\"\nprotocol = \"mqtt\"\n\
+         url = \"mqtt://broker.lan:1883\"\ntopic = \"t\"\n\
+         [[endpoint]]\nname = \"h\"\nprotocol = \"http\"\nurl = \"http://collector.lan/in\"\n\
+         [[endpoint]]\nname = \"s\"\nprotocol = \"mqtt\"\nurl = \"mqtts://broker.example.net\"\n\
+         topic = \"t\"\nusername = \"u\"\npassword = \"p\"\n",
+    )
+    .expect("parses");
+    for (name, built) in build_all(&open) {
+        assert!(built.is_ok(), "{name}: {built:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_never_show_keys_or_signed_tokens() {
     let logs = logs();

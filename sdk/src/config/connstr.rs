@@ -119,7 +119,9 @@ impl<'a, const N: usize> Pairs<'a, N> {
 ///
 /// `EntityPath` is required (a namespace-level string does not say which hub to send to).
 /// `UseDevelopmentEmulator=true` marks a local emulator, reached over plain HTTP at the
-/// endpoint's host and port.
+/// endpoint's host and port. Since its tokens then travel unencrypted, the transport
+/// accepts it only for a loopback host (`localhost`, `127.0.0.0/8`, `::1`); publish a
+/// containerised emulator's port on loopback.
 ///
 /// ```
 /// use twinhub::config::connstr::parse_event_hubs;
@@ -196,7 +198,8 @@ fn endpoint_host(endpoint: &str) -> Result<&str, ConnStrError> {
 ///
 /// The key must be base64 (it is decoded before signing). `HostName` may carry a port.
 /// `UseDevelopmentEmulator=true` means a local plain-MQTT broker for tests: TLS off and,
-/// without a port, 1883; otherwise TLS is on and the port defaults to 8883.
+/// without a port, 1883 (a loopback host only, as the SAS token travels unencrypted);
+/// otherwise TLS is on and the port defaults to 8883.
 ///
 /// ```
 /// use twinhub::config::connstr::parse_iot_hub;

@@ -57,6 +57,48 @@ pub enum TransportError {
     /// The SAS key is not usable (for IoT Hub: not base64).
     #[error("SAS key is not usable: {0}")]
     SasKey(SasError),
+    /// A plain-text endpoint on another host would carry credentials readable on every hop.
+    #[error(
+        "{what} would send credentials in plain text to {host}; use TLS, or a loopback \
+         host for a local broker or emulator"
+    )]
+    PlaintextCredentials {
+        /// What makes the endpoint plain text (for example `UseDevelopmentEmulator=true`).
+        what: &'static str,
+        /// The host it names.
+        host: String,
+    },
+}
+
+/// Whether `host` (a name or address, with or without a port) is this machine itself.
+/// Only literal loopback addresses and `localhost` count: a name resolved now could
+/// resolve elsewhere later.
+pub(crate) fn is_loopback_host(host: &str) -> bool {
+    let bare = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(rest),
+        // One colon separates a port; more make an IPv6 literal without brackets.
+        None if host.matches(':').count() == 1 => host.split(':').next().unwrap_or(host),
+        None => host,
+    };
+    let name = bare.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Refuses credentials over plain text to anything but this machine: TLS can't be
+/// switched off, so neither may a plain-text endpoint quietly stand in for it.
+pub(crate) fn plaintext_credentials(what: &'static str, host: &str) -> Result<(), TransportError> {
+    if is_loopback_host(host) {
+        Ok(())
+    } else {
+        Err(TransportError::PlaintextCredentials {
+            what,
+            host: host.to_string(),
+        })
+    }
 }
 
 /// TLS client settings: rustls with the ring provider, the web PKI roots plus every PEM

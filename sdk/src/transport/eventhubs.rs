@@ -12,7 +12,9 @@ use serde::Serialize;
 use serde::ser::SerializeMap;
 use twinhub_core::Outcome;
 
-use super::common::{TokenCache, TransportError, classify_error, classify_status, http_client};
+use super::common::{
+    TokenCache, TransportError, classify_error, classify_status, http_client, plaintext_credentials,
+};
 use super::{BoxFuture, Transport};
 use crate::record::Record;
 use crate::spec::{Bind, EventHubsSpec};
@@ -60,6 +62,7 @@ impl EventHubsTransport {
             ));
         }
         let scheme = if spec.development_emulator {
+            plaintext_credentials("UseDevelopmentEmulator=true", &spec.host)?;
             "http"
         } else {
             "https"

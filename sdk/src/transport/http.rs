@@ -13,7 +13,9 @@ use serde::ser::SerializeMap;
 use sha2::{Digest, Sha256};
 use twinhub_core::{Outcome, RejectReason};
 
-use super::common::{TransportError, b64, classify_error, classify_status, http_client};
+use super::common::{
+    TransportError, b64, classify_error, classify_status, http_client, plaintext_credentials,
+};
 use super::{BoxFuture, Transport};
 use crate::record::Record;
 use crate::spec::{Bind, HttpSpec};
@@ -54,6 +56,9 @@ impl HttpTransport {
                 "http url scheme {:?} is not http or https",
                 url.scheme()
             )));
+        }
+        if url.scheme() == "http" && !spec.headers.is_empty() {
+            plaintext_credentials("an http:// URL with headers", url.host_str().unwrap_or(""))?;
         }
         let mut headers = reqwest::header::HeaderMap::new();
         for (name, value) in &spec.headers {

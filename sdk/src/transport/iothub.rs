@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Limits;
-use super::common::{TokenCache, TransportError};
+use super::common::{TokenCache, TransportError, plaintext_credentials};
 use super::mqtt::{Credentials, Framing, MqttConfig, MqttTransport};
 use crate::spec::{Bind, IotHubSpec, MqttVersion};
 
@@ -34,6 +34,9 @@ pub fn iot_hub_transport(
         return Err(TransportError::InvalidSpec(
             "iot hub host and device id must be set".into(),
         ));
+    }
+    if !spec.tls {
+        plaintext_credentials("UseDevelopmentEmulator=true", &spec.host)?;
     }
     // `host` may carry a port for a local broker; the identity uses the host name only.
     let (name, port) = match spec.host.rsplit_once(':') {

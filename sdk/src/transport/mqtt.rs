@@ -33,7 +33,7 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use twinhub_core::{DeviceId, Outcome, RejectReason};
 
-use super::common::{TokenCache, TransportError, b64};
+use super::common::{TokenCache, TransportError, b64, plaintext_credentials};
 use super::tunnel::Tunnel;
 use super::{BoxFuture, Limits, Transport};
 use crate::record::Record;
@@ -217,6 +217,9 @@ impl MqttTransport {
             return Err(TransportError::InvalidSpec(format!(
                 "mqtt topic {topic:?} must be non-empty and without wildcards"
             )));
+        }
+        if !spec.tls && spec.password.is_some() {
+            plaintext_credentials("an mqtt:// URL with a password", &spec.host)?;
         }
         let credentials = match &spec.username {
             Some(u) => Credentials::Static(u.clone(), spec.password.clone()),
