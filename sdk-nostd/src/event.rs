@@ -14,15 +14,19 @@ pub enum DropReason {
     TooLarge,
     /// A hub rejected it as malformed.
     Malformed,
+    /// Its stored frame failed its CRC when read for sending (the medium rotted after it
+    /// was written and recovered): the bytes can no longer be trusted.
+    Corrupt,
 }
 
 impl DropReason {
     /// Every reason, in the order of [`DropCounts`]'s fields.
-    pub const ALL: [DropReason; 4] = [
+    pub const ALL: [DropReason; 5] = [
         DropReason::Expired,
         DropReason::Evicted,
         DropReason::TooLarge,
         DropReason::Malformed,
+        DropReason::Corrupt,
     ];
 
     /// The snake-case name used in reports.
@@ -32,6 +36,7 @@ impl DropReason {
             DropReason::Evicted => "evicted",
             DropReason::TooLarge => "too_large",
             DropReason::Malformed => "malformed",
+            DropReason::Corrupt => "corrupt",
         }
     }
 }
@@ -133,12 +138,14 @@ pub struct DropCounts {
     pub too_large: u64,
     /// Rejected by a hub as malformed.
     pub malformed: u64,
+    /// Rotted in the store after it was written.
+    pub corrupt: u64,
 }
 
 impl DropCounts {
     /// All drops.
     pub fn total(&self) -> u64 {
-        self.expired + self.evicted + self.too_large + self.malformed
+        self.expired + self.evicted + self.too_large + self.malformed + self.corrupt
     }
 
     /// The count for one reason.
@@ -148,6 +155,7 @@ impl DropCounts {
             DropReason::Evicted => self.evicted,
             DropReason::TooLarge => self.too_large,
             DropReason::Malformed => self.malformed,
+            DropReason::Corrupt => self.corrupt,
         }
     }
 
@@ -157,6 +165,7 @@ impl DropCounts {
             DropReason::Evicted => self.evicted += 1,
             DropReason::TooLarge => self.too_large += 1,
             DropReason::Malformed => self.malformed += 1,
+            DropReason::Corrupt => self.corrupt += 1,
         }
     }
 }

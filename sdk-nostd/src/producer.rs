@@ -7,7 +7,7 @@ use crate::config::{
     Routing,
 };
 use crate::event::{DownCause, DropReason, Event, Stats};
-use crate::frame::{self, Frames, RecordMeta};
+use crate::frame::{self, FrameError, Frames, RecordMeta};
 use crate::id::MessageId;
 use crate::store::{RecordState, Store, StoreError};
 use crate::time::{Duration, Instant};
@@ -838,6 +838,9 @@ impl<S: Store, C: Deref<Target = Config>> Producer<S, C> {
         let budget_left = link
             .budget
             .map_or(u64::MAX, |b| b.bytes.saturating_sub(self.links[l].spent));
+        // Copied out: dropping a rotted record below needs `self` mutably.
+        let (record_overhead, max_batch_bytes) = (ep.record_overhead, ep.max_batch_bytes);
+        let (allow, frame_overhead) = (link.allow, link.frame_overhead);
         let (mut len, mut count, mut wire, mut charged) = (0usize, 0u16, 0u64, 0u64);
         let mut first = usize::MAX;
         let mut full = false;
@@ -851,14 +854,13 @@ impl<S: Store, C: Deref<Target = Config>> Producer<S, C> {
             i += 1;
             if info.state.inflight != 0
                 || (mirror && info.state.delivered & ebit != 0)
-                || !link.allow.contains(info.class)
+                || !allow.contains(info.class)
             {
                 continue;
             }
-            let w = u64::from(info.payload_len) + u64::from(ep.record_overhead);
-            let cost = u64::from(info.frame_len) + u64::from(link.frame_overhead);
-            if wire + w > u64::from(ep.max_batch_bytes) || len + info.frame_len as usize > buf.len()
-            {
+            let w = u64::from(info.payload_len) + u64::from(record_overhead);
+            let cost = u64::from(info.frame_len) + u64::from(frame_overhead);
+            if wire + w > u64::from(max_batch_bytes) || len + info.frame_len as usize > buf.len() {
                 full = true;
                 break;
             }
@@ -870,8 +872,19 @@ impl<S: Store, C: Deref<Target = Config>> Producer<S, C> {
                 inflight: slot as u8 + 1,
                 ..info.state
             };
-            let Ok(n) = self.store.read_and_mark(i - 1, &mut buf[len..], mark) else {
-                continue;
+            let n = match self.store.read_and_mark(i - 1, &mut buf[len..], mark) {
+                Ok(n) => n,
+                // A frame that fails its check can never be sent as it was accepted: drop
+                // it, counted, rather than keep it pending for ever. The next record now
+                // sits at the index just freed.
+                Err(StoreError::Corrupt(e)) if e != FrameError::BufferTooSmall => {
+                    if self.drop_record(i - 1, DropReason::Corrupt) {
+                        i -= 1;
+                    }
+                    continue;
+                }
+                // A read that failed for now (I/O): try again with the next batch.
+                Err(_) => continue,
             };
             first = first.min(i - 1);
             len += n;

@@ -406,6 +406,44 @@ fn the_engine_drives_a_disk_store_and_recovered_records_keep_their_ids() {
     assert_eq!(p.stats().pending, 1);
 }
 
+#[test]
+fn a_frame_that_rots_after_recovery_is_dropped_as_corrupt_not_kept_for_ever() {
+    use std::os::unix::fs::FileExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let config = Config::builder("sensor-7")
+        .endpoint(EndpointConfig::new("primary"))
+        .build()
+        .unwrap();
+    let (store, _) = open(dir, MIB);
+    let mut p = Producer::new(&config, store, Instant::ZERO, 1, 1);
+    let now = Instant::from_millis(5);
+    let ids: Vec<_> = (0..3u8)
+        .map(|i| p.enqueue(now, &[i; 40], Class::Normal).unwrap())
+        .collect();
+    p.store_mut().sync().unwrap();
+    // The middle frame's payload rots on the medium while the store is open.
+    let seg = files(dir, ".log").pop().unwrap();
+    let flen = frame::encoded_len(&meta(1), 40) as u64;
+    let file = fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    file.write_all_at(&[0xff; 4], flen + flen - 8).unwrap();
+    let mut buf = vec![0u8; 64 << 10];
+    let tx = p.poll_transmit(now, &mut buf).unwrap();
+    let sent: Vec<u64> = tx.frames(&buf).map(|f| f.unwrap().meta.seq).collect();
+    assert_eq!(sent, [ids[0].seq, ids[2].seq], "the intact records go");
+    p.handle_outcome(now, tx.id, Outcome::Delivered);
+    let st = p.stats();
+    assert_eq!((st.dropped.corrupt, st.pending, st.delivered), (1, 0, 2));
+    let mut dropped = Vec::new();
+    while let Some(e) = p.poll_event() {
+        if let twinhub_core::Event::Dropped { id, reason } = e {
+            dropped.push((id, reason));
+        }
+    }
+    assert_eq!(dropped, [(ids[1].clone(), twinhub_core::DropReason::Corrupt)]);
+    assert!(p.poll_transmit(now, &mut buf).is_none(), "nothing left pending");
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Push(usize),

@@ -170,12 +170,13 @@ pub async fn run(s: &Scenario, producers: u32, opts: &RunOptions) -> Result<Repo
         dropped.evicted += st.dropped.evicted;
         dropped.too_large += st.dropped.too_large;
         dropped.malformed += st.dropped.malformed;
+        dropped.corrupt += st.dropped.corrupt;
         pending += st.pending;
         failovers += u64::from(st.failovers);
         failbacks += u64::from(st.failbacks);
     }
     let accepted = accepted_ids.len() as u64;
-    let dropped_total = dropped.expired + dropped.evicted + dropped.too_large + dropped.malformed;
+    let dropped_total = dropped.total();
     let times = std::mem::take(&mut *times.lock().unwrap_or_else(|e| e.into_inner()));
     let fo: Vec<u32> = times.iter().filter_map(|t| t.failover_ms).collect();
     let fb: Vec<u32> = times.iter().filter_map(|t| t.failback_ms).collect();

@@ -18,7 +18,7 @@ pub(crate) struct ShardTally {
     pub resolved: u64,
     pub delivered: Vec<u64>,
     pub duplicates: u64,
-    pub dropped: [u64; 4],
+    pub dropped: [u64; 5],
     pub dropped_after_delivery: u64,
     pub out_of_window: u64,
     pub corrupt: u64,
@@ -137,6 +137,15 @@ pub struct Dropped {
     pub too_large: u64,
     /// Refused by a hub as malformed.
     pub malformed: u64,
+    /// Failed its check when read back from the store.
+    pub corrupt: u64,
+}
+
+impl Dropped {
+    /// All drops.
+    pub fn total(&self) -> u64 {
+        self.expired + self.evicted + self.too_large + self.malformed + self.corrupt
+    }
 }
 
 /// Bytes and spend on one link.
@@ -286,6 +295,7 @@ impl Report {
                 evicted: t.dropped[1],
                 too_large: t.dropped[2],
                 malformed: t.dropped[3],
+                corrupt: t.dropped[4],
             },
             throttled: t.throttled,
             failovers: t.failovers,
@@ -346,8 +356,8 @@ impl Report {
         let d = self.dropped;
         let _ = writeln!(
             o,
-            "  LOST {} · dropped: expired {}, evicted {}, too large {}, malformed {} · refused {}",
-            self.lost, d.expired, d.evicted, d.too_large, d.malformed, self.refused
+            "  LOST {} · dropped: expired {}, evicted {}, too large {}, malformed {}, corrupt {} · refused {}",
+            self.lost, d.expired, d.evicted, d.too_large, d.malformed, d.corrupt, self.refused
         );
         let f = self.failover_time;
         let b = self.failback_time;

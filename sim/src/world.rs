@@ -553,6 +553,7 @@ fn reason_index(r: DropReason) -> usize {
         DropReason::Evicted => 1,
         DropReason::TooLarge => 2,
         DropReason::Malformed => 3,
+        DropReason::Corrupt => 4,
     }
 }
 

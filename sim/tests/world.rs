@@ -49,7 +49,7 @@ fn sane(r: &Report) {
     let d = r.dropped;
     assert_eq!(
         r.accepted,
-        delivered + r.pending_at_end + d.expired + d.evicted + d.too_large + d.malformed,
+        delivered + r.pending_at_end + d.total(),
         "{}",
         r.summary()
     );
