@@ -11,8 +11,9 @@
 //! 1. MQTT 5: the user property `message-id` (rumqttd keeps publish properties, so the
 //!    recorder sees them).
 //! 2. MQTT 3.1.1 envelope: a payload that is exactly a JSON object
-//!    `{"id":"<message id>","body":"<base64 of the record>"}`; the recorded body is the
-//!    decoded `body`.
+//!    `{"id":"<message id>","body":"<base64 of the record>"}`, optionally with
+//!    `"properties":{"<name>":"<value>",..}`; the recorded body is the decoded `body` and
+//!    the properties are recorded as the record's properties.
 //! 3. IoT Hub style: the topic's property bag,
 //!    `devices/{device}/messages/events/$.mid={id}&...` (also `%24.mid`), as the Azure
 //!    device SDKs write it.
@@ -222,10 +223,13 @@ pub fn parse_publish(
     let bag = iot_hub_property_bag(topic);
     let mut body = payload.to_vec();
     if message_id.is_none()
-        && let Some((id, decoded)) = envelope(payload)
+        && let Some((id, decoded, props)) = envelope(payload)
     {
         message_id = Some(id);
         body = decoded;
+        for (k, v) in props {
+            properties.entry(k).or_insert(v);
+        }
     }
     if message_id.is_none() {
         message_id = bag.get("$.mid").filter(|s| !s.is_empty()).cloned();
@@ -240,21 +244,32 @@ pub fn parse_publish(
     }
 }
 
-/// `{"id":"...","body":"<base64>"}` and nothing else.
-fn envelope(payload: &[u8]) -> Option<(String, Vec<u8>)> {
+/// `{"id":"...","body":"<base64>"}`, optionally with `"properties":{"name":"value",..}`
+/// (string values), and nothing else.
+fn envelope(payload: &[u8]) -> Option<(String, Vec<u8>, BTreeMap<String, String>)> {
     if payload.first() != Some(&b'{') {
         return None;
     }
     let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
     let obj = v.as_object()?;
-    if obj.len() != 2 {
+    let mut properties = BTreeMap::new();
+    let expected = match obj.get("properties") {
+        None => 2,
+        Some(p) => {
+            for (k, v) in p.as_object()? {
+                properties.insert(k.clone(), v.as_str()?.to_string());
+            }
+            3
+        }
+    };
+    if obj.len() != expected {
         return None;
     }
     let id = obj.get("id")?.as_str().filter(|s| !s.is_empty())?;
     let body = base64::engine::general_purpose::STANDARD
         .decode(obj.get("body")?.as_str()?)
         .ok()?;
-    Some((id.to_string(), body))
+    Some((id.to_string(), body, properties))
 }
 
 /// The decoded property bag of an IoT Hub telemetry topic
@@ -308,6 +323,16 @@ mod tests {
         assert_eq!(p.message_id.as_deref(), Some("env"));
         assert_eq!(p.body, b"hi");
         let p = parse_publish(
+            "t/x",
+            br#"{"id":"env","body":"aGk=","properties":{"unit":"C","n":"2"}}"#,
+            None,
+        );
+        assert_eq!(p.message_id.as_deref(), Some("env"));
+        assert_eq!(
+            (p.properties["unit"].as_str(), p.properties["n"].as_str()),
+            ("C", "2")
+        );
+        let p = parse_publish(
             "devices/d1/messages/events/%24.mid=m%3A1&$.ct=application%2Fjson",
             b"raw",
             None,
@@ -325,6 +350,8 @@ mod tests {
             ("t", &b"plain"[..]),
             ("t", br#"{"id":"a","body":"!!"}"#),
             ("t", br#"{"id":"a","body":"aGk=","x":1}"#),
+            ("t", br#"{"id":"a","body":"aGk=","properties":{"k":1}}"#),
+            ("t", br#"{"id":"a","body":"aGk=","properties":[]}"#),
             ("t", br#"{"id":5,"body":"aGk="}"#),
             ("other/messages/events/$.mid=x", b""),
             ("devices/d/messages/events/", b""),

@@ -226,9 +226,8 @@ async fn mqtt_both_versions_to_the_emulator() {
     for (version, epoch) in [(MqttVersion::V5, 1), (MqttVersion::V311, 2)] {
         let spec = mqtt(r.mqtt_addr(), "telemetry/{device_id}", version);
         let t = build(&spec, &link(None), &device("emu"), tls()).unwrap();
-        // The emulator reads the 3.1.1 envelope without properties.
-        let mut batch = records("emu", epoch, 0, 40, 32);
-        batch.iter_mut().for_each(|r| r.properties.clear());
+        // Properties arrive either way: user properties (5) or the envelope's (3.1.1).
+        let batch = records("emu", epoch, 0, 40, 32);
         assert_eq!(t.send(&batch).await, Outcome::Delivered, "{version:?}");
         let got = r.wait_for_ids(&ids(&batch), WAIT).await.unwrap();
         let rec = got
@@ -236,6 +235,9 @@ async fn mqtt_both_versions_to_the_emulator() {
             .find(|x| x.message_id.as_deref() == Some(ids(&batch)[0].as_str()))
             .unwrap();
         assert_eq!(rec.body, batch[0].body, "{version:?}");
+        for (k, v) in &batch[0].properties {
+            assert_eq!(rec.properties.get(k), Some(v), "{version:?}: {k}");
+        }
     }
 }
 
