@@ -436,3 +436,99 @@ async fn mqtt_link_binding_selects_the_source_address() {
         Outcome::Unreachable
     );
 }
+
+/// A private CA and a broker certificate for `localhost`, made for this run, written to
+/// `dir` as `ca.pem`, `broker.pem` and `broker.key`.
+fn private_pki(dir: &std::path::Path) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "twinhub test CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let broker_key = KeyPair::generate().unwrap();
+    let broker = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    let broker_cert = broker
+        .signed_by(&broker_key, &Issuer::new(ca, ca_key))
+        .unwrap();
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+    std::fs::write(dir.join("broker.pem"), broker_cert.pem()).unwrap();
+    std::fs::write(dir.join("broker.key"), broker_key.serialize_pem()).unwrap();
+    // mosquitto started as root reads them as its own user.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for f in ["ca.pem", "broker.pem", "broker.key"] {
+        std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iot_hub_over_tls_trusts_a_private_broker_only_through_its_ca_file() {
+    let pki = tempfile::tempdir().unwrap();
+    private_pki(pki.path());
+    let plain = free_port();
+    // TLS on the broker's port; a plain listener for the test's own subscriber.
+    let broker = Mosquitto::start_with(&format!(
+        "allow_anonymous true\ncafile {0}/ca.pem\ncertfile {0}/broker.pem\nkeyfile {0}/broker.key\n\
+         listener {plain} 127.0.0.1\n",
+        pki.path().display()
+    ));
+    let (mut rx, _sub) = subscriber(plain, "devices/meter-7/messages/events/#").await;
+    let spec = |host: &str| {
+        endpoint(ProtocolSpec::IotHub(IotHubSpec {
+            host: host.into(),
+            device_id: "meter-7".into(),
+            key: Secret::new("cGFzc3dvcmQ="),
+            port: broker.port,
+            tls: true,
+            token_ttl: Duration::from_secs(3600),
+        }))
+    };
+    let with_ca = twinhub::transport::tls_config(Some(&pki.path().join("ca.pem"))).unwrap();
+    let send = |host: &str, bind: Option<&str>, tls: std::sync::Arc<rustls::ClientConfig>| {
+        build_with_timeout(
+            &spec(host),
+            &link(bind.map(|ip| Bind::Addr(ip.parse().unwrap()))),
+            &device("meter-7"),
+            tls,
+            Duration::from_secs(3),
+        )
+        .unwrap()
+    };
+
+    // Trusted through the CA file, under the certificate's name: delivered.
+    let batch = records("meter-7", 1, 0, 5, 24);
+    let t = send("localhost", None, with_ca.clone());
+    assert_eq!(t.send(&batch).await, Outcome::Delivered);
+    // Through a bound local address the tunnel carries TLS end to end, same name.
+    let more = records("meter-7", 1, 5, 5, 24);
+    let bound = send("localhost", Some("127.0.0.2"), with_ca.clone());
+    assert_eq!(bound.send(&more).await, Outcome::Delivered);
+    let seen = collect(&mut rx, 10).await;
+    let mids: BTreeSet<String> = seen
+        .iter()
+        .filter_map(|(topic, _, _)| topic.split("$.mid=").nth(1))
+        .map(|m| m.split('&').next().unwrap().replace("%3A", ":"))
+        .collect();
+    let want: BTreeSet<String> = ids(&batch).into_iter().chain(ids(&more)).collect();
+    assert_eq!(mids, want);
+
+    // The web PKI alone does not know this CA; an address is not the certified name.
+    let untrusted = records("meter-7", 2, 0, 1, 8);
+    let web_pki = twinhub::transport::tls_config(None).unwrap();
+    assert_ne!(
+        send("localhost", None, web_pki).send(&untrusted).await,
+        Outcome::Delivered
+    );
+    assert_ne!(
+        send("127.0.0.1", None, with_ca).send(&untrusted).await,
+        Outcome::Delivered
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), rx.recv())
+            .await
+            .is_err(),
+        "nothing crossed an unverified connection"
+    );
+}
