@@ -857,17 +857,18 @@ impl DiskStore {
     }
 
     fn write_ack(&mut self, id: u64, off: u32) -> Result<(), StoreError> {
-        let path = self.path(id, "ack");
+        let dir = &self.dir;
         let Some(seg) = self.segments.get_mut(&id) else {
             return Err(StoreError::Io);
         };
+        // The path is made only when needed: this runs once per delivered record.
         if seg.ack.is_none() {
             let f = OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create(true)
                 .truncate(false)
-                .open(&path)
+                .open(dir.join(file_name(id, seg.generation, "ack")))
                 .map_err(|_| StoreError::Io)?;
             seg.ack = Some(f);
             self.dir_dirty = true;
@@ -876,6 +877,7 @@ impl DiskStore {
             return Err(StoreError::Io);
         };
         if let Err(e) = ack.write_all_at(&ack_entry(off), seg.ack_len) {
+            let path = dir.join(file_name(id, seg.generation, "ack"));
             tracing::warn!(path = %path.display(), error = %e, "outbox: cannot append ack");
             // A torn entry is skipped when read, so a failed undo harms nothing.
             let _ = ack.set_len(seg.ack_len);

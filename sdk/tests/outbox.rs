@@ -440,8 +440,14 @@ fn a_frame_that_rots_after_recovery_is_dropped_as_corrupt_not_kept_for_ever() {
             dropped.push((id, reason));
         }
     }
-    assert_eq!(dropped, [(ids[1].clone(), twinhub_core::DropReason::Corrupt)]);
-    assert!(p.poll_transmit(now, &mut buf).is_none(), "nothing left pending");
+    assert_eq!(
+        dropped,
+        [(ids[1].clone(), twinhub_core::DropReason::Corrupt)]
+    );
+    assert!(
+        p.poll_transmit(now, &mut buf).is_none(),
+        "nothing left pending"
+    );
 }
 
 #[derive(Debug, Clone)]
