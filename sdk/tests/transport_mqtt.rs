@@ -532,3 +532,43 @@ async fn iot_hub_over_tls_trusts_a_private_broker_only_through_its_ca_file() {
         "nothing crossed an unverified connection"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_batches_pipeline_on_one_connection() {
+    let broker = Mosquitto::start();
+    let (mut rx, _sub) = subscriber(broker.port, "t/#").await;
+    for version in [MqttVersion::V5, MqttVersion::V311] {
+        let spec = mqtt(broker.addr(), "t/{device_id}", version);
+        let t = std::sync::Arc::new(
+            build_with_timeout(&spec, &link(None), &device("pipe"), tls(), BATCH_TIMEOUT).unwrap(),
+        );
+        let epoch = if version == MqttVersion::V5 { 1 } else { 2 };
+        let batches: Vec<_> = (0..4)
+            .map(|k| records("pipe", epoch, k * 60, 60, 32))
+            .collect();
+        // Four batches in flight at once, as the engine keeps them.
+        let mut set = tokio::task::JoinSet::new();
+        for b in batches.clone() {
+            let t = std::sync::Arc::clone(&t);
+            set.spawn(async move { t.send(&b).await });
+        }
+        let outcomes = set.join_all().await;
+        assert!(
+            outcomes.iter().all(|o| *o == Outcome::Delivered),
+            "{version:?}: {outcomes:?}"
+        );
+        let seen = collect(&mut rx, 240).await;
+        let want: BTreeSet<String> = batches.iter().flat_map(|b| ids(b)).collect();
+        let got: BTreeSet<String> = seen
+            .iter()
+            .map(|(_, props, payload)| match version {
+                MqttVersion::V5 => prop(props, "message-id").unwrap().to_string(),
+                MqttVersion::V311 => {
+                    let v: serde_json::Value = serde_json::from_slice(payload).unwrap();
+                    v["id"].as_str().unwrap().to_string()
+                }
+            })
+            .collect();
+        assert_eq!(got, want, "{version:?}");
+    }
+}

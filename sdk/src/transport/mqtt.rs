@@ -1,10 +1,13 @@
 //! MQTT (rumqttc) at QoS 1, versions 5 and 3.1.1; also the engine of the IoT Hub transport.
 //!
 //! One PUBLISH per record. A batch is [`Outcome::Delivered`] only when every record's
-//! PUBACK arrived. The task polling rumqttc's event loop keeps the batch's account: each
-//! `Outgoing::Publish(pkid)` adds a packet id to it (rumqttc assigns ids in request order and
-//! reuses them once acknowledged), each PUBACK counts once, for a packet id of the batch, and
-//! the batch is woken once, when the last one arrives or the connection ends.
+//! PUBACK arrived. Batches are pipelined on one connection: each hands all its publishes to
+//! rumqttc at once (under the connection lock) and then waits for its PUBACKs while the
+//! next batch publishes. The task polling rumqttc's event loop keeps one account per batch:
+//! the `n`th `Outgoing::Publish(pkid)` belongs to the batch that requested the `n`th publish
+//! (rumqttc writes requests in order, and reuses a packet id only once it is acknowledged),
+//! each PUBACK counts once, for the batch owning its packet id, and a batch is woken once,
+//! when its last PUBACK arrives or the connection ends.
 //!
 //! Connections are made on the first send, with a clean session, by a driver task that
 //! polls rumqttc's event loop and stops at the first error: rumqttc's own reconnect (which
@@ -19,7 +22,7 @@
 //! * MQTT 3.1.1: the payload is the JSON envelope `{"id":"<id>","body":"<base64>"}`, with
 //!   `"properties":{..}` added when the record has properties.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -93,14 +96,12 @@ enum Ev {
     Failed(Failure),
 }
 
-/// The batch in flight on a connection, as the driver task accounts for it.
-#[derive(Default)]
-struct Tracker {
+/// One batch's account.
+struct Account {
     /// Records in the batch.
     expected: usize,
-    /// Publishes written so far, and their packet ids still waiting for a PUBACK.
+    /// Publishes written so far, and PUBACKs counted.
     published: usize,
-    in_flight: HashSet<u16>,
     acked: usize,
     /// The most serious PUBACK failure seen.
     failure: Option<Outcome>,
@@ -108,37 +109,105 @@ struct Tracker {
     done: Option<tokio::sync::oneshot::Sender<(Outcome, bool)>>,
 }
 
+/// The batches in flight on a connection, as the driver task accounts for them. Several
+/// batches may be in flight at once: a batch hands its publishes to rumqttc in one go
+/// (under the connection lock), rumqttc writes them in that order and reports each one's
+/// packet id as it goes, so the `n`th `Outgoing::Publish` belongs to the batch whose
+/// publishes were requested `n`th. rumqttc reuses a packet id only once it is
+/// acknowledged, so each id in flight has exactly one owner.
+#[derive(Default)]
+struct Tracker {
+    next: u64,
+    /// Batches with publishes not yet written, in request order, with how many are left.
+    unwritten: VecDeque<(u64, usize)>,
+    batches: HashMap<u64, Account>,
+    /// The batch of each packet id waiting for its PUBACK.
+    owner: HashMap<u16, u64>,
+}
+
 impl Tracker {
+    /// Opens the account of a batch of `expected` records; returns its number.
+    fn open(
+        &mut self,
+        expected: usize,
+        done: tokio::sync::oneshot::Sender<(Outcome, bool)>,
+    ) -> u64 {
+        let id = self.next;
+        self.next += 1;
+        self.unwritten.push_back((id, expected));
+        self.batches.insert(
+            id,
+            Account {
+                expected,
+                published: 0,
+                acked: 0,
+                failure: None,
+                done: Some(done),
+            },
+        );
+        id
+    }
+
     fn published(&mut self, pkid: u16) {
-        self.in_flight.insert(pkid);
-        self.published += 1;
+        // A publish nobody asked for (none exist today) is ignored, not misattributed.
+        let Some((id, left)) = self.unwritten.front_mut() else {
+            return;
+        };
+        let id = *id;
+        *left -= 1;
+        if *left == 0 {
+            self.unwritten.pop_front();
+        }
+        if let Some(a) = self.batches.get_mut(&id) {
+            a.published += 1;
+            self.owner.insert(pkid, id);
+        }
     }
 
     fn acked(&mut self, pkid: u16, failure: Option<Outcome>) {
-        // Only a PUBACK for a publish of this batch counts, and only once.
-        if !self.in_flight.remove(&pkid) {
+        // Only a PUBACK for a publish in flight counts, and only once.
+        let Some(id) = self.owner.remove(&pkid) else {
             return;
-        }
-        self.acked += 1;
+        };
+        let Some(a) = self.batches.get_mut(&id) else {
+            return;
+        };
+        a.acked += 1;
         if let Some(o) = failure {
-            self.failure = Some(worse(self.failure, o));
+            a.failure = Some(worse(a.failure, o));
         }
-        if self.acked == self.expected
-            && let Some(done) = self.done.take()
+        if a.acked == a.expected
+            && let Some(a) = self.batches.remove(&id)
+            && let Some(done) = a.done
         {
-            let _ = done.send((self.failure.unwrap_or(Outcome::Delivered), true));
+            let _ = done.send((a.failure.unwrap_or(Outcome::Delivered), true));
         }
     }
 
+    /// The connection ended: every batch still open is resolved.
     fn ended(&mut self, f: Failure) {
-        if let Some(done) = self.done.take() {
-            let o = if f == Failure::Unauthorized {
-                Outcome::Unauthorized
-            } else {
-                timeout_outcome(self.published)
-            };
-            let _ = done.send((o, false));
+        for (_, a) in self.batches.drain() {
+            if let Some(done) = a.done {
+                let o = if f == Failure::Unauthorized {
+                    Outcome::Unauthorized
+                } else {
+                    timeout_outcome(a.published)
+                };
+                let _ = done.send((o, false));
+            }
         }
+        self.unwritten.clear();
+        self.owner.clear();
+    }
+
+    /// Publishes of batch `id` written so far (0 once it was resolved).
+    fn published_of(&self, id: u64) -> usize {
+        self.batches.get(&id).map_or(0, |a| a.published)
+    }
+
+    /// Whether any batch is still open.
+    fn busy(&self) -> bool {
+        !self.batches.is_empty()
     }
 }
 
@@ -166,12 +235,16 @@ struct Conn {
     task: AbortHandle,
     born: Instant,
     generation: u64,
+    /// Tells this connection from its successors.
+    serial: u64,
 }
 
 impl Drop for Conn {
     fn drop(&mut self) {
-        // Dropping the event loop closes the socket.
+        // Dropping the event loop closes the socket; batches still waiting on it learn so
+        // now rather than at their deadline.
         self.task.abort();
+        lock(&self.tracker).ended(Failure::Lost);
     }
 }
 
@@ -182,6 +255,10 @@ pub struct MqttTransport {
     conn: tokio::sync::Mutex<Option<Conn>>,
     generation: AtomicU64,
     live: Mutex<Option<AbortHandle>>,
+    /// Connections replaced for their age while batches were still in flight on them:
+    /// kept until those batches are answered.
+    retiring: Mutex<Vec<Conn>>,
+    serial: AtomicU64,
     /// For `bind = "<ip>"`: the loopback tunnel rumqttc connects through, started on the
     /// first connect.
     tunnel: tokio::sync::OnceCell<Tunnel>,
@@ -266,6 +343,8 @@ impl MqttTransport {
             conn: tokio::sync::Mutex::new(None),
             generation: AtomicU64::new(0),
             live: Mutex::new(None),
+            retiring: Mutex::new(Vec::new()),
+            serial: AtomicU64::new(0),
             tunnel: tokio::sync::OnceCell::new(),
         })
     }
@@ -275,37 +354,78 @@ impl MqttTransport {
             return Outcome::Delivered;
         }
         let deadline = Instant::now() + self.timeout;
-        // One batch at a time per connection keeps the pkid ↔ record mapping simple.
-        let mut guard = match tokio::time::timeout_at(deadline, self.conn.lock()).await {
-            Ok(g) => g,
-            Err(_) => return Outcome::Unreachable,
+        self.retiring
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|c| lock(&c.tracker).busy());
+        // Under the connection lock: connect if needed, open the batch's account and hand
+        // every publish to rumqttc, so publishes of different batches never interleave.
+        let (result, tracker, serial, id) = {
+            let mut guard = match tokio::time::timeout_at(deadline, self.conn.lock()).await {
+                Ok(g) => g,
+                Err(_) => return Outcome::Unreachable,
+            };
+            let generation = self.generation.load(Ordering::Acquire);
+            if let Some(c) = guard.as_mut() {
+                let too_old = self.cfg.max_age.is_some_and(|age| c.born.elapsed() >= age);
+                // Only the connection's end is ever queued here; one seen now means it
+                // died: replace it.
+                let mut died = c.task.is_finished();
+                while let Ok(ev) = c.events.try_recv() {
+                    died |= matches!(ev, Ev::Failed(_));
+                }
+                if c.generation != generation || died {
+                    *guard = None;
+                } else if too_old && let Some(old) = guard.take() {
+                    // Its batches in flight finish on it; new ones go to a fresh one.
+                    self.retiring
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(old);
+                }
+            }
+            if guard.is_none() {
+                match self.connect(deadline, generation).await {
+                    Ok(c) => *guard = Some(c),
+                    Err(o) => return o,
+                }
+            }
+            let Some(conn) = guard.as_mut() else {
+                return Outcome::Unreachable;
+            };
+            let (done, result) = tokio::sync::oneshot::channel();
+            let id = lock(&conn.tracker).open(records.len(), done);
+            for r in records {
+                match tokio::time::timeout_at(deadline, self.publish(&conn.client, r)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(())) => break, // the event loop ended; the tracker says how
+                    Err(_) => {
+                        // Stuck handing publishes over: this session can't be trusted.
+                        let published = lock(&conn.tracker).published_of(id);
+                        *guard = None;
+                        return timeout_outcome(published);
+                    }
+                }
+            }
+            (result, Arc::clone(&conn.tracker), conn.serial, id)
         };
-        let generation = self.generation.load(Ordering::Acquire);
-        if let Some(c) = guard.as_mut() {
-            let too_old = self.cfg.max_age.is_some_and(|age| c.born.elapsed() >= age);
-            // Between batches only a failure can be queued (every publish was answered);
-            // one seen now means the connection died while idle: replace it.
-            let mut died = c.task.is_finished();
-            while let Ok(ev) = c.events.try_recv() {
-                died |= matches!(ev, Ev::Failed(_));
+        // Lock released: later batches publish while this one waits for its PUBACKs.
+        let (outcome, healthy) = match tokio::time::timeout_at(deadline, result).await {
+            Ok(Ok(r)) => r,
+            // The account was dropped unanswered: nothing more will come.
+            Ok(Err(_)) => (timeout_outcome(lock(&tracker).published_of(id)), false),
+            Err(_) => {
+                let published = lock(&tracker).published_of(id);
+                tracing::debug!(host = %self.cfg.host, published, "mqtt batch timed out");
+                (timeout_outcome(published), false)
             }
-            if c.generation != generation || died || too_old {
-                *guard = None;
-            }
-        }
-        if guard.is_none() {
-            match self.connect(deadline, generation).await {
-                Ok(c) => *guard = Some(c),
-                Err(o) => return o,
-            }
-        }
-        let Some(conn) = guard.as_mut() else {
-            return Outcome::Unreachable;
         };
-        let (outcome, healthy) = self.publish_batch(conn, records, deadline).await;
         if !healthy {
             // Unanswered publishes may still be acked later: never reuse this session.
-            *guard = None;
+            let mut guard = self.conn.lock().await;
+            if guard.as_ref().is_some_and(|c| c.serial == serial) {
+                *guard = None;
+            }
         }
         outcome
     }
@@ -432,42 +552,8 @@ impl MqttTransport {
             task,
             born: Instant::now(),
             generation,
+            serial: self.serial.fetch_add(1, Ordering::Relaxed),
         })
-    }
-
-    /// Publishes and awaits every PUBACK. Returns the outcome and whether the connection
-    /// is still clean (no publish left unanswered).
-    async fn publish_batch(
-        &self,
-        conn: &mut Conn,
-        records: &[Record],
-        deadline: Instant,
-    ) -> (Outcome, bool) {
-        let (done, result) = tokio::sync::oneshot::channel();
-        *lock(&conn.tracker) = Tracker {
-            expected: records.len(),
-            in_flight: HashSet::with_capacity(records.len()),
-            done: Some(done),
-            ..Tracker::default()
-        };
-        let published = |conn: &Conn| lock(&conn.tracker).published;
-        for r in records {
-            match tokio::time::timeout_at(deadline, self.publish(&conn.client, r)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(())) => break, // the event loop ended; the tracker says how
-                Err(_) => return (timeout_outcome(published(conn)), false),
-            }
-        }
-        match tokio::time::timeout_at(deadline, result).await {
-            Ok(Ok(r)) => r,
-            // The driver task is gone without a word (aborted): nothing more will come.
-            Ok(Err(_)) => (timeout_outcome(published(conn)), false),
-            Err(_) => {
-                let t = lock(&conn.tracker);
-                tracing::debug!(host = %self.cfg.host, published = t.published, acked = t.acked, "mqtt batch timed out");
-                (timeout_outcome(t.published), false)
-            }
-        }
     }
 
     async fn publish(&self, client: &Client, r: &Record) -> Result<(), ()> {
@@ -684,6 +770,48 @@ async fn drive_v4(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pipelined_batches_own_their_packet_ids() {
+        let mut t = Tracker::default();
+        let (a_tx, mut a) = tokio::sync::oneshot::channel();
+        let (b_tx, mut b) = tokio::sync::oneshot::channel();
+        let (c_tx, mut c) = tokio::sync::oneshot::channel();
+        let ia = t.open(2, a_tx);
+        let ib = t.open(3, b_tx);
+        // Written in request order: a's two, then b's three.
+        for pkid in [7, 8, 9, 1, 2] {
+            t.published(pkid);
+        }
+        assert_eq!((t.published_of(ia), t.published_of(ib)), (2, 3));
+        // PUBACKs in any order; a stale or repeated one counts for nobody.
+        t.acked(9, None);
+        t.acked(9, None);
+        t.acked(42, None);
+        t.acked(8, None);
+        assert!(a.try_recv().is_err() && b.try_recv().is_err());
+        t.acked(7, None);
+        assert_eq!(a.try_recv().unwrap(), (Outcome::Delivered, true));
+        // b keeps the worst failure of its PUBACKs.
+        t.acked(1, Some(Outcome::Rejected(RejectReason::TooLarge)));
+        t.acked(2, None);
+        assert_eq!(
+            b.try_recv().unwrap(),
+            (Outcome::Rejected(RejectReason::TooLarge), true)
+        );
+        // A packet id reused by a later batch belongs to it alone.
+        let ic = t.open(2, c_tx);
+        t.published(7);
+        assert_eq!(t.published_of(ic), 1);
+        t.ended(Failure::Lost);
+        assert_eq!(c.try_recv().unwrap(), (Outcome::Timeout, false));
+        assert!(!t.busy());
+        // A batch that wrote nothing before the end was never sent.
+        let (d_tx, mut d) = tokio::sync::oneshot::channel();
+        t.open(1, d_tx);
+        t.ended(Failure::Lost);
+        assert_eq!(d.try_recv().unwrap(), (Outcome::Unreachable, false));
+    }
 
     #[test]
     fn iot_hub_topic_encodes() {
