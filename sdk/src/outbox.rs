@@ -19,12 +19,16 @@
 //! # Durability
 //!
 //! Each frame carries a CRC-32C over its header and body; recovery trusts nothing else.
-//! With [`Fsync::Batch`] (group commit) [`Store::push`] only writes, and
-//! [`DiskStore::sync`] makes everything written since the last sync durable with one
-//! `fdatasync` per touched file; the driver calls it once per group of accepted records,
-//! before their `send`s return. [`Fsync::Always`] syncs inside every push and removal;
-//! [`Fsync::Off`] never syncs (the OS writes back when it likes; a process crash loses
-//! nothing, a power loss may).
+//! With [`Fsync::Batch`] (group commit) [`Store::push`] reserves the frame's disk space
+//! (`fallocate`, the file's size unchanged, so a full disk still refuses the record at
+//! once) and holds the frame in memory; [`DiskStore::sync`] writes everything held with one
+//! call and makes it durable with one `fdatasync` per touched file. The driver calls it
+//! once per group of accepted records, before their `send`s return, so a group costs one
+//! write, not one per record. [`Fsync::Always`] writes and syncs inside every push and
+//! removal; [`Fsync::Off`] writes at each sync but never syncs (the OS writes back when it
+//! likes; a process crash loses nothing acknowledged, a power loss may). Where the file
+//! system cannot reserve space, frames are written as they are pushed. Reserved space runs
+//! at most 256 KiB ahead of the active segment's end.
 //!
 //! Removing a record (delivered, or dropped by a policy) appends its offset to the
 //! segment's ack log under the same policy. An ack lost in a crash only brings a delivered
@@ -73,6 +77,10 @@ const ACK_ENTRY: usize = 8;
 const MAX_SEGMENT: u64 = 8 << 20;
 /// Smallest roll size, so a tiny cap does not mean a file per record.
 const MIN_SEGMENT: u64 = 4 << 10;
+/// Frames held for one write at the next sync: more are written at once.
+const WRITE_BEHIND_MAX: usize = 1 << 20;
+/// Disk space reserved ahead of the active segment's end at a time.
+const RESERVE_STEP: u64 = 256 << 10;
 /// No segment we write is larger than this (a full segment plus one maximal frame); a
 /// larger file is not ours and is moved aside rather than read into memory.
 const MAX_SEGMENT_FILE: u64 = MAX_SEGMENT + frame::MAX_BODY as u64 + 64;
@@ -151,6 +159,8 @@ struct Segment {
     ack_len: u64,
     dirty: bool,
     ack_dirty: bool,
+    /// Bytes of the file's space already reserved (`fallocate`, size kept), from 0.
+    reserved: u64,
 }
 
 /// A [`Store`] in append-only segment files with a RAM index; see the [module
@@ -201,8 +211,26 @@ pub struct DiskStore {
     /// delivering records gives the space back.
     disk_full: bool,
     buf: Vec<u8>,
+    /// Frames appended to the active segment but not yet written (`batch` and `off`):
+    /// written with one call at the next sync, so a group costs one write, not one per
+    /// record. Its space on disk is reserved at append time, so a full disk still refuses
+    /// the record at the door.
+    behind: Vec<u8>,
+    /// Where `behind` starts in the active segment: the bytes already written.
+    behind_at: u64,
+    /// Whether the file system reserves space (`fallocate`); without it frames are
+    /// written at once, as under `always`.
+    can_reserve: bool,
     /// Holds the directory's advisory lock for as long as the store lives.
     lock: Option<File>,
+}
+
+impl Drop for DiskStore {
+    fn drop(&mut self) {
+        // Frames held back are written as a clean close writes them; only a sync makes
+        // them durable, and only synced records were ever reported stored.
+        let _ = self.write_behind();
+    }
 }
 
 impl fmt::Debug for DiskStore {
@@ -401,6 +429,9 @@ impl DiskStore {
             lock: Some(lock),
             max_epoch: 0,
             buf: Vec::new(),
+            behind: Vec::new(),
+            behind_at: 0,
+            can_reserve: cfg!(any(target_os = "linux", target_os = "android")),
         };
         let mut rec = Recovery::default();
         for (id, mut generations) in logs {
@@ -503,6 +534,7 @@ impl DiskStore {
             ack_len: ack_bytes.len() as u64,
             dirty: false,
             ack_dirty: false,
+            reserved: 0,
         };
         for (off, len, meta, payload_len) in found {
             if acked.binary_search(&(off as u32)).is_ok() {
@@ -585,6 +617,14 @@ impl DiskStore {
     /// `fdatasync` per file written (usually one segment and one ack log), and the
     /// directory if files were created or deleted. Does nothing under [`Fsync::Off`].
     pub fn sync(&mut self) -> Result<(), OutboxError> {
+        if let Err(e) = self.write_behind() {
+            let id = self.active.unwrap_or_default();
+            return Err(OutboxError::Io {
+                op: "write",
+                path: self.path(id, "log"),
+                source: e,
+            });
+        }
         self.retry_acks();
         if self.fsync == Fsync::Off {
             return Ok(());
@@ -700,6 +740,7 @@ impl DiskStore {
                 ack_len: 0,
                 dirty: false,
                 ack_dirty: false,
+                reserved: 0,
             },
         );
         self.active = Some(id);
@@ -708,6 +749,10 @@ impl DiskStore {
 
     /// Stops appending to the active segment; deletes it if nothing in it is live.
     fn seal_active(&mut self) {
+        // A segment is left only complete on disk; until then appends stay in it.
+        if self.write_behind().is_err() {
+            return;
+        }
         if let Some(id) = self.active.take()
             && self.segments.get(&id).is_some_and(|s| s.live == 0)
         {
@@ -728,7 +773,10 @@ impl DiskStore {
             self.disk_bytes -= seg.size + seg.ack_len;
         }
         if self.active == Some(id) {
+            // Nothing in it was live, so neither was anything not yet written.
             self.active = None;
+            self.behind.clear();
+            self.behind_at = 0;
         }
         self.dir_dirty = true;
         if self.fsync == Fsync::Always {
@@ -839,6 +887,7 @@ impl DiskStore {
                 ack_len: 0,
                 dirty: false,
                 ack_dirty: false,
+                reserved: 0,
             };
         }
         Ok(())
@@ -967,10 +1016,17 @@ impl Store for DiskStore {
         let dst = out
             .get_mut(..len)
             .ok_or(StoreError::Corrupt(frame::FrameError::BufferTooSmall))?;
-        let seg = self.segments.get(&e.seg).ok_or(StoreError::Io)?;
-        seg.file
-            .read_exact_at(dst, u64::from(e.off))
-            .map_err(|_| StoreError::Io)?;
+        let off = u64::from(e.off);
+        if !self.behind.is_empty() && self.active == Some(e.seg) && off >= self.behind_at {
+            let from = (off - self.behind_at) as usize;
+            let src = self.behind.get(from..from + len).ok_or(StoreError::Io)?;
+            dst.copy_from_slice(src);
+        } else {
+            let seg = self.segments.get(&e.seg).ok_or(StoreError::Io)?;
+            seg.file
+                .read_exact_at(dst, off)
+                .map_err(|_| StoreError::Io)?;
+        }
         // The disk may have rotted since recovery: never hand out a frame that fails its CRC.
         frame::decode(dst).map_err(StoreError::Corrupt)?;
         Ok(len)
@@ -1012,10 +1068,42 @@ impl DiskStore {
     ) -> Result<(), StoreError> {
         let flen = bytes.len() as u64;
         let id = self.writable_segment(flen)?;
+        let off = match self.segments.get(&id) {
+            Some(seg) => seg.size,
+            None => return Err(StoreError::Io),
+        };
+        if self.fsync != Fsync::Always && self.can_reserve {
+            match self.reserve(id, off + flen) {
+                Ok(()) => {
+                    if self.behind.is_empty() {
+                        self.behind_at = off;
+                    }
+                    self.behind.extend_from_slice(bytes);
+                    if self.behind.len() >= WRITE_BEHIND_MAX {
+                        // The space is reserved; a failure here is retried at the sync.
+                        let _ = self.write_behind();
+                    }
+                    return self.appended(id, meta, off, flen, payload_len);
+                }
+                Err(e) if e.kind() == io::ErrorKind::StorageFull => {
+                    self.disk_full = true;
+                    return Err(StoreError::Full);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+                    // Written at once from now on; what is held goes first, in order.
+                    tracing::debug!(error = %e, "outbox: no space reservation here");
+                    self.can_reserve = false;
+                    self.write_behind().map_err(|_| StoreError::Io)?;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbox: cannot reserve space");
+                    return Err(StoreError::Io);
+                }
+            }
+        }
         let Some(seg) = self.segments.get_mut(&id) else {
             return Err(StoreError::Io);
         };
-        let off = seg.size;
         let written = seg.file.write_all_at(bytes, off).and_then(|()| {
             if self.fsync == Fsync::Always {
                 seg.file.sync_data()
@@ -1038,10 +1126,91 @@ impl DiskStore {
                 StoreError::Io
             });
         }
+        seg.dirty |= self.fsync == Fsync::Batch;
+        self.appended(id, meta, off, flen, payload_len)
+    }
+
+    /// Writes the frames held back, with one call. On failure the file is cut back to
+    /// what was written before and the frames stay held, for the next sync to retry.
+    fn write_behind(&mut self) -> io::Result<()> {
+        if self.behind.is_empty() {
+            return Ok(());
+        }
+        let Some(seg) = self.active.and_then(|id| self.segments.get_mut(&id)) else {
+            // Its segment is gone, which happens only once nothing in it was live.
+            self.behind.clear();
+            return Ok(());
+        };
+        if let Err(e) = seg.file.write_all_at(&self.behind, self.behind_at) {
+            tracing::warn!(error = %e, "outbox: write failed");
+            let _ = seg.file.set_len(self.behind_at);
+            // Cutting the file may have released the reservation too.
+            seg.reserved = self.behind_at;
+            return Err(e);
+        }
+        self.behind_at += self.behind.len() as u64;
+        self.behind.clear();
+        seg.dirty |= self.fsync == Fsync::Batch;
+        Ok(())
+    }
+
+    /// Makes sure disk space is reserved for segment `id` up to `end` (a step ahead when
+    /// the disk allows), without changing the file's size.
+    fn reserve(&mut self, id: u64, end: u64) -> io::Result<()> {
+        let roll_at = self.roll_at;
+        let Some(seg) = self.segments.get_mut(&id) else {
+            return Err(io::Error::other("no such segment"));
+        };
+        if end <= seg.reserved {
+            return Ok(());
+        }
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            use rustix::fs::{FallocateFlags, fallocate};
+            use rustix::io::Errno;
+            let from = seg.reserved;
+            let ahead = (end + RESERVE_STEP).min(roll_at.max(end));
+            let to = |to: u64| fallocate(&seg.file, FallocateFlags::KEEP_SIZE, from, to - from);
+            let got = match to(ahead) {
+                Ok(()) => Ok(ahead),
+                // Nearly full: only what this frame needs.
+                Err(Errno::NOSPC) if ahead > end => to(end).map(|()| end),
+                Err(e) => Err(e),
+            };
+            match got {
+                Ok(reserved) => {
+                    seg.reserved = reserved;
+                    Ok(())
+                }
+                Err(Errno::NOSPC) => Err(io::Error::new(io::ErrorKind::StorageFull, "disk full")),
+                Err(e @ (Errno::OPNOTSUPP | Errno::NOSYS)) => {
+                    Err(io::Error::new(io::ErrorKind::Unsupported, e))
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        {
+            let _ = roll_at;
+            Err(io::ErrorKind::Unsupported.into())
+        }
+    }
+
+    /// Accounts for a frame of `flen` bytes appended at `off` of segment `id`.
+    fn appended(
+        &mut self,
+        id: u64,
+        meta: &RecordMeta,
+        off: u64,
+        flen: u64,
+        payload_len: usize,
+    ) -> Result<(), StoreError> {
+        let Some(seg) = self.segments.get_mut(&id) else {
+            return Err(StoreError::Io);
+        };
         seg.size += flen;
         seg.live += 1;
         seg.live_bytes += flen;
-        seg.dirty |= self.fsync == Fsync::Batch;
         self.disk_bytes += flen;
         self.live_cost += flen + ACK_ENTRY as u64;
         self.max_epoch = self.max_epoch.max(meta.epoch);
