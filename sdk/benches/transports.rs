@@ -11,6 +11,10 @@
 //!   100 records encoded with serde_json and POSTed with the engine's 4 requests in flight;
 //! * `event_hubs_sdk_1000_vs_preencoded`: the same, against POSTs of bodies encoded before
 //!   the clock starts (the floor: reqwest and the emulator alone).
+//!
+//! The whole-SDK comparisons are also printed as `ROW` lines for `cargo xtask bench`:
+//! records per second, each side the median of rounds run alternately with the other, so
+//! a burst of noise on a shared machine falls on both sides alike.
 
 #[path = "../tests/transport_util/mod.rs"]
 mod transport_util;
@@ -184,6 +188,27 @@ fn event_hubs(c: &mut Criterion) {
 }
 
 const SDK_RECORDS: usize = 1000;
+/// Alternating rounds behind each `ROW` line.
+const ROUNDS: usize = 21;
+
+/// Records per second of `ours` and `base`: the median of [`ROUNDS`] rounds each, run
+/// alternately.
+fn interleaved(mut ours: impl FnMut(), mut base: impl FnMut()) -> (f64, f64) {
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let t = std::time::Instant::now();
+        ours();
+        a.push(t.elapsed());
+        let t = std::time::Instant::now();
+        base();
+        b.push(t.elapsed());
+    }
+    let rate = |mut v: Vec<Duration>| {
+        v.sort();
+        SDK_RECORDS as f64 / v[v.len() / 2].as_secs_f64()
+    };
+    (rate(a), rate(b))
+}
 
 /// A producer with one endpoint, batches of 100, memory outbox.
 fn producer(rt: &tokio::runtime::Runtime, endpoint: &str) -> twinhub::Producer {
@@ -229,34 +254,37 @@ fn sdk_mqtt(c: &mut Criterion) {
     let mut g = c.benchmark_group("mqtt_qos1_sdk_1000");
     g.throughput(Throughput::Elements(SDK_RECORDS as u64));
     g.sample_size(10);
-    g.bench_function("twinhub", |b| b.iter(|| send_all(&rt, &p)));
-    g.bench_function("baseline", |b| {
-        b.iter(|| {
-            rt.block_on(async {
-                for i in 0..SDK_RECORDS {
-                    let props = PublishProperties {
-                        user_properties: vec![("message-id".into(), format!("bench:1:{i}"))],
-                        ..Default::default()
-                    };
-                    client
-                        .publish_with_properties(
-                            "bench/bench",
-                            QoS::AtLeastOnce,
-                            false,
-                            vec![b'x'; SIZE],
-                            props,
-                        )
-                        .await
-                        .expect("publish");
-                }
-                let mut acks = acks.lock().await;
-                for _ in 0..SDK_RECORDS {
-                    acks.recv().await.expect("puback");
-                }
-            })
+    let raw_round = || {
+        rt.block_on(async {
+            for i in 0..SDK_RECORDS {
+                let props = PublishProperties {
+                    user_properties: vec![("message-id".into(), format!("bench:1:{i}"))],
+                    ..Default::default()
+                };
+                client
+                    .publish_with_properties(
+                        "bench/bench",
+                        QoS::AtLeastOnce,
+                        false,
+                        vec![b'x'; SIZE],
+                        props,
+                    )
+                    .await
+                    .expect("publish");
+            }
+            let mut acks = acks.lock().await;
+            for _ in 0..SDK_RECORDS {
+                acks.recv().await.expect("puback");
+            }
         })
-    });
+    };
+    g.bench_function("twinhub", |b| b.iter(|| send_all(&rt, &p)));
+    g.bench_function("baseline", |b| b.iter(raw_round));
     g.finish();
+    let (ours, base) = interleaved(|| send_all(&rt, &p), raw_round);
+    println!(
+        "ROW\tMQTT QoS 1 whole SDK vs rumqttc, rec/s (median of {ROUNDS})\t{ours:.0}\t{base:.0}\trec/s"
+    );
     assert_eq!(p.stats().stats.pending, 0);
 }
 
@@ -302,14 +330,21 @@ fn sdk_event_hubs(c: &mut Criterion) {
             region.reset();
         })
     });
-    g.bench_function("baseline", |b| {
-        b.iter(|| {
-            let bodies = batches.iter().map(|b| raw_batch_body(b));
-            rt.block_on(raw_posts(&raw, &url, &token, bodies));
-            region.reset();
-        })
-    });
+    let raw_round = || {
+        let bodies = batches.iter().map(|b| raw_batch_body(b));
+        rt.block_on(raw_posts(&raw, &url, &token, bodies));
+        region.reset();
+    };
+    let sdk_round = || {
+        send_all(&rt, &p);
+        region.reset();
+    };
+    g.bench_function("baseline", |b| b.iter(raw_round));
     g.finish();
+    let (ours, base) = interleaved(sdk_round, raw_round);
+    println!(
+        "ROW\tEvent Hubs whole SDK vs serde_json+reqwest, rec/s (median of {ROUNDS})\t{ours:.0}\t{base:.0}\trec/s"
+    );
     // The floor: the same POSTs with bodies encoded before the clock starts.
     let mut g = c.benchmark_group("event_hubs_sdk_1000_vs_preencoded");
     g.throughput(Throughput::Elements(SDK_RECORDS as u64));
@@ -320,13 +355,16 @@ fn sdk_event_hubs(c: &mut Criterion) {
             region.reset();
         })
     });
-    g.bench_function("baseline", |b| {
-        b.iter(|| {
-            rt.block_on(raw_posts(&raw, &url, &token, bodies.iter().cloned()));
-            region.reset();
-        })
-    });
+    let floor_round = || {
+        rt.block_on(raw_posts(&raw, &url, &token, bodies.iter().cloned()));
+        region.reset();
+    };
+    g.bench_function("baseline", |b| b.iter(floor_round));
     g.finish();
+    let (ours, base) = interleaved(sdk_round, floor_round);
+    println!(
+        "ROW\tEvent Hubs whole SDK vs pre-encoded POSTs, rec/s (median of {ROUNDS})\t{ours:.0}\t{base:.0}\trec/s"
+    );
 }
 
 /// An Event Hubs batch body the way an application using serde_json would build it.
