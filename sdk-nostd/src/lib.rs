@@ -30,8 +30,8 @@ pub use event::{DownCause, DropCounts, DropReason, Event, Stats};
 pub use frame::{Frame, FrameError, RecordMeta};
 pub use id::{DeviceId, IdError, MessageId};
 pub use producer::{
-    ControlError, EnqueueError, LinkState, Outcome, Producer, RejectReason, RouteHealth, Transmit,
-    TransmitId,
+    ControlError, EnqueueError, LinkSpend, LinkState, Outcome, Producer, RejectReason, RouteHealth,
+    Transmit, TransmitId,
 };
 pub use store::{RamStore, RecordInfo, RecordPeek, RecordState, Store, StoreError};
 pub use time::{Duration, Instant};

@@ -171,6 +171,15 @@ struct EndpointRt {
     drained: bool,
 }
 
+/// A link's budget use in its current window, as carried across a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LinkSpend {
+    /// Bytes charged in the current window.
+    pub spent: u64,
+    /// How much of the current window had passed.
+    pub window_elapsed: Duration,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct LinkRt {
     window_start: Instant,
@@ -1398,6 +1407,47 @@ impl<S: Store, C: Deref<Target = Config>> Producer<S, C> {
         if self.events.push_back(ev).is_err() {
             self.stats.events_lost = self.stats.events_lost.saturating_add(1);
         }
+    }
+
+    /// The budget use of `link` in its current window, for the application to keep across
+    /// a restart: a device that reboots must not hand its costly link a fresh budget.
+    /// `None` for an unknown link or one without a budget.
+    pub fn link_spend(&self, link: LinkId) -> Option<LinkSpend> {
+        let l = usize::from(link.0);
+        self.config.links().get(l)?.budget?;
+        let rt = &self.links[l];
+        Some(LinkSpend {
+            spent: rt.spent,
+            window_elapsed: self.now.saturating_since(rt.window_start),
+        })
+    }
+
+    /// Carries a link's budget use over from before a restart (see
+    /// [`link_spend`](Self::link_spend)); call it right after [`new`](Self::new). What was
+    /// spent stays spent, and the window ends when it would have: at `now` plus what was
+    /// left of it, or later when the clock restarted below the time already passed (so
+    /// the budget is never exceeded, at worst it lasts longer). It never lowers what this
+    /// engine has already spent.
+    pub fn restore_link_spend(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        spend: LinkSpend,
+    ) -> Result<(), ControlError> {
+        let l = usize::from(link.0);
+        let Some(budget) = self.config.links().get(l).and_then(|c| c.budget) else {
+            return Err(ControlError::NoSuch);
+        };
+        self.now = self.now.max(now);
+        let elapsed = spend
+            .window_elapsed
+            .as_millis()
+            .min(budget.window.as_millis());
+        let rt = &mut self.links[l];
+        rt.window_start = Instant::from_millis(self.now.as_millis().saturating_sub(elapsed));
+        rt.spent = rt.spent.max(spend.spent);
+        rt.exhausted = rt.spent >= budget.bytes;
+        Ok(())
     }
 
     /// Sets active-active weights at runtime (blue-green, canary): one per endpoint, in

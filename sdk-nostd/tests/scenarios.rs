@@ -618,3 +618,74 @@ fn no_metered_probes_while_a_free_route_to_the_other_region_works() {
     );
     assert_eq!(h.p.stats().link_bytes[1], 0);
 }
+
+/// A reboot does not hand a costly link a fresh budget: the spend carried over with
+/// `link_spend` / `restore_link_spend` holds the new engine to what was left of it.
+#[test]
+fn budget_spent_before_a_reboot_stays_spent() {
+    let mut sat = LinkConfig::new("satellite", Cost::Costly);
+    sat.budget = Some(Budget {
+        bytes: 300,
+        window: Duration::from_hours(1),
+    });
+    sat.arm_after = Duration::ZERO;
+    let config = Config::builder("sensor-9")
+        .endpoint(EndpointConfig::new("hub"))
+        .link(sat)
+        .build()
+        .unwrap();
+    let link = LinkId(0);
+    let mut buf = vec![0u8; 1 << 16];
+    // Sends one critical record a minute from `from` to `to` and delivers whatever goes;
+    // returns the times (ms) at which something went out.
+    let run = |p: &mut Producer<RamStore<8192>, &Config>, from: u64, to: u64, buf: &mut [u8]| {
+        let mut went = Vec::new();
+        for m in from..to {
+            let now = Instant::from_millis(m * 60_000);
+            p.handle_timeout(now);
+            let _ = p.enqueue(now, &[7; 40], Class::Critical);
+            while let Some(tx) = p.poll_transmit(now, buf) {
+                went.push(now.as_millis());
+                p.handle_outcome(now, tx.id, Outcome::Delivered);
+            }
+        }
+        went
+    };
+    let mut before = Producer::new(&config, RamStore::new(), Instant::ZERO, 1, 1);
+    let went = run(&mut before, 0, 10, &mut buf);
+    assert!(!went.is_empty(), "the link was used before the reboot");
+    let spend = before.link_spend(link).unwrap();
+    assert_eq!(spend.spent, before.stats().link_bytes[0]);
+    assert_eq!(spend.window_elapsed, Duration::from_mins(9));
+    let left = 300 - spend.spent;
+
+    // The device reboots: its clock starts again at zero.
+    let boot = |restore: bool| {
+        let mut p = Producer::new(&config, RamStore::<8192>::new(), Instant::ZERO, 2, 2);
+        if restore {
+            p.restore_link_spend(Instant::ZERO, link, spend).unwrap();
+        }
+        p
+    };
+    let mut after = boot(true);
+    let went = run(&mut after, 0, 50, &mut buf);
+    assert!(
+        after.stats().link_bytes[0] <= left,
+        "{} bytes after the reboot, {left} were left",
+        after.stats().link_bytes[0]
+    );
+    assert!(went.len() < 50, "the budget ran out before the window did");
+    // Once the window has ended (never earlier than it would have), the budget is whole.
+    let later = run(&mut after, 60, 70, &mut buf);
+    assert!(!later.is_empty(), "a new window brings a new budget");
+    // Without the carried spend the same reboot would have spent the budget again.
+    let mut forgetful = boot(false);
+    run(&mut forgetful, 0, 50, &mut buf);
+    assert!(forgetful.stats().link_bytes[0] > left);
+    // Unknown links and links without a budget are refused.
+    assert_eq!(
+        after.restore_link_spend(Instant::ZERO, LinkId(3), spend),
+        Err(ControlError::NoSuch)
+    );
+    assert!(after.link_spend(LinkId(3)).is_none());
+}
