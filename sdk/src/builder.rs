@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use twinhub_core::{RecordInfo, RecordMeta, RecordPeek, RecordState, Store, StoreError};
+use twinhub_core::{LinkSpend, RecordInfo, RecordMeta, RecordPeek, RecordState, Store, StoreError};
 
 use crate::config::ConfigError;
 use crate::memstore::MemStore;
@@ -91,6 +91,18 @@ impl Outbox for AnyOutbox {
         match self {
             AnyOutbox::Mem(_) => Ok(()),
             AnyOutbox::Disk(d) => d.sync().map_err(|e| e.to_string()),
+        }
+    }
+    fn save_link_spend(&mut self, spends: &[(&str, LinkSpend)]) -> Result<(), String> {
+        match self {
+            AnyOutbox::Mem(_) => Ok(()),
+            AnyOutbox::Disk(d) => d.save_link_spend(spends).map_err(|e| e.to_string()),
+        }
+    }
+    fn load_link_spend(&mut self) -> Vec<(String, LinkSpend)> {
+        match self {
+            AnyOutbox::Mem(_) => Vec::new(),
+            AnyOutbox::Disk(d) => d.load_link_spend(),
         }
     }
 }

@@ -29,6 +29,6 @@ pub use twinhub_core::wire;
 
 pub use twinhub_core::{
     Budget, Class, ClassSet, Cost, DeviceId, DownCause, DropCounts, DropReason,
-    Duration as EngineDuration, EndpointId, Event, Instant as EngineInstant, LinkId, MessageId,
-    OnFull, Outcome, RejectReason, Routing, Stats, Timings,
+    Duration as EngineDuration, EndpointId, Event, Instant as EngineInstant, LinkId, LinkSpend,
+    MessageId, OnFull, Outcome, RejectReason, Routing, Stats, Timings,
 };

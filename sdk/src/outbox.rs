@@ -7,6 +7,7 @@
 //! seg-{id:020}-{gen:010}.log   frames back to back, in the engine's frame format
 //! seg-{id:020}-{gen:010}.ack   removed records of that segment: (offset u32 LE, CRC-32C u32 LE)
 //! epoch                        the last epoch handed out, as decimal text
+//! links                        budgeted links' spend in their window: name, bytes, ms
 //! *.tmp                        half-written files, deleted on open
 //! *.bad                        segments that could not be read, moved aside for inspection
 //! ```
@@ -65,7 +66,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crc::{CRC_32_ISCSI, Crc};
 use twinhub_core::frame::{self, RecordMeta};
-use twinhub_core::{RecordInfo, RecordPeek, RecordState, Store, StoreError};
+use twinhub_core::{LinkSpend, RecordInfo, RecordPeek, RecordState, Store, StoreError};
 
 use crate::spec::Fsync;
 
@@ -85,6 +86,8 @@ const RESERVE_STEP: u64 = 256 << 10;
 /// larger file is not ours and is moved aside rather than read into memory.
 const MAX_SEGMENT_FILE: u64 = MAX_SEGMENT + frame::MAX_BODY as u64 + 64;
 const EPOCH_FILE: &str = "epoch";
+/// Budgeted links' spend in their current window, one `name<TAB>bytes<TAB>ms` line each.
+const LINKS_FILE: &str = "links";
 
 /// Why the outbox failed: an I/O error on a named path.
 #[derive(Debug, thiserror::Error)]
@@ -257,7 +260,7 @@ enum Name {
 }
 
 fn parse_name(name: &str) -> Option<Name> {
-    if name == "epoch.tmp" {
+    if name == "epoch.tmp" || name == "links.tmp" {
         return Some(Name::Tmp);
     }
     let rest = name.strip_prefix("seg-")?;
@@ -575,6 +578,71 @@ impl DiskStore {
             }
         }
         self.dir_dirty = true;
+    }
+
+    /// Stores what budgeted links have spent in their current windows, so a restart does
+    /// not hand a costly link a fresh budget. Written to a temporary file, synced (unless
+    /// fsync is `off`) and renamed into place. `spends` is `(link name, spend)`.
+    pub fn save_link_spend(&mut self, spends: &[(&str, LinkSpend)]) -> Result<(), OutboxError> {
+        let mut text = String::new();
+        for (name, s) in spends {
+            text.push_str(&format!(
+                "{name}\t{}\t{}\n",
+                s.spent,
+                s.window_elapsed.as_millis()
+            ));
+        }
+        let path = self.dir.join(LINKS_FILE);
+        let tmp = self.dir.join("links.tmp");
+        let mut f = File::create(&tmp).map_err(io_err("create", &tmp))?;
+        io::Write::write_all(&mut f, text.as_bytes())
+            .and_then(|()| {
+                if self.fsync == Fsync::Off {
+                    Ok(())
+                } else {
+                    f.sync_all()
+                }
+            })
+            .map_err(io_err("write", &tmp))?;
+        fs::rename(&tmp, &path).map_err(io_err("rename into place", &path))?;
+        if self.fsync != Fsync::Off {
+            sync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+
+    /// What [`save_link_spend`](Self::save_link_spend) stored, by link name. A missing
+    /// file is no spend; lines that do not parse are skipped (and logged).
+    pub fn load_link_spend(&self) -> Vec<(String, LinkSpend)> {
+        let path = self.dir.join(LINKS_FILE);
+        let Ok(text) = fs::read_to_string(&path) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            let mut f = line.split('\t');
+            let parsed = (|| {
+                let name = f.next()?;
+                let spent = f.next()?.parse().ok()?;
+                let ms = f.next()?.parse().ok()?;
+                f.next().is_none().then(|| {
+                    (
+                        name.to_string(),
+                        LinkSpend {
+                            spent,
+                            window_elapsed: twinhub_core::Duration::from_millis(ms),
+                        },
+                    )
+                })
+            })();
+            match parsed {
+                Some(p) => out.push(p),
+                None => {
+                    tracing::warn!(path = %path.display(), "outbox: skipping a bad line of the links file")
+                }
+            }
+        }
+        out
     }
 
     /// Reads, increments and durably stores the epoch counter: every start of a producer

@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinSet;
 use twinhub_core::{
-    Class, Config, ControlError, EndpointId, EnqueueError, Event, Instant, LinkId, LinkState,
-    MessageId, Outcome, Stats, Store, TransmitId,
+    Class, Config, ControlError, EndpointId, EnqueueError, Event, Instant, LinkId, LinkSpend,
+    LinkState, MessageId, Outcome, Stats, Store, TransmitId,
 };
 
 use crate::record::{self, Record};
@@ -25,6 +25,14 @@ pub trait Outbox: Store + Send + 'static {
     /// Makes everything accepted so far durable (per the store's policy).
     fn sync(&mut self) -> Result<(), String> {
         Ok(())
+    }
+    /// Keeps budgeted links' spend across restarts, if this outbox persists anything.
+    fn save_link_spend(&mut self, _spends: &[(&str, LinkSpend)]) -> Result<(), String> {
+        Ok(())
+    }
+    /// The spend a previous run saved, by link name.
+    fn load_link_spend(&mut self) -> Vec<(String, LinkSpend)> {
+        Vec::new()
     }
 }
 
@@ -237,13 +245,19 @@ impl Producer {
     pub fn start<S: Outbox>(parts: Parts<S>) -> Producer {
         let config = Arc::new(parts.config);
         let clock = Clock::new();
-        let engine = twinhub_core::Producer::new(
+        let mut engine = twinhub_core::Producer::new(
             config.clone(),
             parts.outbox,
             clock.now(),
             parts.epoch,
             parts.seed,
         );
+        // A restart must not hand a costly link a fresh budget.
+        for (name, spend) in engine.store_mut().load_link_spend() {
+            if let Some(l) = config.link_id(&name) {
+                let _ = engine.restore_link_spend(clock.now(), l, spend);
+            }
+        }
         let (events, _) = broadcast::channel(1024);
         let max_body = config.max_record_bytes();
         let snapshot = Snapshot {
@@ -276,6 +290,7 @@ impl Producer {
                 .unwrap_or(1),
             flushers: Vec::new(),
             buf: vec![0; buffer_len(&config)],
+            spend_dirty: false,
         };
         tokio::spawn(driver.run(rx));
         Producer {
@@ -459,6 +474,8 @@ struct Driver<S: Outbox> {
     full_batch: u64,
     flushers: Vec<oneshot::Sender<()>>,
     buf: Vec<u8>,
+    /// A budgeted link was charged since its spend was last stored.
+    spend_dirty: bool,
 }
 
 /// The most sends the driver accepts into one group commit (one outbox sync): under load,
@@ -619,6 +636,12 @@ impl<S: Outbox> Driver<S> {
                         .and_then(|f| record::from_frame(&device, &f).map_err(|e| e.to_string()))
                 })
                 .collect();
+            if self.engine.config().links()[usize::from(tx.link.0)]
+                .budget
+                .is_some()
+            {
+                self.spend_dirty = true;
+            }
             let transport = self.transports[tx.endpoint.0 as usize][tx.link.0 as usize].clone();
             match records {
                 Ok(records) => {
@@ -638,7 +661,31 @@ impl<S: Outbox> Driver<S> {
                 }
             }
         }
+        if self.spend_dirty {
+            self.save_link_spend();
+        }
         self.publish();
+    }
+
+    /// Persists budgeted links' spend (after each transmit charged to one: rare, since
+    /// budgets guard the costly links).
+    fn save_link_spend(&mut self) {
+        let owned: Vec<(String, LinkSpend)> = self
+            .engine
+            .config()
+            .links()
+            .iter()
+            .enumerate()
+            .filter_map(|(l, link)| {
+                let s = self.engine.link_spend(LinkId(l as u8))?;
+                Some((link.name.to_string(), s))
+            })
+            .collect();
+        let spends: Vec<(&str, LinkSpend)> = owned.iter().map(|(n, s)| (n.as_str(), *s)).collect();
+        match self.engine.store_mut().save_link_spend(&spends) {
+            Ok(()) => self.spend_dirty = false,
+            Err(e) => tracing::warn!(error = %e, "cannot store the links' budget spend"),
+        }
     }
 
     fn publish(&mut self) {

@@ -355,3 +355,62 @@ allow = ["critical"]
         "secondary reached over the WAN"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_does_not_refill_a_costly_links_budget() {
+    let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        r#"[outbox]
+path = {:?}
+[[link]]
+name = "satellite"
+cost = "costly"
+budget = "700B/1d"
+allow = ["critical"]
+arm_after = "0s"
+"#,
+        dir.path().display().to_string()
+    );
+    let sat_bytes = |p: &Producer| {
+        p.stats().to_json()["link_bytes"]["satellite"]
+            .as_u64()
+            .unwrap()
+    };
+    // Records of about 100 bytes on the line: the budget carries a handful.
+    let critical = SendOptions::class(Class::Critical);
+    let first = Producer::builder(eh_config(&emu, None, &extra))
+        .build()
+        .await
+        .unwrap();
+    for i in 0..20 {
+        first
+            .send_with(vec![i; 64], critical.clone())
+            .await
+            .unwrap();
+    }
+    let _ = first.flush(Duration::from_secs(3)).await;
+    let spent = sat_bytes(&first);
+    assert!(spent > 0 && spent <= 700, "{spent}");
+    assert!(first.stats().stats.pending > 0, "the budget ran out first");
+    let _ = first.shutdown(Duration::from_millis(200)).await;
+    assert!(dir.path().join("links").is_file());
+
+    // The next run starts from what was spent, not from a full budget.
+    let second = Producer::builder(eh_config(&emu, None, &extra))
+        .build()
+        .await
+        .unwrap();
+    for i in 0..20 {
+        second
+            .send_with(vec![i; 64], critical.clone())
+            .await
+            .unwrap();
+    }
+    let _ = second.flush(Duration::from_secs(3)).await;
+    let again = sat_bytes(&second);
+    assert!(
+        spent + again <= 700,
+        "{spent} bytes before the restart and {again} after, of 700"
+    );
+}

@@ -614,3 +614,28 @@ fn a_second_producer_on_the_same_directory_is_refused() {
     let (_again, rec) = open(dir.path(), 1 << 20);
     assert_eq!(rec.records, 0);
 }
+
+#[test]
+fn link_spend_round_trips_and_bad_lines_are_skipped() {
+    use twinhub_core::{Duration, LinkSpend};
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut s, _) = open(tmp.path(), MIB);
+    assert!(s.load_link_spend().is_empty(), "nothing saved yet");
+    let sat = LinkSpend {
+        spent: 512,
+        window_elapsed: Duration::from_mins(90),
+    };
+    s.save_link_spend(&[("satellite", sat)]).unwrap();
+    drop(s);
+    let (mut s, _) = open(tmp.path(), MIB);
+    assert_eq!(s.load_link_spend(), [("satellite".to_string(), sat)]);
+    // A damaged file costs only its damaged lines.
+    fs::write(
+        tmp.path().join("links"),
+        "satellite\t512\t5400000\ngarbage\ncell\tx\t1\nlte\t1\t2\t3\n",
+    )
+    .unwrap();
+    assert_eq!(s.load_link_spend(), [("satellite".to_string(), sat)]);
+    s.save_link_spend(&[]).unwrap();
+    assert!(s.load_link_spend().is_empty());
+}
