@@ -291,6 +291,7 @@ impl Producer {
             flushers: Vec::new(),
             buf: vec![0; buffer_len(&config)],
             spend_dirty: false,
+            spend_saved_at: None,
         };
         tokio::spawn(driver.run(rx));
         Producer {
@@ -476,6 +477,9 @@ struct Driver<S: Outbox> {
     buf: Vec<u8>,
     /// A budgeted link was charged since its spend was last stored.
     spend_dirty: bool,
+    /// When the spend was last stored: at most once a second for links that are not
+    /// costly (a budgeted cellular link may carry a whole outage's traffic).
+    spend_saved_at: Option<Instant>,
 }
 
 /// The most sends the driver accepts into one group commit (one outbox sync): under load,
@@ -545,6 +549,10 @@ impl<S: Outbox> Driver<S> {
         }
         if let Err(e) = self.engine.store_mut().sync() {
             tracing::error!(error = %e, "outbox sync at shutdown failed");
+        }
+        if self.spend_dirty {
+            let now = self.clock.now();
+            self.save_link_spend(now);
         }
         self.publish();
         if let Some((_, reply)) = shutdown {
@@ -626,6 +634,7 @@ impl<S: Outbox> Driver<S> {
     fn pump(&mut self) {
         let now = self.clock.now();
         let device = self.engine.config().device_id().clone();
+        let mut urgent = false;
         while !self.hold_partial()
             && let Some(tx) = self.engine.poll_transmit(now, &mut self.buf)
         {
@@ -636,11 +645,11 @@ impl<S: Outbox> Driver<S> {
                         .and_then(|f| record::from_frame(&device, &f).map_err(|e| e.to_string()))
                 })
                 .collect();
-            if self.engine.config().links()[usize::from(tx.link.0)]
-                .budget
-                .is_some()
-            {
+            let link = &self.engine.config().links()[usize::from(tx.link.0)];
+            if link.budget.is_some() {
                 self.spend_dirty = true;
+                // What a costly link spends is stored at once.
+                urgent |= link.cost == twinhub_core::Cost::Costly;
             }
             let transport = self.transports[tx.endpoint.0 as usize][tx.link.0 as usize].clone();
             match records {
@@ -661,15 +670,18 @@ impl<S: Outbox> Driver<S> {
                 }
             }
         }
-        if self.spend_dirty {
-            self.save_link_spend();
+        let due = self
+            .spend_saved_at
+            .is_none_or(|t| now.saturating_since(t) >= twinhub_core::Duration::from_secs(1));
+        if self.spend_dirty && (urgent || due) {
+            self.save_link_spend(now);
         }
         self.publish();
     }
 
     /// Persists budgeted links' spend (after each transmit charged to one: rare, since
     /// budgets guard the costly links).
-    fn save_link_spend(&mut self) {
+    fn save_link_spend(&mut self, now: Instant) {
         let owned: Vec<(String, LinkSpend)> = self
             .engine
             .config()
@@ -683,7 +695,10 @@ impl<S: Outbox> Driver<S> {
             .collect();
         let spends: Vec<(&str, LinkSpend)> = owned.iter().map(|(n, s)| (n.as_str(), *s)).collect();
         match self.engine.store_mut().save_link_spend(&spends) {
-            Ok(()) => self.spend_dirty = false,
+            Ok(()) => {
+                self.spend_dirty = false;
+                self.spend_saved_at = Some(now);
+            }
             Err(e) => tracing::warn!(error = %e, "cannot store the links' budget spend"),
         }
     }
