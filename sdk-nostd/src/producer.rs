@@ -442,6 +442,12 @@ impl<S: Store, C: Deref<Target = Config>> Producer<S, C> {
     pub fn store_mut(&mut self) -> &mut S {
         &mut self.store
     }
+    /// Ends this engine and hands back its store, for example to restart on the same
+    /// records (what a reboot does).
+    pub fn into_store(self) -> S {
+        self.store
+    }
+
     /// The health of one route.
     pub fn route_health(&self, endpoint: EndpointId, link: LinkId) -> RouteHealth {
         self.routes[endpoint.0 as usize % MAX_ENDPOINTS][link.0 as usize % MAX_LINKS].health

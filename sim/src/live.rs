@@ -215,6 +215,7 @@ pub async fn run(s: &Scenario, producers: u32, opts: &RunOptions) -> Result<Repo
         throttled: 0,
         failovers,
         failbacks,
+        reboots: 0,
         failover_time: Percentiles::of(fo),
         failback_time: Percentiles::of(fb),
         links: [(

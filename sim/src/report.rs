@@ -25,6 +25,7 @@ pub(crate) struct ShardTally {
     pub throttled: u64,
     pub failovers: u64,
     pub failbacks: u64,
+    pub reboots: u64,
     pub budget_exhausted: u64,
     pub link_bytes: Vec<u64>,
     pub failover_ms: Vec<u32>,
@@ -72,6 +73,7 @@ impl ShardTally {
         self.corrupt += o.corrupt;
         self.throttled += o.throttled;
         self.failovers += o.failovers;
+        self.reboots += o.reboots;
         self.failbacks += o.failbacks;
         self.budget_exhausted += o.budget_exhausted;
         add(&mut self.link_bytes, &o.link_bytes);
@@ -210,6 +212,8 @@ pub struct Report {
     pub failovers: u64,
     /// Failback events over the fleet.
     pub failbacks: u64,
+    /// Device reboots (engines restarted on their stores).
+    pub reboots: u64,
     /// Per device: from its first send attempt after the primary's outage began to its
     /// first delivery to another region.
     pub failover_time: Percentiles,
@@ -300,6 +304,7 @@ impl Report {
             throttled: t.throttled,
             failovers: t.failovers,
             failbacks: t.failbacks,
+            reboots: t.reboots,
             failover_time: Percentiles::of(t.failover_ms),
             failback_time: Percentiles::of(t.failback_ms),
             links,
@@ -372,6 +377,9 @@ impl Report {
             secs(b.p99_ms),
             secs(b.max_ms)
         );
+        if self.reboots > 0 {
+            let _ = writeln!(o, "  device reboots {}", self.reboots);
+        }
         for (name, l) in &self.links {
             let budget = match (l.budget_bytes, l.budget_window_s) {
                 (Some(b), Some(w)) => format!(" (budget {b} B per {} per device)", hms(w)),

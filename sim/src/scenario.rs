@@ -11,6 +11,7 @@
 //!
 //! [device]
 //! interval = "30s"
+//! reboot = { share = 0.01, every = "6h" }
 //!
 //! [[region]]
 //! name = "primary"
@@ -24,6 +25,7 @@
 //! cost = "free"
 //! "#).unwrap();
 //! assert_eq!(s.devices, 100);
+//! assert_eq!(s.device.reboot.unwrap().every.as_secs(), 6 * 3600);
 //! assert_eq!(s.regions[0].outages[0].from.as_secs(), 120);
 //! ```
 
@@ -108,6 +110,22 @@ pub struct DeviceSpec {
     /// Share of records per class (normalised; missing classes get 0; default 5% critical,
     /// 90% normal, 5% bulk).
     pub classes: ClassMix,
+    /// Devices that reboot now and then (none by default).
+    pub reboot: Option<Reboot>,
+}
+
+/// Reboots of a share of the devices: each affected device restarts its engine every
+/// `every` (at its own phase). The outbox survives, as flash or a disk would keep it; the
+/// engine starts a new epoch, forgets what it had in flight (answers to it are ignored, so
+/// those records are sent again) and carries its links' budget spend over.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reboot {
+    /// Share of devices that reboot, in `[0, 1]`.
+    pub share: f64,
+    /// Time between reboots of one device.
+    #[serde(deserialize_with = "duration")]
+    pub every: Duration,
 }
 
 impl Default for DeviceSpec {
@@ -116,6 +134,7 @@ impl Default for DeviceSpec {
             interval: Duration::from_secs(30),
             payload_bytes: [48, 96],
             classes: ClassMix::default(),
+            reboot: None,
         }
     }
 }
@@ -298,6 +317,11 @@ impl Scenario {
         let shares = [c.critical, c.normal, c.bulk];
         if shares.iter().any(|s| !s.is_finite() || *s < 0.0) || shares.iter().sum::<f64>() <= 0.0 {
             return bad("device.classes must be non-negative and not all 0".into());
+        }
+        if let Some(r) = d.reboot
+            && (!(0.0..=1.0).contains(&r.share) || r.every < Duration::from_secs(1))
+        {
+            return bad("device.reboot: share must be in [0, 1] and every at least 1s".into());
         }
         for r in &self.regions {
             if r.latency[0] > r.latency[1] {

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use twinhub_core::{
     Class, ClassSet, Config, ConfigError, Cost, DropReason, Duration as EDuration, EndpointConfig,
-    Event, Instant, LinkConfig, Outcome, Producer, RamStore, Timings, TransmitId,
+    Event, Instant, LinkConfig, LinkId, Outcome, Producer, RamStore, Timings, TransmitId,
 };
 
 use crate::report::{Report, ShardTally};
@@ -89,6 +89,7 @@ mod salt {
     pub const FAULT: u64 = 5;
     pub const FAULT_PHASE: u64 = 6;
     pub const ENGINE: u64 = 7;
+    pub const REBOOT: u64 = 8;
 }
 
 const NONE: u32 = u32::MAX;
@@ -211,6 +212,26 @@ const WAKE: u8 = 0;
 const DELIVERED: u8 = 1;
 const UNREACHABLE: u8 = 2;
 const THROTTLED: u8 = 3;
+/// The device restarts its engine.
+const REBOOT: u8 = 4;
+/// Answers carry the device's boot generation in the transmit id's top bits, so an
+/// answer to a transmit made before a reboot is recognised and ignored.
+const GEN_SHIFT: u32 = 28;
+const TX_MASK: u32 = (1 << GEN_SHIFT) - 1;
+/// `Device::measured` flag: it has rebooted (its boots are in the shard's side table).
+const REBOOTED: u8 = 4;
+
+/// What a shard keeps about a device that rebooted: rare, so kept aside.
+#[derive(Debug, Default)]
+struct Boots {
+    /// Boot generation (answers tagged with another are stale).
+    generation: u32,
+    /// Epochs whose records may still be about, with the world's sequence offset of each:
+    /// a record `(epoch, seq)` is number `offset + seq` of the device.
+    epochs: Vec<(u32, u64)>,
+    /// Records the current engine recovered at start (counted in its `accepted`).
+    recovered: u64,
+}
 
 /// The fixed part of a run, shared by the shards.
 pub(crate) struct Plan<'s> {
@@ -230,6 +251,8 @@ pub(crate) fn run_shard(plan: &Plan<'_>, shard: u32, progress: &AtomicU64) -> Sh
     let mut t = ShardTally::new(regions, s.links.len(), minutes);
     let mut devices: Vec<Device<'_>> = Vec::new();
     let mut heap = Queue::new();
+    let mut boots: std::collections::HashMap<u32, Boots> = std::collections::HashMap::new();
+    let reboot = s.device.reboot.filter(|r| r.share > 0.0);
     let mut index = shard;
     while index < s.devices {
         let phase = mix(seed, u64::from(index), salt::PHASE) % interval;
@@ -253,6 +276,13 @@ pub(crate) fn run_shard(plan: &Plan<'_>, shard: u32, progress: &AtomicU64) -> Sh
             measured: 0,
         });
         heap.push((phase as u32, slot, 0, WAKE));
+        if let Some(r) = reboot
+            && unit(mix(seed, u64::from(index), salt::REBOOT)) < r.share
+        {
+            let every = r.every.as_millis() as u64;
+            let first = every / 2 + mix(seed, u64::from(index), salt::REBOOT + 1) % every;
+            heap.push((first.min(u64::from(u32::MAX - 1)) as u32, slot, 0, REBOOT));
+        }
         index += shards;
     }
     t.devices = devices.len() as u64;
@@ -289,17 +319,20 @@ pub(crate) fn run_shard(plan: &Plan<'_>, shard: u32, progress: &AtomicU64) -> Sh
     while let Some((at, slot, tx, kind)) = heap.pop() {
         let now_ms = u64::from(at);
         if now_ms > plan.end_ms {
-            if kind != WAKE {
+            if kind != WAKE && kind != REBOOT {
                 // After the end only answers already on their way are handed over, so the
                 // engines' counts and the regions' agree; nothing new is sent.
                 let dev = &mut devices[slot as usize];
+                if stale(dev, &boots, slot, tx) {
+                    continue;
+                }
                 let before = dev.engine.stats().pending;
                 dev.engine.handle_outcome(
                     Instant::from_millis(now_ms),
-                    TransmitId(tx),
+                    TransmitId(tx & TX_MASK),
                     outcome_of(kind),
                 );
-                drain_events(dev, &mut t);
+                drain_events(dev, &boots, slot, &mut t);
                 pending_total = pending_total - before + dev.engine.stats().pending;
             }
             continue;
@@ -315,6 +348,9 @@ pub(crate) fn run_shard(plan: &Plan<'_>, shard: u32, progress: &AtomicU64) -> Sh
         let dev = &mut devices[slot as usize];
         if kind == WAKE && dev.wake != at {
             continue; // superseded by an earlier wake-up
+        }
+        if kind != WAKE && kind != REBOOT && stale(dev, &boots, slot, tx) {
+            continue; // answers a transmit of the engine before a reboot
         }
         t.events += 1;
         let now = Instant::from_millis(now_ms);
@@ -343,9 +379,17 @@ pub(crate) fn run_shard(plan: &Plan<'_>, shard: u32, progress: &AtomicU64) -> Sh
                     dev.engine.handle_timeout(now);
                 }
             }
+            REBOOT => {
+                let b = boots.entry(slot).or_default();
+                reboot_device(dev, b, plan, now, &mut t);
+                if let Some(r) = reboot {
+                    let next = now_ms + r.every.as_millis() as u64;
+                    heap.push((next.min(u64::from(u32::MAX - 1)) as u32, slot, 0, REBOOT));
+                }
+            }
             code => dev
                 .engine
-                .handle_outcome(now, TransmitId(tx), outcome_of(code)),
+                .handle_outcome(now, TransmitId(tx & TX_MASK), outcome_of(code)),
         }
 
         // Everything the engine wants to send now, with each transmit's fate decided.
@@ -401,7 +445,12 @@ pub(crate) fn run_shard(plan: &Plan<'_>, shard: u32, progress: &AtomicU64) -> Sh
                     }
                     if tokens[e] < n {
                         t.throttled += 1;
-                        let r = ((now_ms + lat) as u32, slot, x.id.0, THROTTLED);
+                        let r = (
+                            (now_ms + lat) as u32,
+                            slot,
+                            tag(dev, &boots, slot, x.id.0),
+                            THROTTLED,
+                        );
                         heap.push(r);
                         continue;
                     }
@@ -416,7 +465,7 @@ pub(crate) fn run_shard(plan: &Plan<'_>, shard: u32, progress: &AtomicU64) -> Sh
                         t.corrupt += 1;
                         continue;
                     };
-                    match resolve(dev, f.meta.seq) {
+                    match resolve(dev, number(dev, &boots, slot, f.meta.epoch, f.meta.seq)) {
                         Resolved::New => {
                             t.resolved += 1;
                             t.delivered[e] += 1;
@@ -449,9 +498,10 @@ pub(crate) fn run_shard(plan: &Plan<'_>, shard: u32, progress: &AtomicU64) -> Sh
                     }
                 }
             }
-            heap.push((done.min(u64::from(u32::MAX - 1)) as u32, slot, x.id.0, code));
+            let tx = tag(dev, &boots, slot, x.id.0);
+            heap.push((done.min(u64::from(u32::MAX - 1)) as u32, slot, tx, code));
         }
-        drain_events(dev, &mut t);
+        drain_events(dev, &boots, slot, &mut t);
         let after = dev.engine.stats().pending;
         // This device's `before` is part of the total, so this never underflows.
         pending_total = pending_total - before + after;
@@ -501,12 +551,13 @@ fn outcome_of(code: u8) -> Outcome {
 }
 
 /// Takes a device's engine events into the tally; drops resolve their records.
-fn drain_events(dev: &mut Device<'_>, t: &mut ShardTally) {
+fn drain_events(dev: &mut Device<'_>, boots: &Boots_, slot: u32, t: &mut ShardTally) {
     while let Some(ev) = dev.engine.poll_event() {
         match ev {
             Event::Dropped { id, reason } => {
                 t.dropped[reason_index(reason)] += 1;
-                match resolve(dev, id.seq) {
+                let n = number(dev, boots, slot, id.epoch, id.seq);
+                match resolve(dev, n) {
                     Resolved::New => t.resolved += 1,
                     Resolved::Again => t.dropped_after_delivery += 1,
                     Resolved::OutOfWindow => t.out_of_window += 1,
@@ -518,6 +569,83 @@ fn drain_events(dev: &mut Device<'_>, t: &mut ShardTally) {
             _ => {}
         }
     }
+}
+
+type Boots_ = std::collections::HashMap<u32, Boots>;
+
+/// The world's number of a device's record `(epoch, seq)`: its sequence across reboots.
+fn number(dev: &Device<'_>, boots: &Boots_, slot: u32, epoch: u32, seq: u64) -> u64 {
+    if dev.measured & REBOOTED == 0 {
+        return seq;
+    }
+    boots
+        .get(&slot)
+        .and_then(|b| b.epochs.iter().find(|(e, _)| *e == epoch))
+        .map_or(seq, |(_, offset)| offset + seq)
+}
+
+/// A transmit id as queued: tagged with the device's boot generation.
+fn tag(dev: &Device<'_>, boots: &Boots_, slot: u32, id: u32) -> u32 {
+    if dev.measured & REBOOTED == 0 {
+        return id;
+    }
+    let generation = boots.get(&slot).map_or(0, |b| b.generation);
+    (id & TX_MASK) | ((generation & 0xf) << GEN_SHIFT)
+}
+
+/// Whether a queued answer belongs to an engine from before the device's last reboot.
+fn stale(dev: &Device<'_>, boots: &Boots_, slot: u32, tx: u32) -> bool {
+    let generation = if dev.measured & REBOOTED == 0 {
+        0
+    } else {
+        boots.get(&slot).map_or(0, |b| b.generation)
+    };
+    tx >> GEN_SHIFT != generation & 0xf
+}
+
+/// Restarts a device's engine on its store: a new epoch, nothing in flight, the links'
+/// budget spend carried over. The old engine's counts go into the tally first.
+fn reboot_device<'c>(
+    dev: &mut Device<'c>,
+    b: &mut Boots,
+    plan: &'c Plan<'_>,
+    now: Instant,
+    t: &mut ShardTally,
+) {
+    let links = plan.config.links().len();
+    let spends: Vec<_> = (0..links)
+        .filter_map(|l| {
+            let id = LinkId(l as u8);
+            dev.engine.link_spend(id).map(|s| (id, s))
+        })
+        .collect();
+    let old = dev.engine.stats();
+    t.engine_delivered += old.delivered;
+    t.engine_dropped += old.dropped.total();
+    let epoch = dev.engine.epoch();
+    if b.epochs.is_empty() {
+        b.epochs.push((epoch, 0));
+    }
+    let offset = b.epochs.last().map_or(0, |(_, o)| *o);
+    let used = old.accepted - b.recovered;
+    b.generation += 1;
+    let seed = mix(
+        plan.scenario.seed,
+        u64::from(dev.index),
+        salt::ENGINE + u64::from(b.generation),
+    );
+    let fresh = Producer::new(&plan.config, RamStore::new(), now, epoch + 1, seed);
+    let store = std::mem::replace(&mut dev.engine, fresh).into_store();
+    dev.engine = Producer::new(&plan.config, store, now, epoch + 1, seed);
+    for (id, s) in spends {
+        let _ = dev.engine.restore_link_spend(now, id, s);
+    }
+    b.recovered = dev.engine.stats().accepted;
+    b.epochs.push((dev.engine.epoch(), offset + used));
+    // Epochs with no record left could be forgotten; a device keeps a few at most.
+    dev.measured |= REBOOTED;
+    dev.timer = NONE;
+    t.reboots += 1;
 }
 
 enum Resolved {

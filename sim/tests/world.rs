@@ -186,6 +186,12 @@ fn scenario_errors_name_the_problem() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("urgent"), "{e}");
+    let e = Scenario::from_toml_str(&format!(
+        "{base}[device.reboot]\nshare = 1.5\nevery = \"1h\"\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("device.reboot"), "{e}");
 }
 
 #[test]
@@ -206,4 +212,50 @@ fn the_shipped_fabrikam_scenario_parses_and_runs_scaled_down() {
     assert!(r.failover_time.p99_ms <= 15_000, "{:?}", r.failover_time);
     let sat = &r.links["satellite"];
     assert!(sat.bytes <= 2_000 * sat.budget_bytes.unwrap());
+}
+
+#[test]
+fn reboots_lose_nothing_and_never_refill_the_satellite_budget() {
+    // Every device reboots every 5 minutes while its WAN is down and the satellite armed.
+    let extra = r#"
+[device.reboot]
+share = 1.0
+every = "5m"
+[[link_fault]]
+link = "wan"
+share = 1.0
+up = "5m"
+down = "30m"
+"#;
+    let mut s = scenario(1_000, "40m", extra);
+    s.links[1].budget = Some(twinhub_core::Budget {
+        bytes: 256,
+        window: twinhub_core::Duration::from_days(1),
+    });
+    let r = run(&s, &quiet()).unwrap();
+    sane(&r);
+    println!("{}", r.summary());
+    assert!(r.reboots >= 6_000, "{}", r.reboots);
+    let sat = &r.links["satellite"];
+    assert!(sat.bytes > 0, "critical records took the satellite");
+    assert!(
+        sat.bytes <= 1_000 * 256,
+        "reboots never refill the daily budget: {} bytes",
+        sat.bytes
+    );
+    assert!(r.budget_exhausted > 0, "the small budget ran out");
+    // Same seed, same world, reboots included.
+    assert_eq!(
+        run(&s, &quiet()).unwrap().deterministic(),
+        r.deterministic()
+    );
+}
+
+#[test]
+fn a_share_of_devices_rebooting_through_an_outage_loses_nothing() {
+    let extra = "[device.reboot]\nshare = 0.3\nevery = \"7m\"\n";
+    let r = run(&scenario(2_000, "45m", extra), &quiet()).unwrap();
+    sane(&r);
+    assert!(r.reboots > 0);
+    assert!(r.delivered["secondary"] > 0, "{}", r.summary());
 }
