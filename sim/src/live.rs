@@ -1,8 +1,10 @@
 //! Live mode: real SDK producers, in one process, against emulator regions on loopback.
 //!
-//! The scenario's day is compressed into [`LIVE_SECONDS`]: its first primary outage becomes a
-//! blackhole on the emulator's primary region (requests get no answer) over the same share
-//! of the run, and its send interval shrinks by the same factor (to at least 50 ms). Even
+//! The scenario's day is compressed into [`LIVE_SECONDS`], or longer so that its first
+//! primary outage lasts at least 10 s (failover must be detected inside it, even on a
+//! loaded machine): that outage becomes a blackhole on the emulator's primary region
+//! (requests get no answer) over the same share of the run, and the send interval shrinks
+//! by the same factor (to at least 50 ms). Even
 //! producers speak Event Hubs REST, odd ones MQTT 5. Each has a memory outbox and the
 //! default failover settings except a 2 s request timeout and a 2 s minimum dwell, so the
 //! compressed run can fail back.
@@ -20,8 +22,10 @@ use twinhub_emulator::{Emulator, EmulatorConfig, Fault};
 use crate::report::{Dropped, LinkUse, Percentiles, Report};
 use crate::{RunOptions, Scenario, ScenarioError};
 
-/// Length of a live run's sending phase.
+/// Length of a live run's sending phase (longer when the outage needs it).
 pub const LIVE_SECONDS: u64 = 20;
+/// The compressed outage lasts at least this long (ms); the whole run is stretched to fit.
+const MIN_OUTAGE_MS: u64 = 10_000;
 
 fn invalid(e: impl std::fmt::Display) -> ScenarioError {
     ScenarioError::Invalid(format!("live run: {e}"))
@@ -40,8 +44,16 @@ pub async fn run(s: &Scenario, producers: u32, opts: &RunOptions) -> Result<Repo
         return Err(invalid("at least one producer is needed"));
     }
     let started = std::time::Instant::now();
-    let live_ms = LIVE_SECONDS * 1000;
-    let scale = s.duration.as_millis() as f64 / live_ms as f64;
+    // Stretched when the outage would be shorter than MIN_OUTAGE_MS: detection takes up to
+    // 5 s without success (2 s request timeouts), and a shorter outage could end before a
+    // loaded machine fails over at all.
+    let total = s.duration.as_millis() as f64;
+    let outage_share = s.regions[0]
+        .outages
+        .first()
+        .map_or(0.25, |w| (w.to - w.from).as_millis() as f64 / total);
+    let live_ms = (LIVE_SECONDS * 1000).max((MIN_OUTAGE_MS as f64 / outage_share).ceil() as u64);
+    let scale = total / live_ms as f64;
     let (out_from, out_to) = match s.regions[0].outages.first() {
         Some(w) => (
             (w.from.as_millis() as f64 / scale) as u64,
@@ -186,7 +198,7 @@ pub async fn run(s: &Scenario, producers: u32, opts: &RunOptions) -> Result<Repo
         seed,
         devices: u64::from(producers),
         shards: 1,
-        simulated_s: LIVE_SECONDS,
+        simulated_s: live_ms / 1000,
         accepted,
         refused,
         regions: vec!["primary".into(), "secondary".into()],
