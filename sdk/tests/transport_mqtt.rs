@@ -225,7 +225,10 @@ async fn mqtt_both_versions_to_the_emulator() {
     let r = &emu["primary"];
     for (version, epoch) in [(MqttVersion::V5, 1), (MqttVersion::V311, 2)] {
         let spec = mqtt(r.mqtt_addr(), "telemetry/{device_id}", version);
-        let t = build(&spec, &link(None), &device("emu"), tls()).unwrap();
+        // A client id of its own per version: the broker may still be closing the other
+        // version's session, and a reused id would race that session takeover.
+        let client = format!("emu-{epoch}");
+        let t = build(&spec, &link(None), &device(&client), tls()).unwrap();
         // Properties arrive either way: user properties (5) or the envelope's (3.1.1).
         let batch = records("emu", epoch, 0, 40, 32);
         assert_eq!(t.send(&batch).await, Outcome::Delivered, "{version:?}");
