@@ -372,43 +372,32 @@ arm_after = "0s"
 "#,
         dir.path().display().to_string()
     );
-    let sat_bytes = |p: &Producer| {
-        p.stats().to_json()["link_bytes"]["satellite"]
-            .as_u64()
-            .unwrap()
-    };
-    // Records of about 100 bytes on the line: the budget carries a handful.
-    let critical = SendOptions::class(Class::Critical);
-    let first = Producer::builder(eh_config(&emu, None, &extra))
-        .build()
-        .await
-        .unwrap();
-    for i in 0..20 {
-        first
-            .send_with(vec![i; 64], critical.clone())
+    // One run: a producer on the outbox sends 20 critical records of about 100 bytes on
+    // the line (the budget carries a handful) and returns with its satellite bytes.
+    let run = || async {
+        let p = Producer::builder(eh_config(&emu, None, &extra))
+            .build()
             .await
             .unwrap();
-    }
-    let _ = first.flush(Duration::from_secs(3)).await;
-    let spent = sat_bytes(&first);
+        for i in 0..20 {
+            p.send_with(vec![i; 64], SendOptions::class(Class::Critical))
+                .await
+                .unwrap();
+        }
+        let _ = p.flush(Duration::from_secs(3)).await;
+        let bytes = p.stats().to_json()["link_bytes"]["satellite"]
+            .as_u64()
+            .unwrap();
+        (p, bytes)
+    };
+    let (first, spent) = run().await;
     assert!(spent > 0 && spent <= 700, "{spent}");
     assert!(first.stats().stats.pending > 0, "the budget ran out first");
     let _ = first.shutdown(Duration::from_millis(200)).await;
     assert!(dir.path().join("links").is_file());
 
     // The next run starts from what was spent, not from a full budget.
-    let second = Producer::builder(eh_config(&emu, None, &extra))
-        .build()
-        .await
-        .unwrap();
-    for i in 0..20 {
-        second
-            .send_with(vec![i; 64], critical.clone())
-            .await
-            .unwrap();
-    }
-    let _ = second.flush(Duration::from_secs(3)).await;
-    let again = sat_bytes(&second);
+    let (_second, again) = run().await;
     assert!(
         spent + again <= 700,
         "{spent} bytes before the restart and {again} after, of 700"

@@ -37,6 +37,18 @@ price_per_mib = 10.0
     .unwrap()
 }
 
+/// 1,000 devices for 40 minutes whose WAN goes down after 5 minutes for 30, with a
+/// satellite budget small enough to run out (256 bytes a day per device); `extra` first.
+fn dead_wan(extra: &str) -> Scenario {
+    let faults = "[[link_fault]]\nlink = \"wan\"\nshare = 1.0\nup = \"5m\"\ndown = \"30m\"\n";
+    let mut s = scenario(1_000, "40m", &format!("{extra}{faults}"));
+    s.links[1].budget = Some(twinhub_core::Budget {
+        bytes: 256,
+        window: twinhub_core::Duration::from_days(1),
+    });
+    s
+}
+
 fn quiet() -> RunOptions {
     RunOptions::default()
 }
@@ -75,19 +87,7 @@ fn dark_primary_fails_over_fast_loses_nothing_and_never_touches_the_satellite() 
 
 #[test]
 fn dead_wan_arms_the_satellite_for_critical_records_within_budget() {
-    let extra = r#"
-[[link_fault]]
-link = "wan"
-share = 1.0
-up = "5m"
-down = "30m"
-"#;
-    let mut s = scenario(1_000, "40m", extra);
-    // A budget small enough to run out: 256 bytes a day per device.
-    s.links[1].budget = Some(twinhub_core::Budget {
-        bytes: 256,
-        window: twinhub_core::Duration::from_days(1),
-    });
+    let s = dead_wan("");
     let r = run(&s, &quiet()).unwrap();
     sane(&r);
     println!("{}", r.summary());
@@ -217,21 +217,7 @@ fn the_shipped_fabrikam_scenario_parses_and_runs_scaled_down() {
 #[test]
 fn reboots_lose_nothing_and_never_refill_the_satellite_budget() {
     // Every device reboots every 5 minutes while its WAN is down and the satellite armed.
-    let extra = r#"
-[device.reboot]
-share = 1.0
-every = "5m"
-[[link_fault]]
-link = "wan"
-share = 1.0
-up = "5m"
-down = "30m"
-"#;
-    let mut s = scenario(1_000, "40m", extra);
-    s.links[1].budget = Some(twinhub_core::Budget {
-        bytes: 256,
-        window: twinhub_core::Duration::from_days(1),
-    });
+    let s = dead_wan("[device.reboot]\nshare = 1.0\nevery = \"5m\"\n");
     let r = run(&s, &quiet()).unwrap();
     sane(&r);
     println!("{}", r.summary());
