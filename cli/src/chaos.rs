@@ -317,6 +317,10 @@ impl Plan {
             }
             "wan-down" => {
                 let wan: IpAddr = [127, 0, 0, 2].into();
+                // Telling "link down" from "region down" takes failures on both regions
+                // first: the WAN stays down at least 6 s so the cell link gets its turn.
+                let s = s.max(Duration::from_secs(18));
+                let (a, b) = (s / 3, s * 2 / 3);
                 Plan {
                     length: s,
                     actions: vec![
