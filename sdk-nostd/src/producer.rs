@@ -3,8 +3,8 @@
 use core::ops::Deref;
 
 use crate::config::{
-    Class, Config, Cost, EndpointId, LinkId, MAX_ENDPOINTS, MAX_INFLIGHT, MAX_LINKS, OnFull,
-    Routing,
+    Class, Config, ConfigError, Cost, EndpointId, LinkId, MAX_ENDPOINTS, MAX_INFLIGHT, MAX_LINKS,
+    OnFull, Routing,
 };
 use crate::event::{DownCause, DropReason, Event, Stats};
 use crate::frame::{self, FrameError, Frames, RecordMeta};
@@ -295,12 +295,40 @@ const TIERS: [Cost; 3] = [Cost::Free, Cost::Metered, Cost::Costly];
 /// assert!(core::iter::from_fn(|| p.poll_event())
 ///     .any(|e| e == Event::FailedOver { from: EndpointId(0), to: EndpointId(1) }));
 /// ```
-pub struct Producer<S: Store, C: Deref<Target = Config> = &'static Config> {
+///
+/// # Sizing
+///
+/// `E` and `L` are the most endpoints and links this engine can take (the configuration's
+/// own limits, [`MAX_ENDPOINTS`] and [`MAX_LINKS`], by default). A device that knows it has
+/// two endpoints and two links saves a third of the engine's RAM with
+/// `Producer<S, C, 2, 2>`, built with [`try_new`](Self::try_new):
+///
+/// ```
+/// use twinhub_core::*;
+///
+/// let config = Config::builder("sensor-1")
+///     .endpoint(EndpointConfig::new("primary"))
+///     .endpoint(EndpointConfig::new("secondary"))
+///     .build()
+///     .unwrap();
+/// let small = Producer::<_, _, 2, 1>::try_new(&config, RamStore::<512>::new(), Instant::ZERO, 1, 7)
+///     .unwrap();
+/// assert!(size_of_val(&small) < size_of::<Producer<RamStore<512>, &Config>>());
+/// // A configuration larger than the engine is refused, naming what is over.
+/// let one = Producer::<_, _, 1, 1>::try_new(&config, RamStore::<512>::new(), Instant::ZERO, 1, 7);
+/// assert_eq!(one.err(), Some(ConfigError::TooManyEndpoints));
+/// ```
+pub struct Producer<
+    S: Store,
+    C: Deref<Target = Config> = &'static Config,
+    const E: usize = MAX_ENDPOINTS,
+    const L: usize = MAX_LINKS,
+> {
     config: C,
     store: S,
-    routes: [[Route; MAX_LINKS]; MAX_ENDPOINTS],
-    endpoints: [EndpointRt; MAX_ENDPOINTS],
-    links: [LinkRt; MAX_LINKS],
+    routes: [[Route; L]; E],
+    endpoints: [EndpointRt; E],
+    links: [LinkRt; L],
     inflight: [InFlight; MAX_INFLIGHT],
     events: heapless::Deque<Raw, EVENT_QUEUE>,
     stats: Stats,
@@ -321,7 +349,9 @@ pub struct Producer<S: Store, C: Deref<Target = Config> = &'static Config> {
     has_costly: bool,
 }
 
-impl<S: Store, C: Deref<Target = Config>> core::fmt::Debug for Producer<S, C> {
+impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> core::fmt::Debug
+    for Producer<S, C, E, L>
+{
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Producer")
             .field("device", self.config.device_id())
@@ -338,7 +368,33 @@ impl<S: Store, C: Deref<Target = Config>> Producer<S, C> {
     /// if the store holds records from a later epoch, the epoch is raised past them.
     /// Records already in `store` (a recovered outbox) become pending and count as accepted.
     /// `seed` drives the back-off jitter.
-    pub fn new(config: C, mut store: S, now: Instant, epoch: u32, seed: u64) -> Self {
+    pub fn new(config: C, store: S, now: Instant, epoch: u32, seed: u64) -> Self {
+        // A built `Config` never exceeds these limits, which are this engine's size.
+        Self::start(config, store, now, epoch, seed)
+    }
+}
+
+impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Producer<S, C, E, L> {
+    /// Starts an engine sized for at most `E` endpoints and `L` links, as
+    /// [`new`](Producer::new) does; fails with [`ConfigError::TooManyEndpoints`] or
+    /// [`ConfigError::TooManyLinks`] when the configuration has more.
+    pub fn try_new(
+        config: C,
+        store: S,
+        now: Instant,
+        epoch: u32,
+        seed: u64,
+    ) -> Result<Self, ConfigError> {
+        if config.endpoints().len() > E {
+            return Err(ConfigError::TooManyEndpoints);
+        }
+        if config.links().len() > L {
+            return Err(ConfigError::TooManyLinks);
+        }
+        Ok(Self::start(config, store, now, epoch, seed))
+    }
+
+    fn start(config: C, mut store: S, now: Instant, epoch: u32, seed: u64) -> Self {
         let mut stats = Stats::default();
         let mut class_count = [0u32; 3];
         let mut epoch = epoch;
@@ -371,7 +427,7 @@ impl<S: Store, C: Deref<Target = Config>> Producer<S, C> {
             isolate: 0,
             throttles: 0,
             drained: false,
-        }; MAX_ENDPOINTS];
+        }; E];
         let mut aa_mask = 0;
         for (i, e) in config.endpoints().iter().enumerate() {
             endpoints[i].weight = e.weight;
@@ -380,7 +436,7 @@ impl<S: Store, C: Deref<Target = Config>> Producer<S, C> {
             }
         }
         Producer {
-            routes: [[route; MAX_LINKS]; MAX_ENDPOINTS],
+            routes: [[route; L]; E],
             endpoints,
             links: [LinkRt {
                 window_start: now,
@@ -388,7 +444,7 @@ impl<S: Store, C: Deref<Target = Config>> Producer<S, C> {
                 app_down: false,
                 armed: false,
                 exhausted: false,
-            }; MAX_LINKS],
+            }; L],
             inflight: [InFlight {
                 sent_at: now,
                 id: 0,
@@ -448,9 +504,12 @@ impl<S: Store, C: Deref<Target = Config>> Producer<S, C> {
         self.store
     }
 
-    /// The health of one route.
+    /// The health of one route (`Down` for a route this engine does not have).
     pub fn route_health(&self, endpoint: EndpointId, link: LinkId) -> RouteHealth {
-        self.routes[endpoint.0 as usize % MAX_ENDPOINTS][link.0 as usize % MAX_LINKS].health
+        self.routes
+            .get(usize::from(endpoint.0))
+            .and_then(|r| r.get(usize::from(link.0)))
+            .map_or(RouteHealth::Down, |r| r.health)
     }
     /// Whether a costly link is armed.
     pub fn link_armed(&self, link: LinkId) -> bool {

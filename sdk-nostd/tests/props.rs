@@ -216,8 +216,79 @@ fn run(routing: Routing, seed: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// Drives a default-sized engine and one sized for exactly this configuration (two
+/// endpoints, three links) with the same operations: they must agree on every transmit,
+/// its bytes, every event and the final counts.
+fn sized_engine_agrees(routing: Routing, seed: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let config = config(routing);
+    let mut full = Producer::new(&config, RamStore::<2048>::new(), Instant::ZERO, 1, seed);
+    let mut small =
+        Producer::<_, _, 2, 3>::try_new(&config, RamStore::<2048>::new(), Instant::ZERO, 1, seed)
+            .expect("the configuration fits");
+    let (mut a, mut b) = (vec![0u8; 1 << 16], vec![0u8; 1 << 16]);
+    let mut now = Instant::ZERO;
+    let mut outstanding: Vec<TransmitId> = Vec::new();
+    for op in ops {
+        match op {
+            Op::Enqueue { class, len } => {
+                let class = Class::ALL[class as usize];
+                let payload = vec![0x5A; len];
+                prop_assert_eq!(
+                    full.enqueue(now, &payload, class),
+                    small.enqueue(now, &payload, class)
+                );
+            }
+            Op::Poll => loop {
+                let (x, y) = (
+                    full.poll_transmit(now, &mut a),
+                    small.poll_transmit(now, &mut b),
+                );
+                prop_assert_eq!(x, y);
+                let Some(x) = x else { break };
+                prop_assert_eq!(&a[..x.len], &b[..x.len]);
+                outstanding.push(x.id);
+            },
+            Op::Answer { pick, kind } if !outstanding.is_empty() => {
+                let id = outstanding.swap_remove(pick % outstanding.len());
+                full.handle_outcome(now, id, outcome(kind));
+                small.handle_outcome(now, id, outcome(kind));
+            }
+            Op::Answer { .. } => {}
+            Op::Link { link, up } => {
+                let state = if up { LinkState::Up } else { LinkState::Down };
+                full.handle_link(now, LinkId(link), state);
+                small.handle_link(now, LinkId(link), state);
+            }
+            Op::Advance { ms } => now = now + Duration::from_millis(ms),
+            Op::Timeout => {
+                full.handle_timeout(now);
+                small.handle_timeout(now);
+            }
+        }
+        prop_assert_eq!(full.poll_timeout(), small.poll_timeout());
+        loop {
+            let (x, y) = (full.poll_event(), small.poll_event());
+            prop_assert_eq!(&x, &y);
+            if x.is_none() {
+                break;
+            }
+        }
+    }
+    prop_assert_eq!(full.stats(), small.stats());
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn a_sized_engine_behaves_as_the_full_one(
+        routing in prop_oneof![Just(Routing::ActivePassive), Just(Routing::ActiveActive), Just(Routing::Mirror)],
+        seed in any::<u64>(),
+        ops in prop::collection::vec(op(), 1..300),
+    ) {
+        sized_engine_agrees(routing, seed, ops)?;
+    }
 
     #[test]
     fn promises_hold_active_passive(seed in any::<u64>(), ops in prop::collection::vec(op(), 1..300)) {
