@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use twinhub_core::{
     Class, ClassSet, Config, ConfigError, Cost, DropReason, Duration as EDuration, EndpointConfig,
-    Event, Instant, LinkConfig, LinkId, Outcome, Producer, RamStore, Timings, TransmitId,
+    Event, Instant, LinkConfig, LinkId, Outcome, Producer, RamStore, Timings, TransmitId, frame,
 };
 
 use crate::report::{Report, ShardTally};
@@ -33,8 +33,9 @@ const THROTTLE_RETRY_MS: u64 = 1_000;
 /// Largest transmit: the engine is told so, and the world's buffer has this room.
 const MAX_BATCH_BYTES: u32 = 4_096;
 
-/// An engine, as every device runs it.
-pub type Engine<'c> = Producer<RamStore<STORE_BYTES>, &'c Config>;
+/// An engine, as every device runs it: sized for at most `E` regions and `L` links.
+pub type Engine<'c, const E: usize, const L: usize> =
+    Producer<RamStore<STORE_BYTES>, &'c Config, E, L>;
 
 /// Builds the engine configuration every device shares.
 pub fn engine_config(s: &Scenario) -> Result<Config, crate::ScenarioError> {
@@ -185,12 +186,10 @@ impl Queue {
 }
 
 /// One virtual device: its engine and the world's account of it.
-struct Device<'c> {
-    engine: Engine<'c>,
+struct Device<'c, const E: usize, const L: usize> {
+    engine: Engine<'c, E, L>,
     /// Global device number.
     index: u32,
-    /// Time of the queued wake-up that counts (others in the queue are stale).
-    wake: u32,
     next_send: u32,
     /// The engine's next deadline, as it last said (`NONE`: none).
     timer: u32,
@@ -202,6 +201,8 @@ struct Device<'c> {
     first_attempt: u32,
     /// Whether failover and failback have been measured.
     measured: u8,
+    /// Answers to this device waiting in the event queue.
+    queued: u16,
 }
 
 const FAILED_OVER: u8 = 1;
@@ -240,8 +241,25 @@ pub(crate) struct Plan<'s> {
     pub end_ms: u64,
 }
 
-/// Runs one shard: the devices whose number is `shard` modulo the shard count.
+/// Runs one shard: the devices whose number is `shard` modulo the shard count. Engines are
+/// sized for two regions and two links when the scenario has no more (a quarter less
+/// memory per device), for the configuration's limits otherwise.
 pub(crate) fn run_shard(plan: &Plan<'_>, shard: u32, progress: &AtomicU64) -> ShardTally {
+    let s = plan.scenario;
+    if s.regions.len() <= 2 && s.links.len() <= 2 {
+        run_sized::<2, 2>(plan, shard, progress)
+    } else {
+        run_sized::<{ twinhub_core::MAX_ENDPOINTS }, { twinhub_core::MAX_LINKS }>(
+            plan, shard, progress,
+        )
+    }
+}
+
+fn run_sized<const E: usize, const L: usize>(
+    plan: &Plan<'_>,
+    shard: u32,
+    progress: &AtomicU64,
+) -> ShardTally {
     let s = plan.scenario;
     let shards = s.shards;
     let seed = s.seed;
@@ -249,14 +267,23 @@ pub(crate) fn run_shard(plan: &Plan<'_>, shard: u32, progress: &AtomicU64) -> Sh
     let minutes = plan.end_ms.div_ceil(60_000) as usize + 1;
     let regions = s.regions.len();
     let mut t = ShardTally::new(regions, s.links.len(), minutes);
-    let mut devices: Vec<Device<'_>> = Vec::new();
+    // Slots in the order devices first wake: the queue then visits device memory almost
+    // in sequence (every device keeps its phase), which is what keeps a large fleet out
+    // of main-memory latency.
+    let mut order: Vec<(u64, u32)> = (shard..s.devices)
+        .step_by(shards as usize)
+        .map(|index| (mix(seed, u64::from(index), salt::PHASE) % interval, index))
+        .collect();
+    order.sort_unstable();
+    let mut devices: Vec<Device<'_, E, L>> = Vec::with_capacity(order.len());
+    // The time of each device's queued wake-up that counts (others in the queue are
+    // stale), kept apart from the devices so skipping a stale one touches little memory.
+    let mut wakes: Vec<u32> = Vec::with_capacity(order.len());
     let mut heap = Queue::new();
     let mut boots: std::collections::HashMap<u32, Boots> = std::collections::HashMap::new();
     let reboot = s.device.reboot.filter(|r| r.share > 0.0);
-    let mut index = shard;
-    while index < s.devices {
-        let phase = mix(seed, u64::from(index), salt::PHASE) % interval;
-        let engine = Producer::new(
+    for (phase, index) in order {
+        let engine = start(
             &plan.config,
             RamStore::new(),
             Instant::ZERO,
@@ -267,14 +294,15 @@ pub(crate) fn run_shard(plan: &Plan<'_>, shard: u32, progress: &AtomicU64) -> Sh
         devices.push(Device {
             engine,
             index,
-            wake: phase as u32,
             next_send: phase as u32,
             timer: NONE,
             base: 0,
             bits: 0,
             first_attempt: NONE,
             measured: 0,
+            queued: 0,
         });
+        wakes.push(phase as u32);
         heap.push((phase as u32, slot, 0, WAKE));
         if let Some(r) = reboot
             && unit(mix(seed, u64::from(index), salt::REBOOT)) < r.share
@@ -283,7 +311,6 @@ pub(crate) fn run_shard(plan: &Plan<'_>, shard: u32, progress: &AtomicU64) -> Sh
             let first = every / 2 + mix(seed, u64::from(index), salt::REBOOT + 1) % every;
             heap.push((first.min(u64::from(u32::MAX - 1)) as u32, slot, 0, REBOOT));
         }
-        index += shards;
     }
     t.devices = devices.len() as u64;
 
@@ -323,6 +350,7 @@ pub(crate) fn run_shard(plan: &Plan<'_>, shard: u32, progress: &AtomicU64) -> Sh
                 // After the end only answers already on their way are handed over, so the
                 // engines' counts and the regions' agree; nothing new is sent.
                 let dev = &mut devices[slot as usize];
+                dev.queued -= 1;
                 if stale(dev, &boots, slot, tx) {
                     continue;
                 }
@@ -345,9 +373,12 @@ pub(crate) fn run_shard(plan: &Plan<'_>, shard: u32, progress: &AtomicU64) -> Sh
             minute_mark += 1;
             progress.store(minute_mark * 60_000, Ordering::Relaxed);
         }
+        if kind == WAKE && wakes[slot as usize] != at {
+            continue; // superseded by another wake-up
+        }
         let dev = &mut devices[slot as usize];
-        if kind == WAKE && dev.wake != at {
-            continue; // superseded by an earlier wake-up
+        if kind != WAKE && kind != REBOOT {
+            dev.queued -= 1;
         }
         if kind != WAKE && kind != REBOOT && stale(dev, &boots, slot, tx) {
             continue; // answers a transmit of the engine before a reboot
@@ -357,7 +388,7 @@ pub(crate) fn run_shard(plan: &Plan<'_>, shard: u32, progress: &AtomicU64) -> Sh
         let before = dev.engine.stats().pending;
         match kind {
             WAKE => {
-                dev.wake = NONE;
+                wakes[slot as usize] = NONE;
                 if now_ms >= u64::from(dev.next_send) {
                     let n = dev.engine.stats().accepted;
                     let h = mix(seed, u64::from(dev.index), n.wrapping_add(salt::SIZE << 40));
@@ -393,6 +424,7 @@ pub(crate) fn run_shard(plan: &Plan<'_>, shard: u32, progress: &AtomicU64) -> Sh
         }
 
         // Everything the engine wants to send now, with each transmit's fate decided.
+        let mut caught_up = None;
         while let Some(x) = dev.engine.poll_transmit(now, &mut buf) {
             let e = usize::from(x.endpoint.0);
             let l = usize::from(x.link.0);
@@ -451,6 +483,7 @@ pub(crate) fn run_shard(plan: &Plan<'_>, shard: u32, progress: &AtomicU64) -> Sh
                             tag(dev, &boots, slot, x.id.0),
                             THROTTLED,
                         );
+                        dev.queued += 1;
                         heap.push(r);
                         continue;
                     }
@@ -460,11 +493,14 @@ pub(crate) fn run_shard(plan: &Plan<'_>, shard: u32, progress: &AtomicU64) -> Sh
             };
             if code == DELIVERED {
                 let minute = (done / 60_000) as usize;
-                for f in x.frames(&buf) {
-                    let Ok(f) = f else {
+                // The frames never left memory: what the region reads is what was built.
+                let mut rest = &buf[..x.len];
+                while !rest.is_empty() {
+                    let Ok((f, n)) = frame::decode_trusted(rest) else {
                         t.corrupt += 1;
-                        continue;
+                        break;
                     };
+                    rest = &rest[n..];
                     match resolve(dev, number(dev, &boots, slot, f.meta.epoch, f.meta.seq)) {
                         Resolved::New => {
                             t.resolved += 1;
@@ -498,7 +534,32 @@ pub(crate) fn run_shard(plan: &Plan<'_>, shard: u32, progress: &AtomicU64) -> Sh
                     }
                 }
             }
+            // An answer nothing else can see before it arrives is handed over at once, at
+            // its arrival time, instead of through the queue: every record of the device is
+            // in this transmit, no other answer or wake-up of the device comes first, the
+            // engine has no deadline before it, and the minute's data-at-risk sample is not
+            // crossed. Devices share nothing but region capacity, taken above at send time.
+            if code == DELIVERED
+                && reboot.is_none()
+                && dev.queued == 0
+                && u64::from(x.records) == dev.engine.stats().pending
+                && done <= plan.end_ms
+                && done / 60_000 == now_ms / 60_000
+                && u64::from(wakes[slot as usize]) > done
+                && dev
+                    .engine
+                    .poll_timeout()
+                    .is_none_or(|d| d.as_millis() > done)
+            {
+                dev.engine
+                    .handle_outcome(Instant::from_millis(done), x.id, Outcome::Delivered);
+                // The engine's clock is now past `now`: no more sends in this event; anything
+                // left (a mirrored record owed to another region) waits for a wake-up then.
+                caught_up = Some(done);
+                break;
+            }
             let tx = tag(dev, &boots, slot, x.id.0);
+            dev.queued += 1;
             heap.push((done.min(u64::from(u32::MAX - 1)) as u32, slot, tx, code));
         }
         drain_events(dev, &boots, slot, &mut t);
@@ -509,6 +570,11 @@ pub(crate) fn run_shard(plan: &Plan<'_>, shard: u32, progress: &AtomicU64) -> Sh
 
         // The next wake-up: the next record or the engine's next deadline.
         let mut next = u64::from(dev.next_send);
+        if let Some(done) = caught_up
+            && after > 0
+        {
+            next = next.min(done);
+        }
         dev.timer = NONE;
         if let Some(d) = dev.engine.poll_timeout() {
             let d = d.as_millis().max(now_ms + 1);
@@ -518,8 +584,12 @@ pub(crate) fn run_shard(plan: &Plan<'_>, shard: u32, progress: &AtomicU64) -> Sh
         // Never the millisecond being processed (the queue would clamp it, and the clamped
         // wake-up would then look stale).
         let next = next.max(now_ms + 1).min(u64::from(u32::MAX - 1)) as u32;
-        if dev.wake == NONE || next < dev.wake {
-            dev.wake = next;
+        // A wake-up that is no longer needed (an answer came before the engine's deadline)
+        // is replaced rather than kept: waking a device for nothing costs as much as a
+        // real event.
+        let wake = &mut wakes[slot as usize];
+        if *wake != next {
+            *wake = next;
             heap.push((next, slot, 0, WAKE));
         }
     }
@@ -536,8 +606,23 @@ pub(crate) fn run_shard(plan: &Plan<'_>, shard: u32, progress: &AtomicU64) -> Sh
         t.engine_delivered += stats.delivered;
         t.engine_dropped += stats.dropped.total();
     }
-    t.device_bytes = size_of::<Device<'_>>() as u64;
+    t.device_bytes = size_of::<Device<'_, E, L>>() as u64;
     t
+}
+
+/// Starts a device's engine.
+fn start<const E: usize, const L: usize>(
+    config: &Config,
+    store: RamStore<STORE_BYTES>,
+    now: Instant,
+    epoch: u32,
+    seed: u64,
+) -> Engine<'_, E, L> {
+    match Engine::try_new(config, store, now, epoch, seed) {
+        Ok(engine) => engine,
+        // `run_shard` picks the sizing from the scenario's region and link counts.
+        Err(e) => unreachable!("the engine is sized for the scenario: {e}"),
+    }
 }
 
 fn outcome_of(code: u8) -> Outcome {
@@ -551,7 +636,12 @@ fn outcome_of(code: u8) -> Outcome {
 }
 
 /// Takes a device's engine events into the tally; drops resolve their records.
-fn drain_events(dev: &mut Device<'_>, boots: &Boots_, slot: u32, t: &mut ShardTally) {
+fn drain_events<const E: usize, const L: usize>(
+    dev: &mut Device<'_, E, L>,
+    boots: &Boots_,
+    slot: u32,
+    t: &mut ShardTally,
+) {
     while let Some(ev) = dev.engine.poll_event() {
         match ev {
             Event::Dropped { id, reason } => {
@@ -574,7 +664,13 @@ fn drain_events(dev: &mut Device<'_>, boots: &Boots_, slot: u32, t: &mut ShardTa
 type Boots_ = std::collections::HashMap<u32, Boots>;
 
 /// The world's number of a device's record `(epoch, seq)`: its sequence across reboots.
-fn number(dev: &Device<'_>, boots: &Boots_, slot: u32, epoch: u32, seq: u64) -> u64 {
+fn number<const E: usize, const L: usize>(
+    dev: &Device<'_, E, L>,
+    boots: &Boots_,
+    slot: u32,
+    epoch: u32,
+    seq: u64,
+) -> u64 {
     if dev.measured & REBOOTED == 0 {
         return seq;
     }
@@ -585,7 +681,12 @@ fn number(dev: &Device<'_>, boots: &Boots_, slot: u32, epoch: u32, seq: u64) -> 
 }
 
 /// A transmit id as queued: tagged with the device's boot generation.
-fn tag(dev: &Device<'_>, boots: &Boots_, slot: u32, id: u32) -> u32 {
+fn tag<const E: usize, const L: usize>(
+    dev: &Device<'_, E, L>,
+    boots: &Boots_,
+    slot: u32,
+    id: u32,
+) -> u32 {
     if dev.measured & REBOOTED == 0 {
         return id;
     }
@@ -594,7 +695,12 @@ fn tag(dev: &Device<'_>, boots: &Boots_, slot: u32, id: u32) -> u32 {
 }
 
 /// Whether a queued answer belongs to an engine from before the device's last reboot.
-fn stale(dev: &Device<'_>, boots: &Boots_, slot: u32, tx: u32) -> bool {
+fn stale<const E: usize, const L: usize>(
+    dev: &Device<'_, E, L>,
+    boots: &Boots_,
+    slot: u32,
+    tx: u32,
+) -> bool {
     let generation = if dev.measured & REBOOTED == 0 {
         0
     } else {
@@ -605,8 +711,8 @@ fn stale(dev: &Device<'_>, boots: &Boots_, slot: u32, tx: u32) -> bool {
 
 /// Restarts a device's engine on its store: a new epoch, nothing in flight, the links'
 /// budget spend carried over. The old engine's counts go into the tally first.
-fn reboot_device<'c>(
-    dev: &mut Device<'c>,
+fn reboot_device<'c, const E: usize, const L: usize>(
+    dev: &mut Device<'c, E, L>,
     b: &mut Boots,
     plan: &'c Plan<'_>,
     now: Instant,
@@ -634,9 +740,9 @@ fn reboot_device<'c>(
         u64::from(dev.index),
         salt::ENGINE + u64::from(b.generation),
     );
-    let fresh = Producer::new(&plan.config, RamStore::new(), now, epoch + 1, seed);
+    let fresh = start(&plan.config, RamStore::new(), now, epoch + 1, seed);
     let store = std::mem::replace(&mut dev.engine, fresh).into_store();
-    dev.engine = Producer::new(&plan.config, store, now, epoch + 1, seed);
+    dev.engine = start(&plan.config, store, now, epoch + 1, seed);
     for (id, s) in spends {
         let _ = dev.engine.restore_link_spend(now, id, s);
     }
@@ -654,7 +760,7 @@ enum Resolved {
     OutOfWindow,
 }
 
-fn resolve(dev: &mut Device<'_>, seq: u64) -> Resolved {
+fn resolve<const E: usize, const L: usize>(dev: &mut Device<'_, E, L>, seq: u64) -> Resolved {
     if seq < dev.base {
         return Resolved::Again;
     }
