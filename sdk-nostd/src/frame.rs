@@ -16,6 +16,7 @@
 
 use core::fmt;
 
+#[cfg(any(not(feature = "hw-crc"), test))]
 use crc::{CRC_32_ISCSI, Crc, Table};
 use serde::{Deserialize, Serialize};
 
@@ -32,16 +33,24 @@ pub const MAX_META: usize = 5 + 10 + 1 + 10;
 pub const MAX_BODY: usize = 16 << 20;
 
 // Slice-by-16 by default; `compact-crc` trades speed for a 1 KiB table on small flash.
-#[cfg(not(feature = "compact-crc"))]
+#[cfg(all(not(feature = "compact-crc"), any(not(feature = "hw-crc"), test)))]
 const CASTAGNOLI: Crc<u32, Table<16>> = Crc::<u32, Table<16>>::new(&CRC_32_ISCSI);
-#[cfg(feature = "compact-crc")]
+#[cfg(all(feature = "compact-crc", any(not(feature = "hw-crc"), test)))]
 const CASTAGNOLI: Crc<u32, Table<1>> = Crc::<u32, Table<1>>::new(&CRC_32_ISCSI);
 
 /// CRC-32C (Castagnoli) of `bytes`, the checksum of frames and wire messages.
-#[cfg(feature = "wire")]
+#[cfg(not(feature = "hw-crc"))]
 #[inline]
 pub(crate) fn crc32c(bytes: &[u8]) -> u32 {
     CASTAGNOLI.checksum(bytes)
+}
+
+/// CRC-32C (Castagnoli) of `bytes`, the checksum of frames and wire messages: with the
+/// CPU's CRC instructions where it has them (the same values as the table).
+#[cfg(feature = "hw-crc")]
+#[inline]
+pub(crate) fn crc32c(bytes: &[u8]) -> u32 {
+    ::crc32c::crc32c(bytes)
 }
 
 /// What the engine keeps with each payload.
@@ -190,7 +199,7 @@ pub fn encode(meta: &RecordMeta, payload: &[u8], out: &mut [u8]) -> Result<usize
     out[1..5].copy_from_slice(&(body as u32).to_le_bytes());
     put_meta(meta, &mut out[5..5 + m]);
     out[5 + m..5 + body].copy_from_slice(payload);
-    let crc = CASTAGNOLI.checksum(&out[..5 + body]);
+    let crc = crc32c(&out[..5 + body]);
     out[5 + body..].copy_from_slice(&crc.to_le_bytes());
     Ok(total)
 }
@@ -222,7 +231,7 @@ pub fn decode(bytes: &[u8]) -> Result<(Frame<'_>, usize), FrameError> {
         frame[body_end + 2],
         frame[body_end + 3],
     ]);
-    if CASTAGNOLI.checksum(&frame[..body_end]) != want {
+    if crc32c(&frame[..body_end]) != want {
         return Err(FrameError::Crc);
     }
     Ok((decode_body(&frame[5..body_end])?, total))
@@ -311,6 +320,19 @@ mod tests {
         assert_eq!(n, encoded_len(&meta(), 2));
         // Computed independently with a bitwise CRC-32C (reflected poly 0x82F63B78).
         assert_eq!(crc, [0x06, 0x2e, 0x56, 0xbe]);
+    }
+
+    /// Whichever CRC is built in (table or CPU instructions) agrees with the table on
+    /// every length and alignment.
+    #[test]
+    fn crc_matches_the_table() {
+        let data: [u8; 300] = core::array::from_fn(|i| (i as u8).wrapping_mul(167) ^ 0x5c);
+        for start in 0..9 {
+            for end in start..data.len() {
+                let bytes = &data[start..end];
+                assert_eq!(crc32c(bytes), CASTAGNOLI.checksum(bytes), "{start}..{end}");
+            }
+        }
     }
 
     #[test]
