@@ -1042,6 +1042,7 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
             return;
         };
         self.complete(slot, outcome);
+        self.refresh_arming();
     }
 
     fn complete(&mut self, slot: usize, outcome: Outcome) {
@@ -1545,6 +1546,7 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
             return Err(ControlError::NoSuch);
         }
         self.endpoints[e].drained = drained;
+        self.refresh_arming();
         if drained && self.config.routing() == Routing::Mirror {
             // Records that now have every required acknowledgement are complete.
             let required = self.mirror_required();
@@ -1574,8 +1576,8 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
     /// Brings time forward and does what time alone decides: budget windows, expiry, arming.
     fn touch(&mut self, now: Instant) {
         if now <= self.now && self.now < self.next_expiry {
-            // Time has not moved: windows and expiry are as they were.
-            self.refresh_arming();
+            // Time has not moved: windows, expiry and arming are as they were (every call
+            // that changes a route or link refreshes the arming before it returns).
             return;
         }
         self.now = self.now.max(now);
