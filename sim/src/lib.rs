@@ -60,14 +60,12 @@ pub struct RunOptions {
 pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<Report, ScenarioError> {
     let mut s = scenario.clone();
     if let Some(d) = opts.devices {
-        if d == 0 {
-            return Err(ScenarioError::Invalid("devices must be at least 1".into()));
-        }
         s.devices = d;
     }
     if let Some(seed) = opts.seed {
         s.seed = seed;
     }
+    s.validate()?;
     let plan = world::Plan {
         config: world::engine_config(&s)?,
         scenario: &s,

@@ -114,6 +114,10 @@ pub struct DeviceSpec {
     pub reboot: Option<Reboot>,
 }
 
+/// The most devices a scenario may have (far beyond what fits in memory; the world packs
+/// a device's slot into 29 bits).
+pub const MAX_DEVICES: u32 = 100_000_000;
+
 /// Reboots of a share of the devices: each affected device restarts its engine every
 /// `every` (at its own phase). The outbox survives, as flash or a disk would keep it; the
 /// engine starts a new epoch, forgets what it had in flight (answers to it are ignored, so
@@ -279,10 +283,13 @@ impl Scenario {
         Self::from_toml_str(&text)
     }
 
-    fn validate(&self) -> Result<(), ScenarioError> {
+    pub(crate) fn validate(&self) -> Result<(), ScenarioError> {
         let bad = |m: String| Err(ScenarioError::Invalid(m));
-        if self.devices == 0 {
-            return bad("devices must be at least 1".into());
+        if self.devices == 0 || self.devices > MAX_DEVICES {
+            return bad(format!(
+                "devices = {} must be within 1..={MAX_DEVICES}",
+                self.devices
+            ));
         }
         if self.shards == 0 || self.shards > 64 {
             return bad(format!("shards = {} must be within 1..=64", self.shards));

@@ -101,17 +101,31 @@ type Entry = (u32, u32, u32, u8);
 /// Buckets in the calendar: one per millisecond, about a minute ahead.
 const BUCKETS: u64 = 1 << 16;
 
+/// An event in a bucket, which says its time: the slot with the kind in its low 3 bits,
+/// and the transmit id. Eight bytes, as a large fleet keeps millions queued.
+#[derive(Clone, Copy)]
+struct Near(u32, u32);
+
+impl Near {
+    fn pack(e: Entry) -> Near {
+        Near((e.1 << 3) | u32::from(e.3), e.2)
+    }
+    fn unpack(self, at: u64) -> Entry {
+        (at as u32, self.0 >> 3, self.1, (self.0 & 7) as u8)
+    }
+}
+
 /// A calendar queue: events within [`BUCKETS`] ms of now sit in per-millisecond buckets
 /// (O(1) in and out, in insertion order within a millisecond, which is deterministic);
 /// later ones wait in a heap until their bucket comes into range.
 struct Queue {
-    ring: Vec<Vec<Entry>>,
+    ring: Vec<Vec<Near>>,
     far: BinaryHeap<Reverse<Entry>>,
     /// The millisecond being drained.
     now: u64,
     /// Before the first pop, the bucket `now` is still open for pushes.
     fresh: bool,
-    current: Vec<Entry>,
+    current: Vec<Near>,
     next: usize,
     /// Entries in `ring`.
     near: usize,
@@ -130,7 +144,7 @@ impl Queue {
         }
     }
 
-    fn bucket(&mut self, t: u64) -> &mut Vec<Entry> {
+    fn bucket(&mut self, t: u64) -> &mut Vec<Near> {
         &mut self.ring[(t % BUCKETS) as usize]
     }
 
@@ -140,7 +154,7 @@ impl Queue {
         e.0 = e.0.max(earliest as u32);
         let t = u64::from(e.0);
         if t < self.now + BUCKETS {
-            self.bucket(t).push(e);
+            self.bucket(t).push(Near::pack(e));
             self.near += 1;
         } else {
             self.far.push(Reverse(e));
@@ -151,7 +165,7 @@ impl Queue {
         loop {
             if let Some(e) = self.current.get(self.next) {
                 self.next += 1;
-                return Some(*e);
+                return Some(e.unpack(self.now));
             }
             self.current.clear();
             self.next = 0;
@@ -174,7 +188,7 @@ impl Queue {
                     break;
                 }
                 if let Some(Reverse(e)) = self.far.pop() {
-                    self.bucket(u64::from(e.0)).push(e);
+                    self.bucket(u64::from(e.0)).push(Near::pack(e));
                     self.near += 1;
                 }
             }

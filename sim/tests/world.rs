@@ -192,6 +192,46 @@ fn scenario_errors_name_the_problem() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("device.reboot"), "{e}");
+    let e = Scenario::from_toml_str(&base.replace("devices = 1", "devices = 200000000"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("devices = 200000000") && e.contains("100000000"),
+        "{e}"
+    );
+    let big = RunOptions {
+        devices: Some(200_000_000),
+        ..quiet()
+    };
+    let e = run(&Scenario::from_toml_str(base).unwrap(), &big)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("devices"), "{e}");
+}
+
+/// Engines are sized for two regions and two links when a scenario fits, for the full
+/// limits otherwise: both worlds keep every promise, and the small one takes less memory.
+#[test]
+fn three_regions_and_three_links_run_on_full_size_engines() {
+    let small = run(&scenario(300, "30m", ""), &quiet()).unwrap();
+    sane(&small);
+    let mut s = scenario(
+        300,
+        "30m",
+        "[[region]]\nname = \"tertiary\"\nlatency = [\"50ms\", \"150ms\"]\n\
+         [[link]]\nname = \"cell\"\ncost = \"metered\"\n",
+    );
+    s.name = "three".into();
+    let big = run(&s, &quiet()).unwrap();
+    sane(&big);
+    assert_eq!(big.delivered.len(), 3, "{}", big.summary());
+    assert!(big.failovers > 0, "{}", big.summary());
+    assert!(
+        big.bytes_per_device >= small.bytes_per_device + 250,
+        "{} vs {}",
+        big.bytes_per_device,
+        small.bytes_per_device
+    );
 }
 
 #[test]
