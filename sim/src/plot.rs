@@ -1,8 +1,13 @@
-//! The report's timeline as an SVG chart: deliveries per region, the backlog at risk and
-//! the costly links' bytes, one point per simulated minute.
+//! The report's timeline as a chart, in SVG or PNG: deliveries per region, the backlog at
+//! risk and the costly links' bytes, one point per simulated minute.
+//!
+//! The PNG's text is drawn with a font compiled into the program (DejaVu Sans), so it
+//! needs no fonts installed.
 
 use std::path::Path;
+use std::sync::OnceLock;
 
+use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use crate::Report;
@@ -19,16 +24,66 @@ pub struct PlotError {
 
 const COLOURS: [RGBColor; 4] = [BLUE, RED, GREEN, MAGENTA];
 
+/// Draws the timeline of `report` into `path`: a PNG when the name ends in `.png`, an SVG
+/// otherwise.
+pub fn draw(report: &Report, path: &Path) -> Result<(), PlotError> {
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("png"))
+    {
+        png(report, path)
+    } else {
+        svg(report, path)
+    }
+}
+
 /// Draws the timeline of `report` into an SVG file at `path`.
 pub fn svg(report: &Report, path: &Path) -> Result<(), PlotError> {
-    let err = |e: &dyn std::fmt::Display| PlotError {
+    fonts(path)?;
+    let root = SVGBackend::new(path, SIZE).into_drawing_area();
+    timeline(report, &root).map_err(|message| PlotError {
         path: path.display().to_string(),
-        message: e.to_string(),
-    };
+        message,
+    })
+}
+
+/// Draws the timeline of `report` into a PNG file at `path`.
+pub fn png(report: &Report, path: &Path) -> Result<(), PlotError> {
+    fonts(path)?;
+    let root = BitMapBackend::new(path, SIZE).into_drawing_area();
+    timeline(report, &root).map_err(|message| PlotError {
+        path: path.display().to_string(),
+        message,
+    })
+}
+
+const SIZE: (u32, u32) = (1000, 900);
+
+/// Registers the built-in font once: plotters looks fonts up by family name.
+fn fonts(path: &Path) -> Result<(), PlotError> {
+    static DONE: OnceLock<bool> = OnceLock::new();
+    let ok = *DONE.get_or_init(|| {
+        plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular())
+            .is_ok()
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(PlotError {
+            path: path.display().to_string(),
+            message: "the built-in font could not be loaded".into(),
+        })
+    }
+}
+
+fn timeline<DB: DrawingBackend>(
+    report: &Report,
+    root: &DrawingArea<DB, Shift>,
+) -> Result<(), String> {
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
     let t = &report.timeline;
     let minutes = t.len().max(2) as u64 - 1;
-    let root = SVGBackend::new(path, (1000, 900)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(&e))?;
+    root.fill(&WHITE).map_err(err)?;
     let panels = root.split_evenly((3, 1));
 
     let top = t
@@ -37,30 +92,30 @@ pub fn svg(report: &Report, path: &Path) -> Result<(), PlotError> {
         .max()
         .unwrap_or(1);
     let caption = format!("{}: records delivered per minute", report.scenario);
-    let mut c = panel(&panels[0], &caption, minutes, top).map_err(|e| err(&e))?;
+    let mut c = panel(&panels[0], &caption, minutes, top).map_err(err)?;
     for (i, name) in report.regions.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
         c.draw_series(LineSeries::new(
             t.iter().map(|m| (m.minute, m.delivered[i])),
             colour,
         ))
-        .map_err(|e| err(&e))?
+        .map_err(err)?
         .label(name.as_str())
         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour));
     }
     c.configure_series_labels()
         .border_style(BLACK)
         .draw()
-        .map_err(|e| err(&e))?;
+        .map_err(err)?;
 
     let top = t.iter().map(|m| m.pending).max().unwrap_or(1);
     let caption = "records at risk (accepted, not yet received)";
-    let mut c = panel(&panels[1], caption, minutes, top).map_err(|e| err(&e))?;
+    let mut c = panel(&panels[1], caption, minutes, top).map_err(err)?;
     c.draw_series(LineSeries::new(
         t.iter().map(|m| (m.minute, m.pending)),
         BLACK,
     ))
-    .map_err(|e| err(&e))?;
+    .map_err(err)?;
 
     let mut total = 0u64;
     let spend: Vec<(u64, u64)> = t
@@ -71,27 +126,25 @@ pub fn svg(report: &Report, path: &Path) -> Result<(), PlotError> {
         })
         .collect();
     let caption = "costly-link bytes delivered, cumulative";
-    let mut c = panel(&panels[2], caption, minutes, total).map_err(|e| err(&e))?;
-    c.draw_series(LineSeries::new(spend, RED))
-        .map_err(|e| err(&e))?;
-    root.present().map_err(|e| err(&e))?;
+    let mut c = panel(&panels[2], caption, minutes, total).map_err(err)?;
+    c.draw_series(LineSeries::new(spend, RED)).map_err(err)?;
+    root.present().map_err(err)?;
     Ok(())
 }
 
-type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
-type Chart<'a, 'b> = ChartContext<
+type Chart<'a, 'b, DB> = ChartContext<
     'a,
-    SVGBackend<'b>,
+    DB,
     Cartesian2d<plotters::coord::types::RangedCoordu64, plotters::coord::types::RangedCoordu64>,
 >;
 
 /// One panel: a caption, minutes across, `0..top` (plus headroom) up, its mesh drawn.
-fn panel<'a, 'b>(
-    area: &'a Area<'b>,
+fn panel<'a, 'b, DB: DrawingBackend>(
+    area: &'a DrawingArea<DB, Shift>,
     caption: &str,
     minutes: u64,
     top: u64,
-) -> Result<Chart<'a, 'b>, DrawingAreaErrorKind<std::io::Error>> {
+) -> Result<Chart<'a, 'b, DB>, DrawingAreaErrorKind<DB::ErrorType>> {
     let top = top.max(1);
     let mut c = ChartBuilder::on(area)
         .caption(caption, ("sans-serif", 20))
