@@ -22,7 +22,8 @@ pub struct SimArgs {
     /// Write the full report (with the per-minute timeline) as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Draw the timeline (deliveries per region, backlog at risk, costly bytes) as SVG here.
+    /// Draw the timeline (deliveries per region, backlog at risk, costly bytes) here: PNG
+    /// when the name ends in `.png`, SVG otherwise.
     #[arg(long)]
     plot: Option<PathBuf>,
     /// Run N real SDK producers against emulator regions instead of the simulated fleet.
@@ -36,8 +37,8 @@ pub struct SimArgs {
 /// Arguments of `twinhub demo`.
 #[derive(clap::Args)]
 pub struct DemoArgs {
-    /// Devices in the simulated fleet (the scenario has 800,000).
-    #[arg(long, default_value_t = 100_000)]
+    /// Devices in the simulated fleet (the scenario's 800,000 by default).
+    #[arg(long, default_value_t = 800_000)]
     devices: u32,
     /// Real producers in the live run (0 skips it).
     #[arg(long, default_value_t = 200)]
@@ -67,7 +68,7 @@ pub fn run(args: SimArgs, runtime: &tokio::runtime::Runtime) -> Result<u8, Strin
         println!("  report: {}", path.display());
     }
     if let Some(path) = &args.plot {
-        twinhub_sim::plot::svg(&report, path).map_err(|e| e.to_string())?;
+        twinhub_sim::plot::draw(&report, path).map_err(|e| e.to_string())?;
         println!("  plot: {}", path.display());
     }
     Ok(if report.lost == 0 { 0 } else { 4 })
@@ -92,6 +93,7 @@ pub fn demo(args: DemoArgs, runtime: &tokio::runtime::Runtime) -> Result<u8, Str
         .map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
     write_json(&args.out.join("fabrikam.json"), &sim)?;
     twinhub_sim::plot::svg(&sim, &args.out.join("fabrikam.svg")).map_err(|e| e.to_string())?;
+    twinhub_sim::plot::png(&sim, &args.out.join("fabrikam.png")).map_err(|e| e.to_string())?;
     let mut lost = sim.lost;
     if args.live > 0 {
         println!(
@@ -110,7 +112,7 @@ pub fn demo(args: DemoArgs, runtime: &tokio::runtime::Runtime) -> Result<u8, Str
         lost += live.lost;
     }
     println!(
-        "reports (JSON, with per-minute timelines) and the fleet's timeline plot (fabrikam.svg): {}",
+        "reports (JSON, with per-minute timelines) and the fleet's timeline plot (fabrikam.svg, fabrikam.png): {}",
         args.out.display()
     );
     Ok(if lost == 0 { 0 } else { 4 })
