@@ -5,6 +5,13 @@
 //! one-millisecond buckets for device wake-ups and transmit outcomes) and is run on its own thread; shards never
 //! interact, so a report depends only on the scenario (shard count included) and its seed.
 //!
+//! What keeps two million engines fast: device slots are laid out in the order devices
+//! first wake, so the queue walks device memory almost in sequence; a wake-up made useless
+//! (an answer came before the engine's deadline) is replaced rather than run; and an answer
+//! that nothing else could observe before it arrives is handed to the engine at once, with
+//! its arrival time, instead of going through the queue. Engines are sized for the
+//! scenario's regions and links (`Producer<_, _, E, L>`).
+//!
 //! What the world trusts: only what its regions received. Each device keeps a window of
 //! sequence numbers it has seen resolved (delivered to some region, or reported dropped
 //! with a reason); a record neither resolved nor still in the device's store at the end is

@@ -254,6 +254,29 @@ fn the_shipped_fabrikam_scenario_parses_and_runs_scaled_down() {
     assert!(sat.bytes <= 2_000 * sat.budget_bytes.unwrap());
 }
 
+/// The 2,000,000-device fabrikam is the same fleet with regions grown to match: the same
+/// per-device load on its regions.
+#[test]
+fn the_two_million_device_fabrikam_is_the_same_fleet_grown() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/");
+    let small = Scenario::from_file(&std::path::Path::new(dir).join("fabrikam.toml")).unwrap();
+    let big = Scenario::from_file(&std::path::Path::new(dir).join("fabrikam-2m.toml")).unwrap();
+    assert_eq!(big.devices, 2_000_000);
+    let per_device = |s: &Scenario, i: usize| s.regions[i].capacity as f64 / f64::from(s.devices);
+    for i in 0..2 {
+        assert!((per_device(&small, i) - per_device(&big, i)).abs() < 1e-9);
+    }
+    let (mut a, mut b) = (small.clone(), big.clone());
+    a.name = String::new();
+    b.name = String::new();
+    a.devices = 0;
+    b.devices = 0;
+    for r in a.regions.iter_mut().chain(b.regions.iter_mut()) {
+        r.capacity = 0;
+    }
+    assert_eq!(format!("{a:?}"), format!("{b:?}"), "nothing else differs");
+}
+
 #[test]
 fn reboots_lose_nothing_and_never_refill_the_satellite_budget() {
     // Every device reboots every 5 minutes while its WAN is down and the satellite armed.
