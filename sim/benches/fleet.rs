@@ -80,6 +80,30 @@ fn fleet(c: &mut Criterion) {
     bare(&config, records);
     let base = records as f64 / t.elapsed().as_secs_f64();
     println!("ROW\tsimulated records/s (20k devices, 1 thread)\t{ours:.0}\t{base:.0}\trec/s");
+    whole_fleet(&config);
+}
+
+/// The shipped fabrikam fleet (800,000 devices, two threads) for its first 20 simulated
+/// minutes, beside the bare engine cycle on two threads for as many records.
+fn whole_fleet(config: &Config) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/fabrikam.toml");
+    let mut s = Scenario::from_file(std::path::Path::new(path)).expect("fabrikam");
+    s.duration = std::time::Duration::from_secs(20 * 60);
+    let t = WallClock::now();
+    let r = run(&s, &RunOptions::default()).expect("run");
+    let ours = r.accepted as f64 / t.elapsed().as_secs_f64();
+    assert_eq!(r.lost, 0);
+    let t = WallClock::now();
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| bare(config, r.accepted / 2));
+        }
+    });
+    let base = r.accepted as f64 / t.elapsed().as_secs_f64();
+    let rss = r.peak_rss_bytes.unwrap_or(0) as f64 / f64::from(s.devices);
+    println!(
+        "ROW\tsimulated records/s (fabrikam 800k devices, 2 threads; peak RSS {rss:.0} B/device)\t{ours:.0}\t{base:.0}\trec/s"
+    );
 }
 
 criterion_group!(benches, fleet);
