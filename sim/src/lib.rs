@@ -93,6 +93,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<Report, ScenarioErr
     report.wall_s = wall;
     report.events_per_s = report.events as f64 / wall;
     report.records_per_s = report.accepted as f64 / wall;
+    report.loop_records_per_s = report.accepted as f64 / (wall - report.setup_s).max(1e-9);
     report.peak_rss_bytes = peak_rss();
     Ok(report)
 }

@@ -38,6 +38,8 @@ pub(crate) struct ShardTally {
     pub engine_delivered: u64,
     pub engine_dropped: u64,
     pub device_bytes: u64,
+    /// Wall seconds this shard spent building its devices (not part of determinism).
+    pub setup_s: f64,
 }
 
 impl ShardTally {
@@ -59,6 +61,8 @@ impl ShardTally {
             }
         };
         self.devices += o.devices;
+        // Shards build their devices at the same time: the slowest one is the setup.
+        self.setup_s = self.setup_s.max(o.setup_s);
         self.events += o.events;
         self.accepted += o.accepted;
         self.refused += o.refused;
@@ -237,10 +241,16 @@ pub struct Report {
     pub events: u64,
     /// Wall time in seconds (not part of determinism).
     pub wall_s: f64,
+    /// Of `wall_s`, the seconds spent building the devices' engines before the first
+    /// event (the slowest shard's; not part of determinism).
+    pub setup_s: f64,
     /// Events per wall second.
     pub events_per_s: f64,
-    /// Records through their whole life per wall second.
+    /// Records through their whole life per wall second, setup included.
     pub records_per_s: f64,
+    /// Records through their whole life per wall second of the event loop: `accepted`
+    /// over `wall_s - setup_s`.
+    pub loop_records_per_s: f64,
     /// Peak resident memory of the process in bytes, where the OS tells.
     pub peak_rss_bytes: Option<u64>,
     /// The timeline, one entry per simulated minute.
@@ -315,8 +325,10 @@ impl Report {
             bytes_per_device: t.device_bytes,
             events: t.events,
             wall_s: 0.0,
+            setup_s: t.setup_s,
             events_per_s: 0.0,
             records_per_s: 0.0,
+            loop_records_per_s: 0.0,
             peak_rss_bytes: None,
             timeline,
         }
@@ -326,8 +338,10 @@ impl Report {
     pub fn deterministic(&self) -> Report {
         Report {
             wall_s: 0.0,
+            setup_s: 0.0,
             events_per_s: 0.0,
             records_per_s: 0.0,
+            loop_records_per_s: 0.0,
             peak_rss_bytes: None,
             ..self.clone()
         }
@@ -393,12 +407,15 @@ impl Report {
         }
         let _ = writeln!(
             o,
-            "  peak pending per device {} · {} events in {:.1} s ({:.2} M events/s, {:.2} M records/s){}",
+            "  peak pending per device {} · {} events in {:.1} s ({:.2} M events/s, {:.2} M records/s; \
+             {:.2} M records/s after {:.1} s building the devices){}",
             self.peak_pending_per_device,
             self.events,
             self.wall_s,
             self.events_per_s / 1e6,
             self.records_per_s / 1e6,
+            self.loop_records_per_s / 1e6,
+            self.setup_s,
             match self.peak_rss_bytes {
                 Some(r) => format!(" · peak RSS {} MiB", r >> 20),
                 None => String::new(),

@@ -281,6 +281,7 @@ fn run_sized<const E: usize, const L: usize>(
     shard: u32,
     progress: &AtomicU64,
 ) -> ShardTally {
+    let building = std::time::Instant::now();
     let s = plan.scenario;
     let shards = s.shards;
     let seed = s.seed;
@@ -334,6 +335,7 @@ fn run_sized<const E: usize, const L: usize>(
         }
     }
     t.devices = devices.len() as u64;
+    t.setup_s = building.elapsed().as_secs_f64();
 
     // Per-region capacity for this shard, as a token bucket refilled every millisecond.
     let capacity: Vec<f64> = s
