@@ -13,8 +13,9 @@
 //!   the clock starts (the floor: reqwest and the emulator alone).
 //!
 //! The whole-SDK comparisons are also printed as `ROW` lines for `cargo xtask bench`:
-//! records per second, each side the median of rounds run alternately with the other, so
-//! a burst of noise on a shared machine falls on both sides alike.
+//! records per second, each side the median of rounds run in pairs with the other, and
+//! the median of the pairs' ratios, so a burst of noise on a shared machine falls on both
+//! sides alike.
 
 #[path = "../tests/transport_util/mod.rs"]
 mod transport_util;
@@ -188,26 +189,62 @@ fn event_hubs(c: &mut Criterion) {
 }
 
 const SDK_RECORDS: usize = 1000;
-/// Alternating rounds behind each `ROW` line.
-const ROUNDS: usize = 21;
+/// Paired rounds behind each `ROW` line.
+const ROUNDS: usize = 61;
 
-/// Records per second of `ours` and `base`: the median of [`ROUNDS`] rounds each, run
-/// alternately.
-fn interleaved(mut ours: impl FnMut(), mut base: impl FnMut()) -> (f64, f64) {
-    let (mut a, mut b) = (Vec::new(), Vec::new());
-    for _ in 0..ROUNDS {
+/// Both sides of a whole-SDK comparison, from rounds run in pairs.
+struct Paired {
+    /// Records per second of each side: the median round.
+    ours: f64,
+    base: f64,
+    /// The median over pairs of (baseline round time / our round time).
+    ratio: f64,
+}
+
+/// Runs `ours` and `base` in [`ROUNDS`] pairs, alternating which goes first. A pair takes
+/// tens of milliseconds, so a burst of noise on a shared machine mostly falls on both of
+/// its rounds alike; the median of the pairs' ratios is then steadier than the ratio of
+/// the two sides' medians.
+fn interleaved(mut ours: impl FnMut(), mut base: impl FnMut()) -> Paired {
+    let (mut a, mut b, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let time = |f: &mut dyn FnMut()| {
         let t = std::time::Instant::now();
-        ours();
-        a.push(t.elapsed());
-        let t = std::time::Instant::now();
-        base();
-        b.push(t.elapsed());
-    }
-    let rate = |mut v: Vec<Duration>| {
-        v.sort();
-        SDK_RECORDS as f64 / v[v.len() / 2].as_secs_f64()
+        f();
+        t.elapsed().as_secs_f64()
     };
-    (rate(a), rate(b))
+    for round in 0..ROUNDS {
+        let (x, y) = if round % 2 == 0 {
+            let x = time(&mut ours);
+            (x, time(&mut base))
+        } else {
+            let y = time(&mut base);
+            (time(&mut ours), y)
+        };
+        a.push(x);
+        b.push(y);
+        ratios.push(y / x);
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    Paired {
+        ours: SDK_RECORDS as f64 / median(a),
+        base: SDK_RECORDS as f64 / median(b),
+        ratio: median(ratios),
+    }
+}
+
+/// Prints a comparison as two `ROW` lines: the rates, and the paired ratio.
+fn rows(name: &str, p: &Paired) {
+    println!(
+        "ROW\t{name}, rec/s (median of {ROUNDS})\t{:.0}\t{:.0}\trec/s",
+        p.ours, p.base
+    );
+    println!(
+        "ROW\t{name}, median ratio of {ROUNDS} paired rounds\t{:.3}\t1\tx",
+        p.ratio
+    );
 }
 
 /// A producer with one endpoint, batches of 100, memory outbox.
@@ -281,10 +318,8 @@ fn sdk_mqtt(c: &mut Criterion) {
     g.bench_function("twinhub", |b| b.iter(|| send_all(&rt, &p)));
     g.bench_function("baseline", |b| b.iter(raw_round));
     g.finish();
-    let (ours, base) = interleaved(|| send_all(&rt, &p), raw_round);
-    println!(
-        "ROW\tMQTT QoS 1 whole SDK vs rumqttc, rec/s (median of {ROUNDS})\t{ours:.0}\t{base:.0}\trec/s"
-    );
+    let paired = interleaved(|| send_all(&rt, &p), raw_round);
+    rows("MQTT QoS 1 whole SDK vs rumqttc", &paired);
     assert_eq!(p.stats().stats.pending, 0);
 }
 
@@ -341,10 +376,8 @@ fn sdk_event_hubs(c: &mut Criterion) {
     };
     g.bench_function("baseline", |b| b.iter(raw_round));
     g.finish();
-    let (ours, base) = interleaved(sdk_round, raw_round);
-    println!(
-        "ROW\tEvent Hubs whole SDK vs serde_json+reqwest, rec/s (median of {ROUNDS})\t{ours:.0}\t{base:.0}\trec/s"
-    );
+    let paired = interleaved(sdk_round, raw_round);
+    rows("Event Hubs whole SDK vs serde_json+reqwest", &paired);
     // The floor: the same POSTs with bodies encoded before the clock starts.
     let mut g = c.benchmark_group("event_hubs_sdk_1000_vs_preencoded");
     g.throughput(Throughput::Elements(SDK_RECORDS as u64));
@@ -361,10 +394,8 @@ fn sdk_event_hubs(c: &mut Criterion) {
     };
     g.bench_function("baseline", |b| b.iter(floor_round));
     g.finish();
-    let (ours, base) = interleaved(sdk_round, floor_round);
-    println!(
-        "ROW\tEvent Hubs whole SDK vs pre-encoded POSTs, rec/s (median of {ROUNDS})\t{ours:.0}\t{base:.0}\trec/s"
-    );
+    let paired = interleaved(sdk_round, floor_round);
+    rows("Event Hubs whole SDK vs pre-encoded POSTs", &paired);
 }
 
 /// An Event Hubs batch body the way an application using serde_json would build it.
