@@ -39,19 +39,18 @@ pub fn draw(report: &Report, path: &Path) -> Result<(), PlotError> {
 
 /// Draws the timeline of `report` into an SVG file at `path`.
 pub fn svg(report: &Report, path: &Path) -> Result<(), PlotError> {
-    fonts(path)?;
-    let root = SVGBackend::new(path, SIZE).into_drawing_area();
-    timeline(report, &root).map_err(|message| PlotError {
-        path: path.display().to_string(),
-        message,
-    })
+    render(report, path, SVGBackend::new(path, SIZE))
 }
 
 /// Draws the timeline of `report` into a PNG file at `path`.
 pub fn png(report: &Report, path: &Path) -> Result<(), PlotError> {
+    render(report, path, BitMapBackend::new(path, SIZE))
+}
+
+/// Draws the timeline on `backend`, which writes to `path`.
+fn render<B: DrawingBackend>(report: &Report, path: &Path, backend: B) -> Result<(), PlotError> {
     fonts(path)?;
-    let root = BitMapBackend::new(path, SIZE).into_drawing_area();
-    timeline(report, &root).map_err(|message| PlotError {
+    timeline(report, &backend.into_drawing_area()).map_err(|message| PlotError {
         path: path.display().to_string(),
         message,
     })
