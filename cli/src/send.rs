@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncBufReadExt;
 use twinhub::SdkConfig;
-use twinhub::{Class, Producer, SendError, SendOptions, SendTicket};
+use twinhub::{Class, MessageId, Producer, SendError, SendOptions, SendTicket};
 
 /// Exit code when the drain timeout passed with records still pending.
 pub const EXIT_PENDING: u8 = 3;
@@ -73,22 +73,34 @@ pub(crate) async fn forward_lines(
     let mut refused = 0u64;
     let mut n = 0u64;
     loop {
-        let line = lines
-            .next_line()
-            .await
-            .map_err(|e| format!("reading standard input: {e}"))?;
-        let Some(line) = line else { break };
-        n += 1;
-        match producer.submit(line.into_bytes(), opts.clone()).await {
-            Ok(ticket) => waiting.push_back((n, ticket)),
-            Err(e) => refused += refuse(n, &e)?,
-        }
-        if waiting.len() >= PIPELINE {
-            refused += settle(waiting.pop_front(), echo_ids).await?;
+        let room = waiting.len() < PIPELINE;
+        // The oldest ticket, polled in place: acceptances are reported as they happen,
+        // not only when later lines push them out of the pipeline.
+        let oldest = std::future::poll_fn(|cx| match waiting.front_mut() {
+            Some((_, ticket)) => std::pin::Pin::new(ticket).poll(cx),
+            None => std::task::Poll::Pending,
+        });
+        tokio::select! {
+            biased;
+            outcome = oldest => {
+                if let Some((line, _)) = waiting.pop_front() {
+                    refused += settled(line, outcome, echo_ids)?;
+                }
+            }
+            // `next_line` is cancel-safe: a line half read when a ticket wins is kept.
+            line = lines.next_line(), if room => {
+                let line = line.map_err(|e| format!("reading standard input: {e}"))?;
+                let Some(line) = line else { break };
+                n += 1;
+                match producer.submit(line.into_bytes(), opts.clone()).await {
+                    Ok(ticket) => waiting.push_back((n, ticket)),
+                    Err(e) => refused += refuse(n, &e)?,
+                }
+            }
         }
     }
-    while !waiting.is_empty() {
-        refused += settle(waiting.pop_front(), echo_ids).await?;
+    while let Some((line, ticket)) = waiting.pop_front() {
+        refused += settled(line, ticket.await, echo_ids)?;
     }
     Ok(refused)
 }
@@ -133,11 +145,9 @@ fn refuse(line: u64, e: &SendError) -> Result<u64, String> {
     }
 }
 
-async fn settle(next: Option<(u64, SendTicket)>, echo: bool) -> Result<u64, String> {
-    let Some((line, ticket)) = next else {
-        return Ok(0);
-    };
-    match ticket.await {
+/// Reports a ticket's outcome: the id when echoing, a refusal on standard error.
+fn settled(line: u64, outcome: Result<MessageId, SendError>, echo: bool) -> Result<u64, String> {
+    match outcome {
         Ok(id) => {
             if echo {
                 println!("accepted {line} {id}");
