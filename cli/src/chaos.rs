@@ -594,6 +594,8 @@ struct Sender {
     child: Child,
     stdin: Option<std::process::ChildStdin>,
     ids: mpsc::Receiver<String>,
+    /// Ids already taken from `ids` while waiting for acceptances.
+    seen: Vec<String>,
     reader: Option<std::thread::JoinHandle<Option<serde_json::Value>>>,
 }
 
@@ -627,6 +629,7 @@ impl Sender {
             stdin: child.stdin.take(),
             child,
             ids,
+            seen: Vec::new(),
             reader: Some(reader),
         })
     }
@@ -637,12 +640,26 @@ impl Sender {
             .is_some_and(|s| writeln!(s, "{text}").is_ok())
     }
 
+    /// Waits until the process has reported `n` acceptances in all, or `within` has passed
+    /// (a slow start under load must not turn kill points into kills before the first record).
+    fn await_accepted(&mut self, n: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.seen.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.ids.recv_timeout(left) {
+                Ok(id) => self.seen.push(id),
+                Err(_) => break,
+            }
+        }
+    }
+
     /// Closes stdin and waits: the exit code and the final stats.
     fn finish(mut self) -> (Option<i32>, Option<serde_json::Value>, Vec<String>) {
         drop(self.stdin.take());
         let code = self.child.wait().ok().and_then(|s| s.code());
         let stats = self.reader.take().and_then(|r| r.join().ok()).flatten();
-        (code, stats, self.ids.try_iter().collect())
+        self.seen.extend(self.ids.try_iter());
+        (code, stats, self.seen)
     }
 
     /// SIGKILL, then the ids it had reported.
@@ -653,7 +670,8 @@ impl Sender {
         if let Some(r) = self.reader.take() {
             let _ = r.join();
         }
-        self.ids.try_iter().collect()
+        self.seen.extend(self.ids.try_iter());
+        self.seen
     }
 }
 
@@ -699,6 +717,10 @@ fn sigkill(protocol: &str, scale: Scale, rt: &tokio::runtime::Runtime) -> Result
                 break;
             }
         }
+        // The kill point is counted in records, not wall time from spawn: a start slowed by
+        // a busy machine would otherwise be killed before it accepted anything.
+        let at = 1 + (rng.next() % kill_after) as usize;
+        s.await_accepted(at, Duration::from_secs(30));
         std::thread::sleep(Duration::from_millis(rng.next() % 60));
         accepted.extend(s.kill());
     }
