@@ -19,8 +19,8 @@ pub enum BuildError {
     /// The configuration is invalid.
     #[error("configuration: {0}")]
     Config(#[from] ConfigError),
-    /// The disk outbox could not be opened.
-    #[error("outbox: {0}")]
+    /// The disk outbox could not be opened. (Its message already starts with "outbox:".)
+    #[error(transparent)]
     Outbox(#[from] OutboxError),
     /// A transport could not be set up (TLS roots, CA file, client).
     #[error("transport: {0}")]

@@ -362,7 +362,8 @@ impl Producer {
 
     /// Stops accepting records, delivers what is pending for up to `timeout`, syncs the
     /// outbox and stops the driver. Records still pending stay in a disk outbox for the
-    /// next start.
+    /// next start. When it returns the outbox is closed, so a new producer can open the
+    /// same directory at once.
     pub async fn shutdown(&self, timeout: Duration) -> Result<Snapshot, FlushError> {
         let (reply, rx) = oneshot::channel();
         self.commands
@@ -555,8 +556,12 @@ impl<S: Outbox> Driver<S> {
             self.save_link_spend(now);
         }
         self.publish();
+        let snapshot = self.snapshot();
+        // Close the outbox (and release its lock) before answering, so the caller can
+        // reopen the same directory as soon as `shutdown` returns.
+        drop(self);
         if let Some((_, reply)) = shutdown {
-            let _ = reply.send(self.snapshot());
+            let _ = reply.send(snapshot);
         }
     }
 

@@ -403,3 +403,40 @@ arm_after = "0s"
         "{spent} bytes before the restart and {again} after, of 700"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbox_reopens_as_soon_as_shutdown_returns() {
+    let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!("[outbox]\npath = {:?}\n", dir.path().display().to_string());
+    // A restart right after `shutdown` (a gateway's supervisor, `twinhub send` run again)
+    // must never find the outbox still held by the old driver. The driver once answered
+    // before closing it, which a second worker thread could see as `Locked`.
+    for round in 0..40 {
+        let p = Producer::builder(eh_config(&emu, None, &extra))
+            .build()
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        p.send(format!("r{round}").into_bytes()).await.unwrap();
+        let _ = p.shutdown(Duration::ZERO).await;
+    }
+    // While one is open, a second is refused with an error that names the directory once.
+    let open = Producer::builder(eh_config(&emu, None, &extra))
+        .build()
+        .await
+        .unwrap();
+    let Err(err) = Producer::builder(eh_config(&emu, None, &extra))
+        .build()
+        .await
+    else {
+        panic!("two producers opened one outbox");
+    };
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "outbox: {} is in use by another producer",
+            dir.path().display()
+        )
+    );
+    let _ = open.shutdown(Duration::ZERO).await;
+}
