@@ -1361,24 +1361,36 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
         self.refresh_arming();
     }
 
-    /// The next time [`handle_timeout`](Self::handle_timeout) has work, if any; always later
-    /// than the latest `now` seen (anything due already is done by the next `poll_transmit`).
+    /// The next time [`handle_timeout`](Self::handle_timeout) has work, if any.
+    ///
+    /// A transmit's deadline that another call already moved the clock past (a reading
+    /// enqueued, or an answer handled, at or after it) is due at once: this returns the
+    /// latest `now` seen, and `handle_timeout` then settles it. Every other time returned is
+    /// later than the latest `now` (what else is due now, the next `poll_transmit` does).
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         let t = *self.config.timings();
         let now = self.now;
         let mut next = Instant::NEVER;
-        // Only future deadlines count: what is due now is done by the next poll_transmit.
+        for f in self.inflight.iter().filter(|f| f.id != 0) {
+            // Only deadlines `handle_timeout` clears may be reported as due, or a caller
+            // would spin: a request timeout always; a stall only while its route can trip.
+            let trips = !matches!(
+                self.routes[usize::from(f.endpoint)][usize::from(f.link)].health,
+                RouteHealth::Down | RouteHealth::Probing
+            );
+            let deadlines = [
+                Some(f.sent_at + t.request_timeout),
+                (!f.probe && trips).then(|| f.sent_at + t.trip_after),
+            ];
+            for d in deadlines.into_iter().flatten() {
+                next = next.min(d.max(now));
+            }
+        }
         let mut at = |x: Instant| {
             if x > now && x < next {
                 next = x;
             }
         };
-        for f in self.inflight.iter().filter(|f| f.id != 0) {
-            at(f.sent_at + t.request_timeout);
-            if !f.probe {
-                at(f.sent_at + t.trip_after);
-            }
-        }
         if self.stats.pending > u64::from(self.inflight_records())
             || self.config.routing() == Routing::Mirror
         {

@@ -689,3 +689,26 @@ fn budget_spent_before_a_reboot_stays_spent() {
     );
     assert!(after.link_spend(LinkId(3)).is_none());
 }
+
+/// A transmit's deadline that the engine's clock has already passed (another call at or
+/// after it came first, as a device's main loop or a busy driver does) is still reported
+/// as due, so the transmit times out instead of staying in flight for ever.
+#[test]
+fn a_deadline_passed_by_another_call_is_still_due() {
+    let config = two_regions().build().unwrap();
+    let mut p = Producer::new(&config, RamStore::<4096>::new(), Instant::ZERO, 1, 3);
+    let mut buf = [0u8; 4096];
+    p.enqueue(Instant::ZERO, b"a", Class::Normal).unwrap();
+    let tx = p.poll_transmit(Instant::ZERO, &mut buf).unwrap();
+    let timeout = p.poll_timeout().expect("the transmit has a deadline");
+    // The next reading is enqueued at the deadline, before the timer is looked at.
+    p.enqueue(timeout, b"b", Class::Normal).unwrap();
+    let due = p.poll_timeout().expect("the passed deadline is still due");
+    assert!(due <= timeout, "due at {due:?}, deadline {timeout:?}");
+    p.handle_timeout(timeout);
+    // The stalled transmit is over: its record goes out again.
+    let again = p.poll_transmit(timeout, &mut buf).expect("sent again");
+    assert_ne!(again.id, tx.id);
+    // And once handled, nothing is due at `now` any more: no busy loop.
+    assert!(p.poll_timeout().is_none_or(|t| t > timeout));
+}
