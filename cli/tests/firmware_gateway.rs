@@ -15,7 +15,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -125,12 +125,88 @@ fn origin_ids(records: &[Record]) -> BTreeSet<String> {
         .collect()
 }
 
-/// Polls `f` until it holds or `timeout` passes; the message names what was awaited.
-fn wait(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
+/// The device's console (semihosting), read on its own thread: every line so far, when
+/// the last one came, and whether it has closed (the firmware exited).
+#[derive(Clone)]
+struct Console(Arc<Mutex<ConsoleState>>);
+
+struct ConsoleState {
+    lines: Vec<String>,
+    last: Instant,
+    closed: bool,
+}
+
+/// How long the device may print nothing: it prints its progress every 30 s of device
+/// time (1.5 s of a host at speed). A loaded host gives QEMU fewer ticks, which makes the
+/// run slower but not silent; only a stuck device is silent this long.
+const STALL: Duration = Duration::from_secs(90);
+/// How long any one wait may take however the device is doing.
+const PATIENCE: Duration = Duration::from_secs(600);
+
+impl Console {
+    fn of(child: &mut Child) -> Console {
+        let stdout = child.stdout.take().unwrap();
+        let console = Console(Arc::new(Mutex::new(ConsoleState {
+            lines: Vec::new(),
+            last: Instant::now(),
+            closed: false,
+        })));
+        let shared = console.clone();
+        std::thread::spawn(move || {
+            for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let mut s = shared.0.lock().unwrap();
+                s.lines.push(l);
+                s.last = Instant::now();
+            }
+            shared.0.lock().unwrap().closed = true;
+        });
+        console
+    }
+
+    fn text(&self) -> String {
+        self.0.lock().unwrap().lines.join("\n")
+    }
+
+    fn closed(&self) -> bool {
+        self.0.lock().unwrap().closed
+    }
+
+    /// What is wrong, if anything, with a wait that began at `since`: the device exited or
+    /// stalled, or the wait has been too long.
+    fn trouble(&self, since: Instant) -> Option<&'static str> {
+        let s = self.0.lock().unwrap();
+        if s.closed {
+            Some("the firmware exited")
+        } else if s.last.elapsed() > STALL {
+            Some("the device printed nothing for 90 s")
+        } else if since.elapsed() > PATIENCE {
+            Some("ten minutes passed")
+        } else {
+            None
+        }
+    }
+
+    /// Polls `f` until it holds, for as long as the device makes progress; otherwise fails,
+    /// showing the console.
+    fn wait(&self, what: &str, mut f: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !f() {
+            // `f` is asked once more: the trouble may be what it waits for (an exit).
+            if let Some(why) = self.trouble(start)
+                && !f()
+            {
+                panic!(
+                    "{why} while waiting for {what} ({:.0} s into the wait); its console:\n{}",
+                    start.elapsed().as_secs_f64(),
+                    self.text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!(
+            "firmware_gateway: {what} after {:.1} s",
+            start.elapsed().as_secs_f64()
+        );
     }
 }
 
@@ -249,7 +325,7 @@ connection_string = "{}"
             .spawn()
             .expect("qemu-system-arm runs (cargo xtask setup installs it)"),
     );
-    let device_out = lines_of(&mut qemu.0);
+    let console = Console::of(&mut qemu.0);
     let from_device = |r: &[Record]| {
         origin_ids(r)
             .into_iter()
@@ -259,14 +335,14 @@ connection_string = "{}"
     let minute = Duration::from_secs(60);
 
     // Records flow over the UART to the primary.
-    wait("records at the primary", minute, || {
+    console.wait("records at the primary", || {
         from_device(&primary.records()) >= 5
     });
     assert_eq!(satellite.critical.load(Ordering::SeqCst), 0);
 
     // Cut the UART: critical records take the satellite once it is armed; normal ones wait.
     uart.cut.store(true, Ordering::SeqCst);
-    wait("critical records over the satellite", 2 * minute, || {
+    console.wait("critical records over the satellite", || {
         satellite.critical.load(Ordering::SeqCst) >= 2
     });
     assert_eq!(satellite.normal.load(Ordering::SeqCst), 0);
@@ -274,28 +350,20 @@ connection_string = "{}"
     // Heal it: the backlog of normal records follows over the UART.
     let normal_before = uart.normal.load(Ordering::SeqCst);
     uart.cut.store(false, Ordering::SeqCst);
-    wait("normal records over the healed UART", 2 * minute, || {
+    console.wait("normal records over the healed UART", || {
         uart.normal.load(Ordering::SeqCst) >= normal_before + 10
     });
 
     // Lose the primary region: the gateway fails over to the secondary.
     primary.set_fault(Fault::Down);
-    wait("records at the secondary", minute, || {
+    console.wait("records at the secondary", || {
         from_device(&secondary.records()) >= 5
     });
 
     // The device stops sampling, drains and reports.
-    let mut report = Vec::new();
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = qemu.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(start.elapsed() < 3 * minute, "the firmware finishes");
-        report.extend(device_out.recv_timeout(Duration::from_millis(100)).ok());
-    };
-    report.extend(device_out.iter());
-    let report = report.join("\n");
+    console.wait("the firmware to finish", || console.closed());
+    let status = qemu.0.wait().unwrap();
+    let report = console.text();
     println!("{report}");
     assert!(
         status.success(),
@@ -303,7 +371,7 @@ connection_string = "{}"
     );
     let counts = report
         .lines()
-        .find(|l| l.contains(" accepted "))
+        .find(|l| l.starts_with("firmware: device "))
         .expect("the firmware reports its counts");
     let accepted = field(counts, "accepted");
     assert!(accepted >= 100, "the device ran its course: {counts}");

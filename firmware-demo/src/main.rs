@@ -44,6 +44,9 @@ const RUN_MS: u64 = 600_000;
 const DRAIN_MS: u64 = 300_000;
 /// Device time between sensor readings.
 const SAMPLE_MS: u64 = 2_000;
+/// Device time between progress lines on the console: what lets a test tell a slow run
+/// (a loaded host delivers fewer ticks) from a stuck one.
+const BEAT_MS: u64 = 30_000;
 /// Every this many readings is a critical alarm.
 const CRITICAL_EVERY: u32 = 5;
 /// Bytes the satellite may carry per day, everything included.
@@ -74,6 +77,17 @@ type Engine = Producer<RamStore<ARENA>, &'static Config>;
 #[exception]
 fn SysTick() {
     TICKS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A fault is reported and fails the run at once, rather than looping unseen until the
+/// test's patience runs out.
+#[exception]
+unsafe fn HardFault(frame: &cortex_m_rt::ExceptionFrame) -> ! {
+    hprintln!("firmware: FAILED: hard fault at pc {:#010x}", frame.pc());
+    debug::exit(debug::EXIT_FAILURE);
+    loop {
+        cortex_m::asm::wfi();
+    }
 }
 
 /// Any other interrupt is a UART's receive interrupt: clear it so it does not fire again;
@@ -209,6 +223,7 @@ fn main() -> ! {
         hello(link, &mut out, &mut lines);
     }
     let mut next_sample = SAMPLE_MS;
+    let mut next_beat = BEAT_MS;
     let mut samples = 0u32;
 
     loop {
@@ -320,6 +335,17 @@ fn main() -> ! {
         while engine.poll_event().is_some() {}
 
         let stats = engine.stats();
+        if now_ms >= next_beat {
+            hprintln!(
+                "firmware: t {} accepted {} delivered {} pending {} acks {}",
+                now_ms,
+                stats.accepted,
+                stats.delivered,
+                stats.pending,
+                lines.acks
+            );
+            next_beat = now_ms + BEAT_MS;
+        }
         let drained = now_ms >= RUN_MS && stats.pending == 0;
         if drained || now_ms >= RUN_MS + DRAIN_MS {
             report(engine, &lines, uart, samples);
