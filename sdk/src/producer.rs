@@ -204,9 +204,24 @@ enum Command {
 }
 
 struct Shared {
-    snapshot: Mutex<Snapshot>,
+    /// The counters and the oldest pending record's age, as of the driver's last step
+    /// (the names are fixed, so the driver's steps copy no strings).
+    latest: Mutex<(Stats, Option<Duration>)>,
+    endpoints: Vec<String>,
+    links: Vec<String>,
     events: broadcast::Sender<Event>,
     max_body: u32,
+}
+
+impl Shared {
+    fn snapshot(&self, stats: Stats, oldest_pending_age: Option<Duration>) -> Snapshot {
+        Snapshot {
+            stats,
+            oldest_pending_age,
+            endpoints: self.endpoints.clone(),
+            links: self.links.clone(),
+        }
+    }
 }
 
 /// The application's handle to a running producer. Cheap to clone; every clone talks to
@@ -260,18 +275,14 @@ impl Producer {
         }
         let (events, _) = broadcast::channel(1024);
         let max_body = config.max_record_bytes();
-        let snapshot = Snapshot {
-            stats: engine.stats().clone(),
-            oldest_pending_age: None,
+        let shared = Arc::new(Shared {
+            latest: Mutex::new((engine.stats().clone(), None)),
             endpoints: config
                 .endpoints()
                 .iter()
                 .map(|e| e.name.to_string())
                 .collect(),
             links: config.links().iter().map(|l| l.name.to_string()).collect(),
-        };
-        let shared = Arc::new(Shared {
-            snapshot: Mutex::new(snapshot),
             events,
             max_body,
         });
@@ -388,11 +399,13 @@ impl Producer {
 
     /// The counters and the data at risk, as of the driver's last step.
     pub fn stats(&self) -> Snapshot {
-        self.shared
-            .snapshot
+        let (stats, oldest) = self
+            .shared
+            .latest
             .lock()
             .map(|s| s.clone())
-            .unwrap_or_else(|p| p.into_inner().clone())
+            .unwrap_or_else(|p| p.into_inner().clone());
+        self.shared.snapshot(stats, oldest)
     }
 
     /// Tells the engine a link is up or down (for example from the modem's status).
@@ -638,7 +651,6 @@ impl<S: Outbox> Driver<S> {
     /// Sends everything the engine wants sent, publishes events and the snapshot.
     fn pump(&mut self) {
         let now = self.clock.now();
-        let device = self.engine.config().device_id().clone();
         let mut urgent = false;
         while !self.hold_partial()
             && let Some(tx) = self.engine.poll_transmit(now, &mut self.buf)
@@ -646,8 +658,10 @@ impl<S: Outbox> Driver<S> {
             let records: Result<Vec<Record>, _> = tx
                 .frames(&self.buf)
                 .map(|f| {
-                    f.map_err(|e| e.to_string())
-                        .and_then(|f| record::from_frame(&device, &f).map_err(|e| e.to_string()))
+                    f.map_err(|e| e.to_string()).and_then(|f| {
+                        record::from_frame(self.engine.config().device_id(), &f)
+                            .map_err(|e| e.to_string())
+                    })
                 })
                 .collect();
             let link = &self.engine.config().links()[usize::from(tx.link.0)];
@@ -717,9 +731,9 @@ impl<S: Outbox> Driver<S> {
             tracing::info!(?event, "twinhub event");
             let _ = self.shared.events.send(event);
         }
-        let snap = self.snapshot();
-        if let Ok(mut s) = self.shared.snapshot.lock() {
-            *s = snap;
+        let latest = (self.engine.stats().clone(), self.oldest_pending_age());
+        if let Ok(mut s) = self.shared.latest.lock() {
+            *s = latest;
         }
     }
 
@@ -727,23 +741,16 @@ impl<S: Outbox> Driver<S> {
         &self.transports[e.0 as usize][l.0 as usize]
     }
 
-    fn snapshot(&mut self) -> Snapshot {
+    fn oldest_pending_age(&mut self) -> Option<Duration> {
         let now = self.clock.now();
-        let oldest = self
-            .engine
+        self.engine
             .oldest_pending()
-            .map(|t| Duration::from_millis(now.saturating_since(t).as_millis()));
-        let config = self.engine.config();
-        Snapshot {
-            stats: self.engine.stats().clone(),
-            oldest_pending_age: oldest,
-            endpoints: config
-                .endpoints()
-                .iter()
-                .map(|e| e.name.to_string())
-                .collect(),
-            links: config.links().iter().map(|l| l.name.to_string()).collect(),
-        }
+            .map(|t| Duration::from_millis(now.saturating_since(t).as_millis()))
+    }
+
+    fn snapshot(&mut self) -> Snapshot {
+        let oldest = self.oldest_pending_age();
+        self.shared.snapshot(self.engine.stats().clone(), oldest)
     }
 }
 
