@@ -435,7 +435,7 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
                 aa_mask |= 1 << i;
             }
         }
-        Producer {
+        let mut p = Producer {
             routes: [[route; L]; E],
             endpoints,
             links: [LinkRt {
@@ -474,7 +474,10 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
                 .any(|l| l.cost == Cost::Costly && l.usable()),
             config,
             store,
-        }
+        };
+        // A configuration whose cheap links are all unusable starts with them down.
+        p.refresh_arming();
+        p
     }
 
     /// The configuration.
@@ -1614,7 +1617,12 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
         if self.now >= self.next_expiry {
             self.expire();
         }
-        self.refresh_arming();
+        // Time alone can only arm a costly link once every cheap route is down; while one
+        // is up, arming changes only with route health, which the calls that change it
+        // refresh themselves.
+        if self.cheap_down_since != Instant::NEVER {
+            self.refresh_arming();
+        }
     }
 
     fn expire(&mut self) {
