@@ -91,7 +91,7 @@ fn mqtt(c: &mut Criterion) {
             props.extend(r.properties.iter().cloned());
             (
                 "bench/bench".to_string(),
-                r.body.clone(),
+                r.body.to_vec(),
                 PublishProperties {
                     user_properties: props,
                     ..Default::default()
@@ -348,7 +348,7 @@ fn sdk_event_hubs(c: &mut Criterion) {
         .map(|k| {
             records("bench", 1, (k * BATCH) as u64, BATCH, SIZE)
                 .into_iter()
-                .map(|r| (r.id.to_string(), r.body))
+                .map(|r| (r.id.to_string(), r.body.to_vec()))
                 .collect()
         })
         .collect();

@@ -16,7 +16,7 @@ use twinhub_core::{
     LinkState, MessageId, Outcome, Stats, Store, TransmitId,
 };
 
-use crate::record::{self, Record};
+use crate::record;
 use crate::transport::SharedTransport;
 
 /// A store the driver can make durable: group commit calls [`Outbox::sync`] once per group
@@ -655,15 +655,10 @@ impl<S: Outbox> Driver<S> {
         while !self.hold_partial()
             && let Some(tx) = self.engine.poll_transmit(now, &mut self.buf)
         {
-            let records: Result<Vec<Record>, _> = tx
-                .frames(&self.buf)
-                .map(|f| {
-                    f.map_err(|e| e.to_string()).and_then(|f| {
-                        record::from_frame(self.engine.config().device_id(), &f)
-                            .map_err(|e| e.to_string())
-                    })
-                })
-                .collect();
+            let records = record::from_frames(
+                self.engine.config().device_id(),
+                self.buf.get(..tx.len).unwrap_or(&[]),
+            );
             let link = &self.engine.config().links()[usize::from(tx.link.0)];
             if link.budget.is_some() {
                 self.spend_dirty = true;

@@ -22,8 +22,9 @@ pub struct Record {
     pub class: Class,
     /// Application properties (name, value).
     pub properties: Properties,
-    /// The body bytes.
-    pub body: Vec<u8>,
+    /// The body bytes. A transmit's records share one buffer, so cloning a body (as a
+    /// transport handing it to its client does) copies nothing.
+    pub body: bytes::Bytes,
 }
 
 /// Why stored bytes are not a record envelope.
@@ -76,13 +77,27 @@ pub fn decode(stored: &[u8]) -> Result<(Properties, &[u8]), EnvelopeError> {
     }
 }
 
-/// Builds the [`Record`] of a frame handed out by the engine.
+/// Builds the [`Record`] of a frame handed out by the engine (its body copied).
 pub fn from_frame(
     device: &twinhub_core::DeviceId,
     frame: &twinhub_core::Frame<'_>,
 ) -> Result<Record, EnvelopeError> {
     let (properties, body) = decode(frame.payload)?;
-    Ok(Record {
+    Ok(record(
+        device,
+        frame,
+        properties,
+        bytes::Bytes::copy_from_slice(body),
+    ))
+}
+
+fn record(
+    device: &twinhub_core::DeviceId,
+    frame: &twinhub_core::Frame<'_>,
+    properties: Properties,
+    body: bytes::Bytes,
+) -> Record {
+    Record {
         id: MessageId {
             device: device.clone(),
             epoch: frame.meta.epoch,
@@ -90,13 +105,104 @@ pub fn from_frame(
         },
         class: frame.meta.class,
         properties,
-        body: body.to_vec(),
-    })
+        body,
+    }
+}
+
+/// Why a transmit's frames are not records.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransmitError {
+    /// A frame does not decode.
+    #[error("stored frame does not decode: {0}")]
+    Frame(twinhub_core::FrameError),
+    /// A payload is not a record envelope.
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
+}
+
+/// The records of a transmit's frames. `frames` is copied once and the records' bodies
+/// are slices of that copy: one allocation per transmit rather than one per record.
+pub fn from_frames(
+    device: &twinhub_core::DeviceId,
+    frames: &[u8],
+) -> Result<Vec<Record>, TransmitError> {
+    let owner = bytes::Bytes::copy_from_slice(frames);
+    let mut records = Vec::new();
+    for frame in twinhub_core::frame::Frames::new(&owner) {
+        let frame = frame.map_err(TransmitError::Frame)?;
+        let (properties, body) = decode(frame.payload)?;
+        // `body` lies inside `owner`, which the frames were read from.
+        let body = owner.slice_ref(body);
+        records.push(record(device, &frame, properties, body));
+    }
+    Ok(records)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use twinhub_core::frame::{self, RecordMeta};
+    use twinhub_core::{DeviceId, Instant};
+
+    /// Frames back to back, as a transmit hands them out.
+    fn transmit(payloads: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (seq, p) in payloads.iter().enumerate() {
+            let meta = RecordMeta {
+                epoch: 2,
+                seq: seq as u64,
+                class: Class::Critical,
+                enqueued_at: Instant::ZERO,
+            };
+            let start = out.len();
+            out.resize(start + frame::encoded_len(&meta, p.len()), 0);
+            frame::encode(&meta, p, &mut out[start..]).unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn a_transmits_records_share_one_copy_and_match_one_by_one_decoding() {
+        let device = DeviceId::new("dev-1").unwrap();
+        let props = vec![("unit".to_string(), "C".to_string())];
+        let payloads = vec![
+            encode(&[], b"first"),
+            encode(&props, b"second"),
+            encode(&[], b""),
+        ];
+        let bytes = transmit(&payloads);
+        let records = from_frames(&device, &bytes).unwrap();
+        let one_by_one: Vec<Record> = frame::Frames::new(&bytes)
+            .map(|f| from_frame(&device, &f.unwrap()).unwrap())
+            .collect();
+        assert_eq!(records, one_by_one);
+        assert_eq!(records[1].properties, props);
+        assert_eq!(&records[1].body[..], b"second");
+        assert_eq!(records[2].id.to_string(), "dev-1:2:2");
+        // The bodies are views of one buffer, in order, inside it.
+        let (a, b) = (
+            records[0].body.as_ptr() as usize,
+            records[1].body.as_ptr() as usize,
+        );
+        assert!(a < b && b - a < bytes.len());
+    }
+
+    #[test]
+    fn a_bad_frame_or_envelope_is_an_error_not_a_panic() {
+        let device = DeviceId::new("dev-1").unwrap();
+        let mut bytes = transmit(&[encode(&[], b"ok"), encode(&[], b"rotten")]);
+        let last = bytes.len() - 6;
+        bytes[last] ^= 0xff;
+        assert!(matches!(
+            from_frames(&device, &bytes),
+            Err(TransmitError::Frame(_))
+        ));
+        let bytes = transmit(&[vec![9, 1, 2]]);
+        assert_eq!(
+            from_frames(&device, &bytes),
+            Err(TransmitError::Envelope(EnvelopeError::BadTag))
+        );
+    }
 
     #[test]
     fn round_trip() {

@@ -66,7 +66,7 @@ impl Transport for Fake {
                     got.extend(
                         records
                             .iter()
-                            .map(|r| (r.id.clone(), r.properties.clone(), r.body.clone())),
+                            .map(|r| (r.id.clone(), r.properties.clone(), r.body.to_vec())),
                     );
                     Outcome::Delivered
                 }

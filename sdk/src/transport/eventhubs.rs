@@ -302,7 +302,7 @@ mod tests {
                     id: MessageId { device: device.clone(), epoch: 3, seq: i as u64 },
                     class: Class::Normal,
                     properties: props.clone(),
-                    body,
+                    body: body.into(),
                 })
                 .collect();
             prop_assert_eq!(encode_batch(&records).unwrap(), reference(&records));

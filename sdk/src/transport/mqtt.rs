@@ -592,7 +592,7 @@ impl MqttTransport {
             }
             Client::V4(c) => {
                 let payload = match &self.cfg.framing {
-                    Framing::IotHub { .. } => r.body.clone(),
+                    Framing::IotHub { .. } => r.body.to_vec(),
                     Framing::Generic { .. } => envelope(&id, r),
                 };
                 c.publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)

@@ -34,7 +34,7 @@ pub fn records(dev: &str, epoch: u32, first: u64, n: usize, size: usize) -> Vec<
                 },
                 class: Class::Normal,
                 properties: vec![("unit".into(), "C".into())],
-                body,
+                body: body.into(),
             }
         })
         .collect()
