@@ -188,7 +188,10 @@ impl Snapshot {
 
 enum Command {
     Send {
-        payload: Vec<u8>,
+        /// The application's body and properties, put into the record envelope by the
+        /// driver in one reused buffer (no copy per record on the way in).
+        body: Vec<u8>,
+        properties: Vec<(String, String)>,
         class: Class,
         reply: oneshot::Sender<Result<MessageId, SendError>>,
     },
@@ -301,6 +304,7 @@ impl Producer {
                 .unwrap_or(1),
             flushers: Vec::new(),
             buf: vec![0; buffer_len(&config)],
+            envelope: Vec::new(),
             spend_dirty: false,
             spend_saved_at: None,
         };
@@ -335,18 +339,16 @@ impl Producer {
         opts: SendOptions,
     ) -> Result<SendTicket, SendError> {
         let body = payload.into();
-        let stored = record::encode(&opts.properties, &body);
-        if stored.len() > self.shared.max_body as usize {
-            let limit = self
-                .shared
-                .max_body
-                .saturating_sub(record::overhead(&opts.properties) as u32);
+        let overhead = record::overhead(&opts.properties);
+        if body.len() + overhead > self.shared.max_body as usize {
+            let limit = self.shared.max_body.saturating_sub(overhead as u32);
             return Err(SendError::TooLarge { limit });
         }
         let (reply, rx) = oneshot::channel();
         self.commands
             .send(Command::Send {
-                payload: stored,
+                body,
+                properties: opts.properties,
                 class: opts.class,
                 reply,
             })
@@ -489,6 +491,8 @@ struct Driver<S: Outbox> {
     full_batch: u64,
     flushers: Vec<oneshot::Sender<()>>,
     buf: Vec<u8>,
+    /// The record envelope being enqueued, reused for every record.
+    envelope: Vec<u8>,
     /// A budgeted link was charged since its spend was last stored.
     spend_dirty: bool,
     /// When the spend was last stored: at most once a second for links that are not
@@ -584,18 +588,20 @@ impl<S: Outbox> Driver<S> {
         for cmd in batch {
             match cmd {
                 Command::Send {
-                    payload,
+                    body,
+                    properties,
                     class,
                     reply,
                 } => {
-                    let result = self
-                        .engine
-                        .enqueue(now, &payload, class)
-                        .map_err(|e| match e {
-                            EnqueueError::TooLarge { limit } => SendError::TooLarge { limit },
-                            EnqueueError::Full => SendError::Full,
-                            other => SendError::Outbox(other.to_string()),
-                        });
+                    record::encode_into(&properties, &body, &mut self.envelope);
+                    let result =
+                        self.engine
+                            .enqueue(now, &self.envelope, class)
+                            .map_err(|e| match e {
+                                EnqueueError::TooLarge { limit } => SendError::TooLarge { limit },
+                                EnqueueError::Full => SendError::Full,
+                                other => SendError::Outbox(other.to_string()),
+                            });
                     replies.push((reply, result));
                 }
                 Command::Flush(reply) => self.flushers.push(reply),

@@ -40,17 +40,23 @@ pub enum EnvelopeError {
 
 /// Encodes properties and body into the stored payload.
 pub fn encode(properties: &[(String, String)], body: &[u8]) -> Vec<u8> {
-    if properties.is_empty() {
-        let mut out = Vec::with_capacity(body.len() + 1);
-        out.push(0);
-        out.extend_from_slice(body);
-        return out;
-    }
-    let mut out = vec![1u8];
-    // Writing into a Vec cannot fail.
-    out.extend(postcard::to_stdvec(properties).unwrap_or_default());
-    out.extend_from_slice(body);
+    let mut out = Vec::with_capacity(body.len() + 1);
+    encode_into(properties, body, &mut out);
     out
+}
+
+/// Encodes properties and body into `out` (cleared first), so a caller can reuse one
+/// buffer for every record.
+pub fn encode_into(properties: &[(String, String)], body: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    if properties.is_empty() {
+        out.push(0);
+    } else {
+        out.push(1);
+        // Writing into a Vec cannot fail.
+        out.extend(postcard::to_stdvec(properties).unwrap_or_default());
+    }
+    out.extend_from_slice(body);
 }
 
 /// Bytes `encode` adds to a body with these properties.
