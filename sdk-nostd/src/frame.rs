@@ -66,6 +66,17 @@ pub struct RecordMeta {
     pub enqueued_at: Instant,
 }
 
+impl RecordMeta {
+    /// The key a store files this record under.
+    #[inline]
+    pub fn key(&self) -> crate::store::RecordKey {
+        crate::store::RecordKey {
+            epoch: self.epoch,
+            seq: self.seq,
+        }
+    }
+}
+
 /// A decoded frame, borrowing its payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Frame<'a> {

@@ -33,7 +33,7 @@ pub use producer::{
     ControlError, EnqueueError, LinkSpend, LinkState, Outcome, Producer, RejectReason, RouteHealth,
     Transmit, TransmitId,
 };
-pub use store::{RamStore, RecordInfo, RecordPeek, RecordState, Store, StoreError};
+pub use store::{Persist, RamStore, RecordInfo, RecordKey, Store, StoreError};
 pub use time::{Duration, Instant};
 
 // The README's examples run as doctests of this crate.

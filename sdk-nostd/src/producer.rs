@@ -3,13 +3,13 @@
 use core::ops::Deref;
 
 use crate::config::{
-    Class, Config, ConfigError, Cost, EndpointId, LinkId, MAX_ENDPOINTS, MAX_INFLIGHT, MAX_LINKS,
-    OnFull, Routing,
+    Class, ClassSet, Config, ConfigError, Cost, EndpointId, LinkId, MAX_ENDPOINTS, MAX_INFLIGHT,
+    MAX_LINKS, OnFull, Routing,
 };
 use crate::event::{DownCause, DropReason, Event, Stats};
 use crate::frame::{self, FrameError, Frames, RecordMeta};
 use crate::id::MessageId;
-use crate::store::{RecordState, Store, StoreError};
+use crate::store::{RecordInfo, RecordKey, Store, StoreError};
 use crate::time::{Duration, Instant};
 
 /// Identifies one transmit until its outcome is handled.
@@ -149,14 +149,32 @@ pub enum RouteHealth {
     Probing,
 }
 
+/// An [`Instant`] kept in two 32-bit halves: aligned to 4 bytes, it packs beside small
+/// fields without padding, which saves 4 bytes in each of the many route entries.
+#[derive(Debug, Clone, Copy)]
+struct Stamp([u32; 2]);
+
+impl Stamp {
+    fn get(self) -> Instant {
+        Instant::from_millis(u64::from(self.0[0]) | (u64::from(self.0[1]) << 32))
+    }
+}
+
+impl From<Instant> for Stamp {
+    fn from(t: Instant) -> Self {
+        let ms = t.as_millis();
+        Stamp([ms as u32, (ms >> 32) as u32])
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Route {
     health: RouteHealth,
     fails: u8,
     probe_ok: u8,
     attempt: u8,
-    retry_at: Instant,
-    trouble_since: Instant,
+    retry_at: Stamp,
+    trouble_since: Stamp,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -169,6 +187,25 @@ struct EndpointRt {
     isolate: u16,
     throttles: u8,
     drained: bool,
+    // Mirror routing: every record up to this key was acknowledged here (when `has_floor`).
+    floor_epoch: u32,
+    floor_seq: u64,
+    has_floor: bool,
+}
+
+impl EndpointRt {
+    fn floor(&self) -> Option<RecordKey> {
+        self.has_floor.then_some(RecordKey {
+            epoch: self.floor_epoch,
+            seq: self.floor_seq,
+        })
+    }
+
+    fn raise_floor(&mut self, key: RecordKey) {
+        if self.floor() < Some(key) {
+            (self.floor_epoch, self.floor_seq, self.has_floor) = (key.epoch, key.seq, true);
+        }
+    }
 }
 
 /// A link's budget use in its current window, as carried across a restart.
@@ -182,21 +219,64 @@ pub struct LinkSpend {
 
 #[derive(Debug, Clone, Copy)]
 struct LinkRt {
-    window_start: Instant,
+    window_start: Stamp,
     spent: u64,
     app_down: bool,
     armed: bool,
     exhausted: bool,
 }
 
+/// A transmit awaiting its outcome.
+///
+/// Its records are every record from `first` up to `span` sequence numbers later (one
+/// epoch) whose class its link allows: `build` never leaves such a record out, so the
+/// range and the link say exactly which records are in flight, in a few bytes.
 #[derive(Debug, Clone, Copy)]
 struct InFlight {
     sent_at: Instant,
+    first: u64,
+    epoch: u32,
     id: u32,
+    span: u16,
     records: u16,
     endpoint: u8,
     link: u8,
     probe: bool,
+}
+
+impl InFlight {
+    fn first_key(&self) -> RecordKey {
+        RecordKey {
+            epoch: self.epoch,
+            seq: self.first,
+        }
+    }
+
+    fn last_key(&self) -> RecordKey {
+        RecordKey {
+            epoch: self.epoch,
+            seq: self.first + u64::from(self.span),
+        }
+    }
+
+    /// Whether `key` (of class `class`) is one of this transmit's records, given what its
+    /// link allows.
+    fn holds(&self, key: RecordKey, class: Class, allow: ClassSet) -> bool {
+        self.id != 0
+            && key.epoch == self.epoch
+            && key.seq >= self.first
+            && key.seq - self.first <= u64::from(self.span)
+            && allow.contains(class)
+    }
+
+    /// Where a store walk over the records starts: the key just before the first (`None`,
+    /// from the oldest record, when the first has sequence number 0).
+    fn walk_start(&self) -> Option<RecordKey> {
+        Some(RecordKey {
+            epoch: self.epoch,
+            seq: self.first.checked_sub(1)?,
+        })
+    }
 }
 
 /// Events as queued: compact, expanded by `poll_event`.
@@ -399,15 +479,15 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
         let mut class_count = [0u32; 3];
         let mut epoch = epoch;
         let mut next_expiry = Instant::NEVER;
-        for i in 0..store.len() {
-            if let Some(info) = store.info(i) {
-                store.set_state(i, RecordState::default());
-                stats.pending += 1;
-                stats.pending_bytes += u64::from(info.payload_len);
-                class_count[info.meta.class as usize] += 1;
-                epoch = epoch.max(info.meta.epoch.saturating_add(1));
-                next_expiry = next_expiry.min(info.meta.enqueued_at + config.ttl(info.meta.class));
-            }
+        let mut after = None;
+        // A store that fails mid-walk keeps the rest uncounted: they are not handed out.
+        while let Ok(Some(info)) = store.next_after(after) {
+            after = Some(info.key());
+            stats.pending += 1;
+            stats.pending_bytes += u64::from(info.payload_len);
+            class_count[info.meta.class as usize] += 1;
+            epoch = epoch.max(info.meta.epoch.saturating_add(1));
+            next_expiry = next_expiry.min(info.meta.enqueued_at + config.ttl(info.meta.class));
         }
         stats.accepted = stats.pending;
         let route = Route {
@@ -415,8 +495,8 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
             fails: 0,
             probe_ok: 0,
             attempt: 0,
-            retry_at: now,
-            trouble_since: Instant::NEVER,
+            retry_at: now.into(),
+            trouble_since: Instant::NEVER.into(),
         };
         let mut endpoints = [EndpointRt {
             throttled_until: now,
@@ -427,6 +507,9 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
             isolate: 0,
             throttles: 0,
             drained: false,
+            floor_epoch: 0,
+            floor_seq: 0,
+            has_floor: false,
         }; E];
         let mut aa_mask = 0;
         for (i, e) in config.endpoints().iter().enumerate() {
@@ -439,7 +522,7 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
             routes: [[route; L]; E],
             endpoints,
             links: [LinkRt {
-                window_start: now,
+                window_start: now.into(),
                 spent: 0,
                 app_down: false,
                 armed: false,
@@ -452,6 +535,9 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
                 endpoint: 0,
                 link: 0,
                 probe: false,
+                first: 0,
+                epoch: 0,
+                span: 0,
             }; MAX_INFLIGHT],
             events: heapless::Deque::new(),
             stats,
@@ -524,7 +610,11 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
     }
     /// When the oldest pending record was accepted.
     pub fn oldest_pending(&mut self) -> Option<Instant> {
-        self.store.info(0).map(|i| i.meta.enqueued_at)
+        self.store
+            .next_after(None)
+            .ok()
+            .flatten()
+            .map(|i| i.meta.enqueued_at)
     }
     /// The full message id of a record of this device.
     pub fn message_id(&self, epoch: u32, seq: u64) -> MessageId {
@@ -575,7 +665,7 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
                 }
             }
         }
-        self.store.push(&meta, payload).map_err(|e| match e {
+        self.store.append(&meta, payload).map_err(|e| match e {
             // The medium itself is full (a disk): refused as a full outbox is. Evicting
             // would not help, as it frees no space on a disk until whole segments die.
             StoreError::Full => EnqueueError::Full,
@@ -594,13 +684,12 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
     fn can_evict_for(&mut self, flen: usize, class: Class) -> bool {
         let mut free = self.store.capacity();
         let mut evictable = 0;
-        for i in 0..self.store.len() {
-            let Some(info) = self.store.peek(i) else {
-                break;
-            };
+        let mut after = None;
+        while let Ok(Some(info)) = self.store.next_after(after) {
+            after = Some(info.key());
             let cost = self.store.cost(info.frame_len as usize);
             free = free.saturating_sub(cost);
-            if info.class >= class && info.state.inflight == 0 {
+            if info.meta.class >= class && !self.in_flight(&info) {
                 evictable += cost;
             }
         }
@@ -614,28 +703,41 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
             if victim < class || self.class_count[victim as usize] == 0 {
                 continue;
             }
-            for i in 0..self.store.len() {
-                let Some(info) = self.store.peek(i) else {
-                    break;
-                };
-                if info.class == victim && info.state.inflight == 0 {
-                    return self.drop_record(i, DropReason::Evicted);
+            let mut after = None;
+            while let Ok(Some(info)) = self.store.next_after(after) {
+                after = Some(info.key());
+                if info.meta.class == victim && !self.in_flight(&info) {
+                    return self.drop_record(&info, DropReason::Evicted);
                 }
             }
         }
         false
     }
 
-    fn drop_record(&mut self, index: usize, reason: DropReason) -> bool {
-        let Some(info) = self.store.info(index) else {
-            return false;
-        };
-        if self.store.remove(index).is_err() {
+    /// Whether a transmit awaiting its outcome holds the record.
+    fn in_flight(&self, info: &RecordInfo) -> bool {
+        let (key, class) = (info.key(), info.meta.class);
+        self.inflight
+            .iter()
+            .any(|f| f.holds(key, class, self.config.links()[usize::from(f.link)].allow))
+    }
+
+    /// Takes a record out of the store and out of the pending counts; false when the store
+    /// would not remove it (it stays pending).
+    fn take_out(&mut self, info: &RecordInfo) -> bool {
+        if self.store.remove(info.key()).is_err() {
             return false;
         }
         self.stats.pending -= 1;
         self.stats.pending_bytes -= u64::from(info.payload_len);
         self.class_count[info.meta.class as usize] -= 1;
+        true
+    }
+
+    fn drop_record(&mut self, info: &RecordInfo, reason: DropReason) -> bool {
+        if !self.take_out(info) {
+            return false;
+        }
         self.stats.dropped.bump(reason);
         let seq = info.meta.seq;
         self.push_event(Raw::Dropped {
@@ -669,7 +771,7 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
             for l in 0..nl {
                 let r = self.routes[e][l];
                 if r.health == RouteHealth::Down
-                    && r.retry_at <= self.now
+                    && r.retry_at.get() <= self.now
                     && self.probeable(e, l)
                     && self.worth_probing(e, l)
                     && let Some(tx) = self.build(buf, slot, e, l, true)
@@ -767,7 +869,7 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
         let st = match r.health {
             RouteHealth::Down | RouteHealth::Probing => return Status::Dead,
             RouteHealth::Healthy => Status::Ready,
-            RouteHealth::Suspect if r.retry_at <= self.now => Status::Ready,
+            RouteHealth::Suspect if r.retry_at.get() <= self.now => Status::Ready,
             RouteHealth::Suspect => Status::Wait,
         };
         if self.endpoints[e].throttled_until > self.now {
@@ -906,7 +1008,16 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
         let ep = &self.config.endpoints()[e];
         let link = &self.config.links()[l];
         let mirror = self.config.routing() == Routing::Mirror;
-        let ebit = 1u8 << e;
+        // Mirror routing sends each endpoint its records in order, one transmit at a time,
+        // so what an endpoint acknowledged is always everything up to its floor.
+        if mirror
+            && self
+                .inflight
+                .iter()
+                .any(|f| f.id != 0 && usize::from(f.endpoint) == e)
+        {
+            return None;
+        }
         let max_records = if probe || self.endpoints[e].isolate > 0 {
             1
         } else {
@@ -919,20 +1030,40 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
         let (record_overhead, max_batch_bytes) = (ep.record_overhead, ep.max_batch_bytes);
         let (allow, frame_overhead) = (link.allow, link.frame_overhead);
         let (mut len, mut count, mut wire, mut charged) = (0usize, 0u16, 0u64, 0u64);
-        let mut first = usize::MAX;
+        // The first record taken, and the span up to the last.
+        let mut first: Option<RecordKey> = None;
+        let mut span = 0u16;
+        let mut first_at = Instant::NEVER;
         let mut full = false;
         let mut over_budget = false;
-        let mut i = 0;
+        let mut after = if mirror {
+            self.endpoints[e].floor()
+        } else {
+            None
+        };
         // Expired records were dropped by `touch` before we got here.
-        while i < self.store.len() && count < max_records {
-            let Some(info) = self.store.peek(i) else {
-                break;
+        while count < max_records {
+            let info = match self.store.next_after(after) {
+                Ok(Some(info)) => info,
+                // The end, or a store that cannot be walked now: send what we have.
+                _ => break,
             };
-            i += 1;
-            if info.state.inflight != 0
-                || (mirror && info.state.delivered & ebit != 0)
-                || !allow.contains(info.class)
-            {
+            let key = info.key();
+            after = Some(key);
+            if !mirror && self.in_flight(&info) {
+                if first.is_some() {
+                    // The records of a transmit are a run with no gap: stop at another's.
+                    full = true;
+                    break;
+                }
+                continue;
+            }
+            if !allow.contains(info.meta.class) {
+                if mirror {
+                    // In order or not at all: the floor cannot pass a record left behind.
+                    full = true;
+                    break;
+                }
                 continue;
             }
             let w = u64::from(info.payload_len) + u64::from(record_overhead);
@@ -945,25 +1076,34 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
                 over_budget = true;
                 break;
             }
-            let mark = RecordState {
-                inflight: slot as u8 + 1,
-                ..info.state
+            let offset = match first {
+                None => Some(0),
+                Some(f) if f.epoch == key.epoch => u16::try_from(key.seq - f.seq).ok(),
+                Some(_) => None,
             };
-            let n = match self.store.read_and_mark(i - 1, &mut buf[len..], mark) {
+            let Some(offset) = offset else {
+                // Another epoch, or past what one transmit can span: the next transmit.
+                full = true;
+                break;
+            };
+            let n = match self.store.read(key, &mut buf[len..]) {
                 Ok(n) => n,
                 // A frame that fails its check can never be sent as it was accepted: drop
-                // it, counted, rather than keep it pending for ever. The next record now
-                // sits at the index just freed.
-                Err(StoreError::Corrupt(e)) if e != FrameError::BufferTooSmall => {
-                    if self.drop_record(i - 1, DropReason::Corrupt) {
-                        i -= 1;
-                    }
+                // it, counted, rather than keep it pending for ever.
+                Err(StoreError::Corrupt(err)) if err != FrameError::BufferTooSmall => {
+                    self.drop_record(&info, DropReason::Corrupt);
                     continue;
                 }
-                // A read that failed for now (I/O): try again with the next batch.
-                Err(_) => continue,
+                // A read that failed for now (I/O): try again with the next transmit, which
+                // must then not span this record.
+                Err(_) => {
+                    full = true;
+                    break;
+                }
             };
-            first = first.min(i - 1);
+            first.get_or_insert(key);
+            span = offset;
+            first_at = first_at.min(info.meta.enqueued_at);
             len += n;
             count += 1;
             wire += w;
@@ -977,14 +1117,9 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
             return None;
         }
         let linger = self.config.timings().linger;
-        let young = linger > Duration::ZERO
-            && self
-                .store
-                .info(first)
-                .is_some_and(|x| x.meta.enqueued_at + linger > self.now);
+        let young = linger > Duration::ZERO && first_at + linger > self.now;
         if !probe && !full && count < max_records && young {
-            // Wait for more records; undo the marks.
-            self.release_slot(slot, count, false);
+            // Wait for more records: nothing was marked yet.
             return None;
         }
         self.links[l].spent += charged;
@@ -998,6 +1133,9 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
             endpoint: e as u8,
             link: l as u8,
             probe,
+            first: first.map_or(0, |k| k.seq),
+            epoch: first.map_or(0, |k| k.epoch),
+            span,
         };
         if !probe {
             self.endpoints[e].isolate = self.endpoints[e].isolate.saturating_sub(1);
@@ -1012,28 +1150,12 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
         })
     }
 
-    /// Clears the in-flight mark of the `count` records of `slot`.
-    fn release_slot(&mut self, slot: usize, count: u16, ambiguous: bool) {
-        let mark = slot as u8 + 1;
-        let mut found = 0;
-        let mut i = 0;
-        while found < count && i < self.store.len() {
-            if let Some(info) = self.store.peek(i)
-                && info.state.inflight == mark
-            {
-                self.store.set_state(
-                    i,
-                    RecordState {
-                        inflight: 0,
-                        ..info.state
-                    },
-                );
-                found += 1;
-            }
-            i += 1;
-        }
+    /// Ends `slot`'s transmit without a delivery: its records are pending again.
+    fn release_slot(&mut self, slot: usize, ambiguous: bool) {
+        let f = &mut self.inflight[slot];
+        f.id = 0;
         if ambiguous {
-            self.stats.possible_duplicates += u64::from(found);
+            self.stats.possible_duplicates += u64::from(f.records);
         }
     }
 
@@ -1054,25 +1176,25 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
         let (e, l) = (f.endpoint as usize, f.link as usize);
         match outcome {
             Outcome::Delivered => {
-                self.finish(slot, f.records, e);
+                self.finish(&f, e);
                 self.endpoints[e].throttled_since = Instant::NEVER;
                 self.endpoints[e].throttles = 0;
                 self.route_ok(e, l, f.probe);
             }
             Outcome::Timeout => {
-                self.release_slot(slot, f.records, true);
+                self.release_slot(slot, true);
                 self.route_fail(e, l, f.probe);
             }
             Outcome::Unreachable | Outcome::ServerError => {
-                self.release_slot(slot, f.records, false);
+                self.release_slot(slot, false);
                 self.route_fail(e, l, f.probe);
             }
             Outcome::Throttled { retry_after } => {
-                self.release_slot(slot, f.records, false);
+                self.release_slot(slot, false);
                 self.throttle(e, l, retry_after, f.probe);
             }
             Outcome::Unauthorized => {
-                self.release_slot(slot, f.records, false);
+                self.release_slot(slot, false);
                 if f.probe {
                     self.route_fail(e, l, true);
                 } else {
@@ -1084,66 +1206,86 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
             }
             Outcome::Rejected(reason) => {
                 if f.records == 1 {
-                    let mark = slot as u8 + 1;
-                    if let Some(i) = (0..self.store.len())
-                        .find(|&i| self.store.peek(i).is_some_and(|x| x.state.inflight == mark))
+                    if let Ok(Some(info)) = self.store.next_after(f.walk_start())
+                        && info.key() == f.first_key()
                     {
                         let reason = match reason {
                             RejectReason::TooLarge => DropReason::TooLarge,
                             RejectReason::Malformed => DropReason::Malformed,
                         };
-                        self.drop_record(i, reason);
+                        self.drop_record(&info, reason);
                     }
                 } else {
                     // Which record is poison is unknown: resend them one at a time.
-                    self.release_slot(slot, f.records, false);
+                    self.release_slot(slot, false);
                     self.endpoints[e].isolate = f.records;
                 }
                 if f.probe {
                     // A rejection says nothing about health: the route stays down and may
                     // be probed again at once with another record.
                     self.routes[e][l].health = RouteHealth::Down;
-                    self.routes[e][l].retry_at = self.now;
+                    self.routes[e][l].retry_at = Stamp::from(self.now);
                 }
             }
         }
     }
 
-    /// Marks the records of `slot` delivered by `e`, removing the complete ones.
-    fn finish(&mut self, slot: usize, count: u16, e: usize) {
-        let mark = slot as u8 + 1;
-        let required = if self.config.routing() == Routing::Mirror {
-            self.mirror_required()
-        } else {
-            0
-        };
-        let mut found = 0;
-        let mut i = 0;
-        while found < count && i < self.store.len() {
-            let Some(info) = self.store.peek(i) else {
+    /// Settles the records of a transmit that `e` acknowledged: delivered, or in mirror
+    /// routing delivered once every required endpoint has them.
+    fn finish(&mut self, f: &InFlight, e: usize) {
+        self.stats.delivered_by_endpoint[e] += u64::from(f.records);
+        if self.config.routing() == Routing::Mirror {
+            // The transmit held every record from the floor up to its last one.
+            self.endpoints[e].raise_floor(f.last_key());
+            self.sweep_mirror(self.endpoints[e].floor());
+            return;
+        }
+        let mut left = f.records;
+        let mut after = f.walk_start();
+        let (last, allow) = (f.last_key(), self.config.links()[usize::from(f.link)].allow);
+        // The transmit's slot is free already, so `holds` is asked of a live copy.
+        let held = InFlight { id: 1, ..*f };
+        while left > 0 {
+            let Ok(Some(info)) = self.store.next_after(after) else {
                 break;
             };
-            if info.state.inflight != mark {
-                i += 1;
-                continue;
+            let key = info.key();
+            after = Some(key);
+            if key > last {
+                break;
             }
-            found += 1;
-            self.stats.delivered_by_endpoint[e] += 1;
-            let delivered = info.state.delivered | (1 << e);
-            if delivered & required == required && self.store.remove(i).is_ok() {
+            if held.holds(key, info.meta.class, allow) {
+                left -= 1;
+                if self.take_out(&info) {
+                    self.stats.delivered += 1;
+                }
+            }
+        }
+    }
+
+    /// Mirror routing: removes, as delivered, the records every required endpoint has
+    /// acknowledged (`fallback` is the bound when no endpoint is required).
+    fn sweep_mirror(&mut self, fallback: Option<RecordKey>) {
+        let required = self.mirror_required();
+        let mut upto = fallback;
+        for e in 0..self.config.endpoints().len() {
+            if required & (1 << e) != 0 {
+                upto = upto.min(self.endpoints[e].floor());
+            }
+        }
+        let Some(upto) = upto else {
+            return;
+        };
+        let mut after = None;
+        while let Ok(Some(info)) = self.store.next_after(after) {
+            let key = info.key();
+            if key > upto {
+                break;
+            }
+            after = Some(key);
+            // A drained endpoint's transmit may still hold it; its outcome settles it.
+            if !self.in_flight(&info) && self.take_out(&info) {
                 self.stats.delivered += 1;
-                self.stats.pending -= 1;
-                self.stats.pending_bytes -= u64::from(info.payload_len);
-                self.class_count[info.class as usize] -= 1;
-            } else {
-                self.store.set_state(
-                    i,
-                    RecordState {
-                        inflight: 0,
-                        delivered,
-                    },
-                );
-                i += 1;
             }
         }
     }
@@ -1174,18 +1316,18 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
                     health: RouteHealth::Healthy,
                     fails: 0,
                     probe_ok: 0,
-                    trouble_since: Instant::NEVER,
+                    trouble_since: Instant::NEVER.into(),
                     ..*r
                 };
                 self.push_event(Raw::RouteUp(e as u8, l as u8));
             } else {
                 r.health = RouteHealth::Down;
-                r.retry_at = self.now + t.probe_first;
+                r.retry_at = Stamp::from(self.now + t.probe_first);
             }
         } else if r.health != RouteHealth::Down && r.health != RouteHealth::Probing {
             r.health = RouteHealth::Healthy;
             r.fails = 0;
-            r.trouble_since = Instant::NEVER;
+            r.trouble_since = Stamp::from(Instant::NEVER);
             r.attempt = r.attempt.saturating_sub(1);
         }
     }
@@ -1199,7 +1341,7 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
             r.health = RouteHealth::Down;
             r.probe_ok = 0;
             r.attempt = attempt.saturating_add(1).min(20);
-            r.retry_at = self.now + wait;
+            r.retry_at = Stamp::from(self.now + wait);
             return;
         }
         let r = &mut self.routes[e][l];
@@ -1207,8 +1349,8 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
             return;
         }
         r.fails = r.fails.saturating_add(1);
-        r.trouble_since = r.trouble_since.min(self.now);
-        let (fails, since) = (r.fails, r.trouble_since);
+        r.trouble_since = Stamp::from(r.trouble_since.get().min(self.now));
+        let (fails, since) = (r.fails, r.trouble_since.get());
         if fails >= t.trip_failures || self.now.saturating_since(since) >= t.trip_after {
             let cause = self.classify(e, l);
             self.trip_with_cause(e, l, cause);
@@ -1216,7 +1358,7 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
             let wait = self.backoff(t.retry_base, fails - 1, t.trip_after);
             let r = &mut self.routes[e][l];
             r.health = RouteHealth::Suspect;
-            r.retry_at = self.now + wait;
+            r.retry_at = Stamp::from(self.now + wait);
         }
     }
 
@@ -1272,15 +1414,15 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
             fails: 0,
             probe_ok: 0,
             attempt: attempt.saturating_add(1).min(20),
-            retry_at: self.now + wait,
-            trouble_since: Instant::NEVER,
+            retry_at: (self.now + wait).into(),
+            trouble_since: Instant::NEVER.into(),
         };
         self.push_event(Raw::RouteDown(e as u8, l as u8, cause));
         for slot in 0..MAX_INFLIGHT {
             let f = self.inflight[slot];
             if f.id != 0 && f.endpoint as usize == e && f.link as usize == l {
                 self.inflight[slot].id = 0;
-                self.release_slot(slot, f.records, true);
+                self.release_slot(slot, true);
             }
         }
     }
@@ -1300,7 +1442,7 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
         if probe {
             let r = &mut self.routes[e][l];
             r.health = RouteHealth::Down;
-            r.retry_at = r.retry_at.max(self.now + wait);
+            r.retry_at = Stamp::from(r.retry_at.get().max(self.now + wait));
         }
         if self.now.saturating_since(since) >= t.throttle_failover_after {
             for l in 0..self.config.links().len() {
@@ -1331,7 +1473,7 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
                 for e in 0..self.config.endpoints().len() {
                     let r = &mut self.routes[e][l];
                     r.attempt = 0;
-                    r.retry_at = self.now;
+                    r.retry_at = Stamp::from(self.now);
                 }
             }
             _ => {}
@@ -1354,8 +1496,8 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
                 // A send stalled for `trip_after` without any success: the route is down.
                 let (e, l) = (f.endpoint as usize, f.link as usize);
                 let r = &mut self.routes[e][l];
-                r.trouble_since = r.trouble_since.min(f.sent_at);
-                if self.now.saturating_since(r.trouble_since) >= t.trip_after {
+                r.trouble_since = Stamp::from(r.trouble_since.get().min(f.sent_at));
+                if self.now.saturating_since(r.trouble_since.get()) >= t.trip_after {
                     let cause = self.classify(e, l);
                     self.trip_with_cause(e, l, cause);
                 }
@@ -1406,7 +1548,7 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
                         _ => false,
                     };
                     if waits {
-                        at(r.retry_at.max(self.endpoints[e].throttled_until));
+                        at(r.retry_at.get().max(self.endpoints[e].throttled_until));
                     }
                 }
                 at(self.endpoints[e].throttled_until);
@@ -1420,13 +1562,13 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
             }
             for (l, link) in self.config.links().iter().enumerate() {
                 if let (Some(b), true) = (link.budget, self.links[l].exhausted) {
-                    at(self.links[l].window_start + b.window);
+                    at(self.links[l].window_start.get() + b.window);
                 }
             }
             if t.linger > Duration::ZERO
-                && let Some(oldest) = self.store.info(0).map(|i| i.meta.enqueued_at)
+                && let Ok(Some(oldest)) = self.store.next_after(None)
             {
-                at(oldest + t.linger);
+                at(oldest.meta.enqueued_at + t.linger);
             }
         }
         if self.stats.pending > 0 {
@@ -1499,7 +1641,7 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
         let rt = &self.links[l];
         Some(LinkSpend {
             spent: rt.spent,
-            window_elapsed: self.now.saturating_since(rt.window_start),
+            window_elapsed: self.now.saturating_since(rt.window_start.get()),
         })
     }
 
@@ -1525,7 +1667,9 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
             .as_millis()
             .min(budget.window.as_millis());
         let rt = &mut self.links[l];
-        rt.window_start = Instant::from_millis(self.now.as_millis().saturating_sub(elapsed));
+        rt.window_start = Stamp::from(Instant::from_millis(
+            self.now.as_millis().saturating_sub(elapsed),
+        ));
         rt.spent = rt.spent.max(spend.spent);
         rt.exhausted = rt.spent >= budget.bytes;
         Ok(())
@@ -1564,26 +1708,7 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
         self.refresh_arming();
         if drained && self.config.routing() == Routing::Mirror {
             // Records that now have every required acknowledgement are complete.
-            let required = self.mirror_required();
-            let mut i = 0;
-            while i < self.store.len() {
-                match self.store.peek(i) {
-                    Some(x)
-                        if x.state.inflight == 0 && x.state.delivered & required == required =>
-                    {
-                        if self.store.remove(i).is_ok() {
-                            self.stats.delivered += 1;
-                            self.stats.pending -= 1;
-                            self.stats.pending_bytes -= u64::from(x.payload_len);
-                            self.class_count[x.class as usize] -= 1;
-                        } else {
-                            i += 1;
-                        }
-                    }
-                    Some(_) => i += 1,
-                    None => break,
-                }
-            }
+            self.sweep_mirror(None);
         }
         Ok(())
     }
@@ -1604,11 +1729,13 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
         for (l, link) in links.iter().enumerate() {
             if let Some(b) = link.budget {
                 let rt = &mut self.links[l];
-                let elapsed = self.now.saturating_since(rt.window_start).as_millis();
+                let elapsed = self.now.saturating_since(rt.window_start.get()).as_millis();
                 if elapsed >= b.window.as_millis() {
                     let windows = elapsed / b.window.as_millis();
-                    rt.window_start =
-                        rt.window_start + Duration::from_millis(windows * b.window.as_millis());
+                    rt.window_start = Stamp::from(
+                        rt.window_start.get()
+                            + Duration::from_millis(windows * b.window.as_millis()),
+                    );
                     rt.spent = 0;
                     rt.exhausted = false;
                 }
@@ -1631,24 +1758,23 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
             .filter(|&c| self.class_count[c] > 0)
             .fold(0u8, |m, c| m | (1 << c));
         let mut seen = 0u8;
-        let mut i = 0;
+        let mut after = None;
         // Records of one class are in acceptance order, so the first live one of each class
         // bounds the rest.
-        while i < self.store.len() && seen != present {
-            let Some(info) = self.store.info(i) else {
+        while seen != present {
+            let Ok(Some(info)) = self.store.next_after(after) else {
                 break;
             };
+            after = Some(info.key());
             let at = info.meta.enqueued_at + self.config.ttl(info.meta.class);
             if at > self.now {
                 next = next.min(at);
                 seen |= 1 << info.meta.class as u8;
-                i += 1;
-            } else if info.state.inflight == 0 {
-                self.drop_record(i, DropReason::Expired);
+            } else if !self.in_flight(&info) {
+                self.drop_record(&info, DropReason::Expired);
             } else {
                 // In flight: decided by its outcome; look again shortly.
                 next = next.min(self.now + Duration::from_secs(1));
-                i += 1;
             }
         }
         self.next_expiry = next;

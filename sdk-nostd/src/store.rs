@@ -1,20 +1,19 @@
-//! Where pending records live: the [`Store`] trait and the fixed-arena [`RamStore`].
+//! Where pending records live: the [`Store`] trait, the [`Persist`] trait for what a device
+//! keeps across restarts, and the fixed-arena [`RamStore`].
 
 use core::fmt;
 
-use crate::config::Class;
 use crate::frame::{self, RecordMeta};
+use crate::producer::LinkSpend;
 
-/// The engine's per-record bookkeeping, kept beside each record by the store.
-///
-/// It is volatile: a store that survives restarts need not persist it, and the engine resets
-/// it when it starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct RecordState {
-    /// 0 when not in flight, else the transmit slot plus one.
-    pub inflight: u8,
-    /// Bit `e` is set once endpoint `e` acknowledged the record (mirror routing).
-    pub delivered: u8,
+/// Names one record in a store: the epoch it was accepted in and its number within it.
+/// Keys order records as they were accepted (epoch first, then sequence number).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RecordKey {
+    /// The producer start count when the record was accepted.
+    pub epoch: u32,
+    /// The record's number within its epoch.
+    pub seq: u64,
 }
 
 /// What a store knows about one record without reading its payload.
@@ -22,25 +21,17 @@ pub struct RecordState {
 pub struct RecordInfo {
     /// The record's metadata.
     pub meta: RecordMeta,
-    /// The engine's bookkeeping.
-    pub state: RecordState,
     /// Payload length in bytes.
     pub payload_len: u32,
-    /// Encoded frame length in bytes.
+    /// Encoded frame length in bytes ([`frame::encoded_len`] of the metadata and payload).
     pub frame_len: u32,
 }
 
-/// The part of [`RecordInfo`] the engine reads on its hot path, cheap for a store to give.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RecordPeek {
-    /// The engine's bookkeeping.
-    pub state: RecordState,
-    /// The record's class.
-    pub class: Class,
-    /// Payload length in bytes.
-    pub payload_len: u32,
-    /// Encoded frame length in bytes.
-    pub frame_len: u32,
+impl RecordInfo {
+    /// The record's key.
+    pub fn key(&self) -> RecordKey {
+        self.meta.key()
+    }
 }
 
 /// Why a store operation failed.
@@ -49,11 +40,14 @@ pub struct RecordPeek {
 pub enum StoreError {
     /// No room for the record; nothing was written.
     Full,
-    /// No record at that index.
+    /// No record with that key.
     NoSuchRecord,
-    /// A frame read back does not decode.
+    /// A frame read back does not decode, or the buffer given for it is too small
+    /// (`Corrupt(FrameError::BufferTooSmall)`).
     Corrupt(frame::FrameError),
-    /// The medium failed (disk stores).
+    /// A record appended with a key not above every key held; nothing was written.
+    OutOfOrder,
+    /// The medium failed.
     Io,
 }
 
@@ -61,8 +55,11 @@ impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StoreError::Full => f.write_str("store is full"),
-            StoreError::NoSuchRecord => f.write_str("no record at that index"),
+            StoreError::NoSuchRecord => f.write_str("no record with that key"),
             StoreError::Corrupt(e) => write!(f, "stored frame is corrupt: {e}"),
+            StoreError::OutOfOrder => {
+                f.write_str("record key is not above every key held (records go in key order)")
+            }
             StoreError::Io => f.write_str("store I/O failed"),
         }
     }
@@ -70,12 +67,16 @@ impl fmt::Display for StoreError {
 
 impl core::error::Error for StoreError {}
 
-/// An ordered collection of pending records, oldest first.
+/// Where pending records live, addressed by [`RecordKey`].
 ///
-/// Records are addressed by their position (0 is the oldest); removing one shifts the
-/// positions of those after it. Records are appended in id order and must be kept in that
-/// order. Implementations must never half-write a record: `push` either stores all of it or
-/// returns an error and changes nothing.
+/// Records are appended in key order and any of them can be removed. A store keeps no
+/// bookkeeping of the engine's (which records are in flight, which endpoints acknowledged
+/// them): the engine keeps that itself, so a store is only this, and a device can put one
+/// in its own flash in about a hundred lines.
+///
+/// A store that survives restarts hands every record it still holds back to the next
+/// engine, which counts them as pending. A store that is also [`Persist`] gives the driver
+/// the epoch for each start.
 pub trait Store {
     /// Records held.
     fn len(&self) -> usize;
@@ -83,61 +84,67 @@ pub trait Store {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    /// Total capacity in bytes, as counted by [`Store::cost`].
+    /// Total capacity in bytes, as counted by [`cost`](Store::cost).
     fn capacity(&self) -> usize;
     /// Bytes a frame of `frame_len` bytes takes in this store.
     fn cost(&self, frame_len: usize) -> usize;
-    /// Whether a frame of `frame_len` bytes fits now.
+    /// Whether a frame of `frame_len` bytes can be appended now.
     fn fits(&self, frame_len: usize) -> bool;
-    /// Appends a record.
-    fn push(&mut self, meta: &RecordMeta, payload: &[u8]) -> Result<(), StoreError>;
-    /// The record at `index`.
-    fn info(&mut self, index: usize) -> Option<RecordInfo>;
-    /// State, class and lengths of the record at `index`, without its full metadata.
-    fn peek(&mut self, index: usize) -> Option<RecordPeek> {
-        self.info(index).map(|i| RecordPeek {
-            state: i.state,
-            class: i.meta.class,
-            payload_len: i.payload_len,
-            frame_len: i.frame_len,
-        })
-    }
-    /// Sets the bookkeeping of the record at `index`.
-    fn set_state(&mut self, index: usize, state: RecordState);
-    /// Copies the frame of the record at `index` into `out`; returns its length.
-    fn read_frame(&mut self, index: usize, out: &mut [u8]) -> Result<usize, StoreError>;
-    /// Removes the record at `index`.
-    fn remove(&mut self, index: usize) -> Result<(), StoreError>;
-    /// [`read_frame`](Store::read_frame) then [`set_state`](Store::set_state) in one call,
-    /// which a store can do with one look-up.
-    fn read_and_mark(
-        &mut self,
-        index: usize,
-        out: &mut [u8],
-        state: RecordState,
-    ) -> Result<usize, StoreError> {
-        let n = self.read_frame(index, out)?;
-        self.set_state(index, state);
-        Ok(n)
-    }
+    /// Appends a record: all of it or, with an error, nothing (a durable store must keep
+    /// that promise across power loss too). Its key must be above every key held, or
+    /// [`StoreError::OutOfOrder`].
+    fn append(&mut self, meta: &RecordMeta, payload: &[u8]) -> Result<(), StoreError>;
+    /// The oldest record whose key is above `after`; with `None`, the oldest of all.
+    fn next_after(&mut self, after: Option<RecordKey>) -> Result<Option<RecordInfo>, StoreError>;
+    /// Copies the frame of record `key` into `out` and returns its length.
+    fn read(&mut self, key: RecordKey, out: &mut [u8]) -> Result<usize, StoreError>;
+    /// Removes record `key` (any record, not only the oldest).
+    fn remove(&mut self, key: RecordKey) -> Result<(), StoreError>;
 }
 
-/// Bytes of bookkeeping before each frame in a [`RamStore`]: live flag, in-flight slot,
-/// delivered mask, class and metadata length (so `peek` needs no decoding).
-const SLOT_HEADER: usize = 5;
+/// What a device keeps across restarts besides its records: the epoch counter and the
+/// spend of its budgeted links.
+///
+/// The engine never calls it; the driver does, once at start ([`next_epoch`], then
+/// [`load_spend`] for each budgeted link, handed to
+/// [`Producer::restore_link_spend`](crate::Producer::restore_link_spend)) and after each
+/// transmit on a budgeted link ([`save_spend`], before the bytes go out, so a reboot
+/// never hands the link a budget it already spent).
+///
+/// [`next_epoch`]: Persist::next_epoch
+/// [`load_spend`]: Persist::load_spend
+/// [`save_spend`]: Persist::save_spend
+pub trait Persist {
+    /// Takes this start's epoch: larger than every epoch taken before on this device, and
+    /// durable before it returns. A reused epoch repeats message ids, which a deduping
+    /// consumer discards: silent loss.
+    fn next_epoch(&mut self) -> Result<u32, StoreError>;
+    /// The spend of link index `link` saved last, if any.
+    fn load_spend(&mut self, link: u8) -> Result<Option<LinkSpend>, StoreError>;
+    /// Saves the spend of link index `link`, durably before it returns.
+    fn save_spend(&mut self, link: u8, spend: LinkSpend) -> Result<(), StoreError>;
+}
+
+/// Bytes of bookkeeping before each frame in a [`RamStore`]: the live flag.
+const SLOT_HEADER: usize = 1;
+
+/// No slot: for the cursor, the next look-up starts at the oldest record.
+const NO_SLOT: u32 = u32::MAX;
 
 /// A store in a fixed byte arena of `N` bytes: no allocation, sized at compile time.
 ///
-/// Each record takes its frame length plus 5 bytes. Removing the oldest record frees its
+/// Each record takes its frame length plus one byte. Removing the oldest record frees its
 /// space at once; removing another leaves a hole that is reclaimed by compaction when an
-/// append needs the room.
+/// append needs the room. Look-ups walk from the last record looked up, so the engine's
+/// walks (oldest to newest) cost one step a record.
 ///
 /// ```
 /// use twinhub_core::{RamStore, Store, RecordMeta, Class, Instant};
 /// let mut store = RamStore::<256>::new();
 /// let meta = RecordMeta { epoch: 1, seq: 0, class: Class::Normal, enqueued_at: Instant::ZERO };
-/// store.push(&meta, b"21.5C").unwrap();
-/// assert_eq!(store.info(0).unwrap().payload_len, 5);
+/// store.append(&meta, b"21.5C").unwrap();
+/// let oldest = store.next_after(None).unwrap().unwrap();
+/// assert_eq!((oldest.key(), oldest.payload_len), (meta.key(), 5));
 /// ```
 pub struct RamStore<const N: usize> {
     arena: [u8; N],
@@ -146,8 +153,10 @@ pub struct RamStore<const N: usize> {
     tail: u32,
     live: u32,
     live_bytes: u32,
-    // Last position looked up and its offset: sequential scans walk from here.
-    cursor: (u32, u32),
+    // The slot looked up last (live or not): walks go on from there.
+    cursor: u32,
+    // The slot appended last (live or not), whose key the next append must pass.
+    newest: u32,
 }
 
 impl<const N: usize> Default for RamStore<N> {
@@ -168,7 +177,7 @@ impl<const N: usize> fmt::Debug for RamStore<N> {
 
 impl<const N: usize> RamStore<N> {
     // Offsets are kept in u32; larger arenas are refused at compile time.
-    const FITS_U32: () = assert!(N <= u32::MAX as usize, "RamStore arena must be under 4 GiB");
+    const FITS_U32: () = assert!(N < u32::MAX as usize, "RamStore arena must be under 4 GiB");
 
     /// An empty store.
     pub const fn new() -> Self {
@@ -180,7 +189,8 @@ impl<const N: usize> RamStore<N> {
             tail: 0,
             live: 0,
             live_bytes: 0,
-            cursor: (0, 0),
+            cursor: NO_SLOT,
+            newest: NO_SLOT,
         }
     }
 
@@ -199,48 +209,96 @@ impl<const N: usize> RamStore<N> {
         self.arena[off] == 1
     }
 
-    /// Offset of the live record at `index`.
-    fn offset(&mut self, index: usize) -> Option<usize> {
-        if index >= self.live as usize {
+    fn frame_at(&self, off: usize) -> &[u8] {
+        &self.arena[off + SLOT_HEADER..off + self.slot_len(off)]
+    }
+
+    /// The key of the slot at `off`, live or not (a removed slot's frame stays intact until
+    /// compaction).
+    fn key_at(&self, off: u32) -> Option<RecordKey> {
+        if off == NO_SLOT {
             return None;
         }
-        let (head, tail) = (self.head as usize, self.tail as usize);
-        let (ci, co) = (self.cursor.0 as usize, self.cursor.1 as usize);
-        let (mut i, mut off) = if ci <= index && co >= head {
-            (ci, co)
-        } else {
-            (0, head)
-        };
-        // Skip holes before the starting record.
-        while off < tail && !self.is_live(off) {
-            off += self.slot_len(off);
+        frame::decode_trusted(self.frame_at(off as usize))
+            .ok()
+            .map(|(f, _)| f.meta.key())
+    }
+
+    fn info_at(&self, off: usize) -> Result<RecordInfo, StoreError> {
+        let bytes = self.frame_at(off);
+        let (f, len) = frame::decode_trusted(bytes).map_err(StoreError::Corrupt)?;
+        Ok(RecordInfo {
+            meta: f.meta,
+            payload_len: f.payload.len() as u32,
+            frame_len: len as u32,
+        })
+    }
+
+    /// Where a walk for keys at or above `key` may start: the cursor when it is not past
+    /// `key`, else the oldest slot.
+    fn start_for(&self, key: Option<RecordKey>) -> usize {
+        match (key, self.key_at(self.cursor)) {
+            (Some(k), Some(at)) if at <= k => self.cursor as usize,
+            _ => self.head as usize,
         }
-        while i < index {
-            off += self.slot_len(off);
-            while off < tail && !self.is_live(off) {
-                off += self.slot_len(off);
+    }
+
+    /// The first live slot at or after `off` whose key passes `keep`, with its info; moves
+    /// the cursor to it.
+    fn walk(
+        &mut self,
+        mut off: usize,
+        keep: impl Fn(RecordKey) -> Walk,
+    ) -> Result<Option<(usize, RecordInfo)>, StoreError> {
+        while off < self.tail as usize {
+            let info = self.info_at(off)?;
+            let key = info.key();
+            match keep(key) {
+                Walk::Stop => break,
+                Walk::Take if self.is_live(off) => {
+                    self.cursor = off as u32;
+                    return Ok(Some((off, info)));
+                }
+                _ => off += self.slot_len(off),
             }
-            i += 1;
         }
-        self.cursor = (index as u32, off as u32);
-        Some(off)
+        Ok(None)
+    }
+
+    fn find(&mut self, key: RecordKey) -> Result<(usize, RecordInfo), StoreError> {
+        let start = self.start_for(Some(key));
+        self.walk(start, |k| match k.cmp(&key) {
+            core::cmp::Ordering::Less => Walk::Skip,
+            core::cmp::Ordering::Equal => Walk::Take,
+            core::cmp::Ordering::Greater => Walk::Stop,
+        })?
+        .ok_or(StoreError::NoSuchRecord)
     }
 
     fn compact(&mut self) {
         let mut write = 0;
         let mut read = self.head as usize;
+        self.newest = NO_SLOT;
         while read < self.tail as usize {
             let len = self.slot_len(read);
             if self.is_live(read) {
                 self.arena.copy_within(read..read + len, write);
+                self.newest = write as u32;
                 write += len;
             }
             read += len;
         }
         self.head = 0;
         self.tail = write as u32;
-        self.cursor = (0, 0);
+        self.cursor = NO_SLOT;
     }
+}
+
+/// What a walk does with the slot it is on.
+enum Walk {
+    Skip,
+    Take,
+    Stop,
 }
 
 impl<const N: usize> Store for RamStore<N> {
@@ -260,7 +318,13 @@ impl<const N: usize> Store for RamStore<N> {
         self.live_bytes as usize + SLOT_HEADER + frame_len <= N
     }
 
-    fn push(&mut self, meta: &RecordMeta, payload: &[u8]) -> Result<(), StoreError> {
+    fn append(&mut self, meta: &RecordMeta, payload: &[u8]) -> Result<(), StoreError> {
+        if self
+            .key_at(self.newest)
+            .is_some_and(|last| meta.key() <= last)
+        {
+            return Err(StoreError::OutOfOrder);
+        }
         let need = SLOT_HEADER + frame::encoded_len(meta, payload.len());
         if self.live_bytes as usize + need > N {
             return Err(StoreError::Full);
@@ -274,61 +338,27 @@ impl<const N: usize> Store for RamStore<N> {
             payload,
             &mut self.arena[off + SLOT_HEADER..off + need],
         )
-        .map_err(|_| StoreError::Full)?;
-        let meta_len = need - SLOT_HEADER - frame::HEADER_AND_CRC - payload.len();
-        self.arena[off..off + SLOT_HEADER].copy_from_slice(&[
-            1,
-            0,
-            0,
-            meta.class as u8,
-            meta_len as u8,
-        ]);
+        .map_err(StoreError::Corrupt)?;
+        self.arena[off] = 1;
         self.tail += need as u32;
         self.live += 1;
         self.live_bytes += need as u32;
+        self.newest = off as u32;
         Ok(())
     }
 
-    fn info(&mut self, index: usize) -> Option<RecordInfo> {
-        let off = self.offset(index)?;
-        let len = self.slot_len(off);
-        let (f, _) = frame::decode_trusted(&self.arena[off + SLOT_HEADER..off + len]).ok()?;
-        Some(RecordInfo {
-            meta: f.meta,
-            state: RecordState {
-                inflight: self.arena[off + 1],
-                delivered: self.arena[off + 2],
-            },
-            payload_len: f.payload.len() as u32,
-            frame_len: (len - SLOT_HEADER) as u32,
-        })
+    fn next_after(&mut self, after: Option<RecordKey>) -> Result<Option<RecordInfo>, StoreError> {
+        let start = self.start_for(after);
+        let found = self.walk(start, |k| match after {
+            Some(a) if k <= a => Walk::Skip,
+            _ => Walk::Take,
+        })?;
+        Ok(found.map(|(_, info)| info))
     }
 
-    fn peek(&mut self, index: usize) -> Option<RecordPeek> {
-        let off = self.offset(index)?;
-        let frame_len = self.slot_len(off) - SLOT_HEADER;
-        let h = &self.arena[off..off + SLOT_HEADER];
-        Some(RecordPeek {
-            state: RecordState {
-                inflight: h[1],
-                delivered: h[2],
-            },
-            class: *Class::ALL.get(h[3] as usize)?,
-            payload_len: (frame_len - frame::HEADER_AND_CRC - h[4] as usize) as u32,
-            frame_len: frame_len as u32,
-        })
-    }
-
-    fn set_state(&mut self, index: usize, state: RecordState) {
-        if let Some(off) = self.offset(index) {
-            self.arena[off + 1] = state.inflight;
-            self.arena[off + 2] = state.delivered;
-        }
-    }
-
-    fn read_frame(&mut self, index: usize, out: &mut [u8]) -> Result<usize, StoreError> {
-        let off = self.offset(index).ok_or(StoreError::NoSuchRecord)?;
-        let len = self.slot_len(off) - SLOT_HEADER;
+    fn read(&mut self, key: RecordKey, out: &mut [u8]) -> Result<usize, StoreError> {
+        let (off, info) = self.find(key)?;
+        let len = info.frame_len as usize;
         let dst = out
             .get_mut(..len)
             .ok_or(StoreError::Corrupt(frame::FrameError::BufferTooSmall))?;
@@ -336,43 +366,26 @@ impl<const N: usize> Store for RamStore<N> {
         Ok(len)
     }
 
-    fn read_and_mark(
-        &mut self,
-        index: usize,
-        out: &mut [u8],
-        state: RecordState,
-    ) -> Result<usize, StoreError> {
-        let off = self.offset(index).ok_or(StoreError::NoSuchRecord)?;
-        let len = self.slot_len(off) - SLOT_HEADER;
-        let dst = out
-            .get_mut(..len)
-            .ok_or(StoreError::Corrupt(frame::FrameError::BufferTooSmall))?;
-        dst.copy_from_slice(&self.arena[off + SLOT_HEADER..off + SLOT_HEADER + len]);
-        self.arena[off + 1] = state.inflight;
-        self.arena[off + 2] = state.delivered;
-        Ok(len)
-    }
-
-    fn remove(&mut self, index: usize) -> Result<(), StoreError> {
-        let off = self.offset(index).ok_or(StoreError::NoSuchRecord)?;
+    fn remove(&mut self, key: RecordKey) -> Result<(), StoreError> {
+        let (off, _) = self.find(key)?;
         let len = self.slot_len(off);
         self.arena[off] = 0;
         self.live -= 1;
         self.live_bytes -= len as u32;
-        // Reclaim holes at the front at once; the rest wait for compaction.
-        while self.head < self.tail && !self.is_live(self.head as usize) {
-            self.head += self.slot_len(self.head as usize) as u32;
-        }
         if self.live == 0 {
             self.head = 0;
             self.tail = 0;
-            self.cursor = (0, 0);
+            self.cursor = NO_SLOT;
+            self.newest = NO_SLOT;
             return Ok(());
         }
-        // Records before `index` keep their positions and offsets; a cursor at `index` now
-        // rests on a hole, which the next walk skips to the record that took its place.
-        if self.cursor.0 as usize > index {
-            self.cursor = (0, self.head);
+        // Reclaim holes at the front at once; the rest wait for compaction. A cursor on a
+        // hole stays usable (its frame is intact) until the hole is reclaimed.
+        while self.head < self.tail && !self.is_live(self.head as usize) {
+            self.head += self.slot_len(self.head as usize) as u32;
+        }
+        if self.cursor != NO_SLOT && self.cursor < self.head {
+            self.cursor = NO_SLOT;
         }
         Ok(())
     }
@@ -392,43 +405,78 @@ mod tests {
         }
     }
 
+    fn keys<const N: usize>(s: &mut RamStore<N>) -> heapless::Vec<u64, 32> {
+        let mut out = heapless::Vec::new();
+        let mut after = None;
+        while let Some(info) = s.next_after(after).unwrap() {
+            out.push(info.meta.seq).unwrap();
+            after = Some(info.key());
+        }
+        out
+    }
+
     #[test]
-    fn push_read_remove_compact() {
+    fn append_read_remove_compact() {
         let mut s = RamStore::<128>::new();
         let mut n = 0;
-        while s.push(&meta(n), &[n as u8; 10]).is_ok() {
+        while s.append(&meta(n), &[n as u8; 10]).is_ok() {
             n += 1;
         }
         assert!(n >= 4, "{n}");
         assert_eq!(s.len(), n as usize);
-        assert_eq!(s.push(&meta(99), &[0; 10]), Err(StoreError::Full));
-        assert_eq!(s.len(), n as usize, "a refused push changes nothing");
-        // Remove a middle record, then the head: room comes back and order is kept.
-        s.remove(1).unwrap();
-        s.remove(0).unwrap();
-        assert_eq!(s.info(0).unwrap().meta.seq, 2);
-        s.push(&meta(100), &[7; 10]).unwrap();
-        let seqs: heapless::Vec<u64, 16> =
-            (0..s.len()).map(|i| s.info(i).unwrap().meta.seq).collect();
+        assert_eq!(s.append(&meta(99), &[0; 10]), Err(StoreError::Full));
+        assert_eq!(s.len(), n as usize, "a refused append changes nothing");
+        // Remove a middle record, then the oldest: room comes back and order is kept.
+        s.remove(meta(1).key()).unwrap();
+        s.remove(meta(0).key()).unwrap();
+        assert_eq!(s.next_after(None).unwrap().unwrap().meta.seq, 2);
+        s.append(&meta(100), &[7; 10]).unwrap();
+        let seqs = keys(&mut s);
+        assert_eq!(seqs.first(), Some(&2));
         assert_eq!(seqs.last(), Some(&100));
         let mut buf = [0u8; 64];
-        let len = s.read_frame(s.len() - 1, &mut buf).unwrap();
+        let len = s.read(meta(100).key(), &mut buf).unwrap();
         let (f, _) = frame::decode(&buf[..len]).unwrap();
         assert_eq!(f.payload, &[7; 10]);
-        s.set_state(
-            0,
-            RecordState {
-                inflight: 2,
-                delivered: 1,
-            },
-        );
+        assert_eq!(s.remove(meta(99).key()), Err(StoreError::NoSuchRecord));
+        assert_eq!(s.remove(meta(1).key()), Err(StoreError::NoSuchRecord));
         assert_eq!(
-            s.info(0).unwrap().state,
-            RecordState {
-                inflight: 2,
-                delivered: 1
-            }
+            s.read(meta(100).key(), &mut [0u8; 4]),
+            Err(StoreError::Corrupt(frame::FrameError::BufferTooSmall))
         );
-        assert_eq!(s.remove(99), Err(StoreError::NoSuchRecord));
+    }
+
+    #[test]
+    fn appends_must_go_in_key_order() {
+        let mut s = RamStore::<256>::new();
+        s.append(&meta(5), b"a").unwrap();
+        assert_eq!(s.append(&meta(5), b"b"), Err(StoreError::OutOfOrder));
+        assert_eq!(s.append(&meta(4), b"b"), Err(StoreError::OutOfOrder));
+        let later_epoch = RecordMeta {
+            epoch: 2,
+            seq: 0,
+            ..meta(0)
+        };
+        s.append(&later_epoch, b"c").unwrap();
+        assert_eq!(s.len(), 2);
+    }
+
+    #[test]
+    fn look_ups_before_the_cursor_find_their_record() {
+        let mut s = RamStore::<512>::new();
+        for n in 0..10 {
+            s.append(&meta(n), &[n as u8; 3]).unwrap();
+        }
+        let mut buf = [0u8; 64];
+        s.read(meta(8).key(), &mut buf).unwrap();
+        // Behind the cursor, and a removed record in the middle.
+        s.remove(meta(3).key()).unwrap();
+        assert_eq!(
+            s.next_after(Some(meta(2).key())).unwrap().unwrap().meta.seq,
+            4
+        );
+        s.read(meta(1).key(), &mut buf).unwrap();
+        assert_eq!(s.next_after(Some(meta(9).key())).unwrap(), None);
+        assert_eq!(keys(&mut s).len(), 9);
     }
 }

@@ -315,18 +315,19 @@ proptest! {
         run(Routing::Mirror, seed, ops)?;
     }
 
-    /// The arena store behaves like a queue with removal anywhere.
+    /// The arena store behaves like a queue with removal anywhere, addressed by key.
     #[test]
     fn ram_store_matches_a_model(ops in prop::collection::vec((any::<bool>(), 0usize..120, any::<usize>()), 1..400)) {
         let mut store = RamStore::<1024>::new();
         let mut model: VecDeque<(u64, usize)> = VecDeque::new();
         let mut seq = 0u64;
+        let key = |seq| RecordKey { epoch: 1, seq };
         for (push, len, pick) in ops {
             if push || model.is_empty() {
                 let meta = RecordMeta { epoch: 1, seq, class: Class::Normal, enqueued_at: Instant::ZERO };
                 let payload = vec![seq as u8; len];
                 let fits = store.fits(frame::encoded_len(&meta, len));
-                match store.push(&meta, &payload) {
+                match store.append(&meta, &payload) {
                     Ok(()) => { prop_assert!(fits); model.push_back((seq, len)); }
                     Err(StoreError::Full) => prop_assert!(!fits),
                     Err(e) => prop_assert!(false, "{e:?}"),
@@ -334,34 +335,54 @@ proptest! {
                 seq += 1;
             } else {
                 let i = pick % model.len();
-                store.remove(i).unwrap();
+                store.remove(key(model[i].0)).unwrap();
+                prop_assert_eq!(store.remove(key(model[i].0)), Err(StoreError::NoSuchRecord));
                 model.remove(i);
             }
             prop_assert_eq!(store.len(), model.len());
-            for (i, (s, len)) in model.iter().enumerate() {
-                let info = store.info(i).unwrap();
+            let mut after = None;
+            for (s, len) in &model {
+                let info = store.next_after(after).unwrap().unwrap();
                 prop_assert_eq!((info.meta.seq, info.payload_len as usize), (*s, *len));
-                let peek = store.peek(i).unwrap();
-                prop_assert_eq!(
-                    (peek.state, peek.class, peek.payload_len, peek.frame_len),
-                    (info.state, info.meta.class, info.payload_len, info.frame_len)
-                );
+                prop_assert_eq!(info.frame_len as usize, frame::encoded_len(&info.meta, *len));
+                after = Some(info.key());
             }
+            prop_assert_eq!(store.next_after(after).unwrap(), None);
             let mut out = vec![0u8; 1024];
-            if let Some(last) = model.len().checked_sub(1) {
-                let n = store.read_frame(last, &mut out).unwrap();
+            if let Some(&(s, _)) = model.get(pick % model.len().max(1)) {
+                let n = store.read(key(s), &mut out).unwrap();
                 let (f, _) = frame::decode(&out[..n]).unwrap();
-                prop_assert_eq!(f.meta.seq, model[last].0);
-                prop_assert!(f.payload.iter().all(|&b| b == model[last].0 as u8));
+                prop_assert_eq!(f.meta.seq, s);
+                prop_assert!(f.payload.iter().all(|&b| b == s as u8));
             }
         }
     }
 
-    /// Frame decoding never panics and never accepts a frame that was altered.
+    /// Frame decoding never panics on any bytes.
     #[test]
     fn frame_decode_total(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
         let _ = frame::decode(&bytes);
         let _ = frame::Frames::new(&bytes).count();
+    }
+
+    /// A frame with any one bit flipped, or cut short, is refused: never read as a record.
+    #[test]
+    fn altered_frames_are_rejected(
+        payload in prop::collection::vec(any::<u8>(), 0..120),
+        seq in any::<u64>(),
+        flip in any::<usize>(),
+        cut in any::<usize>(),
+    ) {
+        let meta = RecordMeta { epoch: 7, seq, class: Class::Bulk, enqueued_at: Instant::from_millis(99) };
+        let mut bytes = vec![0u8; frame::encoded_len(&meta, payload.len())];
+        let n = frame::encode(&meta, &payload, &mut bytes).unwrap();
+        prop_assert!(frame::decode(&bytes[..n]).is_ok());
+        let bit = flip % (n * 8);
+        let mut flipped = bytes.clone();
+        flipped[bit / 8] ^= 1 << (bit % 8);
+        prop_assert!(frame::decode(&flipped).is_err(), "bit {} flipped was accepted", bit);
+        let short = cut % n;
+        prop_assert!(frame::decode(&bytes[..short]).is_err(), "cut at {} was accepted", short);
     }
 }
 

@@ -574,7 +574,7 @@ fn recovered_store_records_keep_their_ids_and_epoch_moves_on() {
         class: Class::Normal,
         enqueued_at: Instant::ZERO,
     };
-    store.push(&meta, b"old").unwrap();
+    store.append(&meta, b"old").unwrap();
     let mut p = Producer::new(&config, store, Instant::from_millis(10), 3, 1);
     assert_eq!(p.epoch(), 6, "epoch raised past the recovered records");
     assert_eq!(p.stats().accepted, 1);

@@ -37,15 +37,15 @@ fn meta(seq: u64) -> RecordMeta {
 /// One group: `n` pushes and one sync.
 fn ours_batch(store: &mut DiskStore, seq: &mut u64, n: usize) {
     for _ in 0..n {
-        store.push(&meta(*seq), black_box(&PAYLOAD)).unwrap();
+        store.append(&meta(*seq), black_box(&PAYLOAD)).unwrap();
         *seq += 1;
     }
     store.sync().unwrap();
 }
 
 fn drain(store: &mut DiskStore) {
-    while !store.is_empty() {
-        store.remove(0).unwrap();
+    while let Some(oldest) = store.next_after(None).unwrap() {
+        store.remove(oldest.key()).unwrap();
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use twinhub_core::{LinkSpend, RecordInfo, RecordMeta, RecordPeek, RecordState, Store, StoreError};
+use twinhub_core::{LinkSpend, RecordInfo, RecordKey, RecordMeta, Store, StoreError};
 
 use crate::config::ConfigError;
 use crate::memstore::MemStore;
@@ -58,31 +58,17 @@ impl Store for AnyOutbox {
     fn fits(&self, frame_len: usize) -> bool {
         each!(self, s => s.fits(frame_len))
     }
-    fn push(&mut self, meta: &RecordMeta, payload: &[u8]) -> Result<(), StoreError> {
-        each!(self, s => s.push(meta, payload))
+    fn append(&mut self, meta: &RecordMeta, payload: &[u8]) -> Result<(), StoreError> {
+        each!(self, s => s.append(meta, payload))
     }
-    fn info(&mut self, index: usize) -> Option<RecordInfo> {
-        each!(self, s => s.info(index))
+    fn next_after(&mut self, after: Option<RecordKey>) -> Result<Option<RecordInfo>, StoreError> {
+        each!(self, s => s.next_after(after))
     }
-    fn peek(&mut self, index: usize) -> Option<RecordPeek> {
-        each!(self, s => s.peek(index))
+    fn read(&mut self, key: RecordKey, out: &mut [u8]) -> Result<usize, StoreError> {
+        each!(self, s => s.read(key, out))
     }
-    fn set_state(&mut self, index: usize, state: RecordState) {
-        each!(self, s => s.set_state(index, state))
-    }
-    fn read_frame(&mut self, index: usize, out: &mut [u8]) -> Result<usize, StoreError> {
-        each!(self, s => s.read_frame(index, out))
-    }
-    fn read_and_mark(
-        &mut self,
-        index: usize,
-        out: &mut [u8],
-        state: RecordState,
-    ) -> Result<usize, StoreError> {
-        each!(self, s => s.read_and_mark(index, out, state))
-    }
-    fn remove(&mut self, index: usize) -> Result<(), StoreError> {
-        each!(self, s => s.remove(index))
+    fn remove(&mut self, key: RecordKey) -> Result<(), StoreError> {
+        each!(self, s => s.remove(key))
     }
 }
 

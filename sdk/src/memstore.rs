@@ -5,14 +5,13 @@
 use std::collections::VecDeque;
 
 use twinhub_core::frame::{self, RecordMeta};
-use twinhub_core::{RecordInfo, RecordPeek, RecordState, Store, StoreError};
+use twinhub_core::{RecordInfo, RecordKey, Store, StoreError};
 
 /// Per-record bookkeeping besides the frame bytes.
 const ENTRY_OVERHEAD: usize = 32;
 
 struct Entry {
     meta: RecordMeta,
-    state: RecordState,
     payload_len: u32,
     frame: Box<[u8]>,
 }
@@ -45,6 +44,21 @@ impl MemStore {
     }
 }
 
+impl MemStore {
+    /// Where the record with `key` is, or would go.
+    fn position(&self, key: RecordKey) -> usize {
+        self.entries.partition_point(|e| e.meta.key() < key)
+    }
+
+    fn entry(&self, key: RecordKey) -> Result<(usize, &Entry), StoreError> {
+        let i = self.position(key);
+        match self.entries.get(i) {
+            Some(e) if e.meta.key() == key => Ok((i, e)),
+            _ => Err(StoreError::NoSuchRecord),
+        }
+    }
+}
+
 impl Store for MemStore {
     fn len(&self) -> usize {
         self.entries.len()
@@ -62,7 +76,14 @@ impl Store for MemStore {
         self.used + self.cost(frame_len) <= self.max_bytes
     }
 
-    fn push(&mut self, meta: &RecordMeta, payload: &[u8]) -> Result<(), StoreError> {
+    fn append(&mut self, meta: &RecordMeta, payload: &[u8]) -> Result<(), StoreError> {
+        if self
+            .entries
+            .back()
+            .is_some_and(|last| meta.key() <= last.meta.key())
+        {
+            return Err(StoreError::OutOfOrder);
+        }
         let len = frame::encoded_len(meta, payload.len());
         if !self.fits(len) {
             return Err(StoreError::Full);
@@ -72,39 +93,26 @@ impl Store for MemStore {
         self.used += self.cost(len);
         self.entries.push_back(Entry {
             meta: *meta,
-            state: RecordState::default(),
             payload_len: payload.len() as u32,
             frame: bytes,
         });
         Ok(())
     }
 
-    fn info(&mut self, index: usize) -> Option<RecordInfo> {
-        self.entries.get(index).map(|e| RecordInfo {
+    fn next_after(&mut self, after: Option<RecordKey>) -> Result<Option<RecordInfo>, StoreError> {
+        let i = match after {
+            None => 0,
+            Some(k) => self.entries.partition_point(|e| e.meta.key() <= k),
+        };
+        Ok(self.entries.get(i).map(|e| RecordInfo {
             meta: e.meta,
-            state: e.state,
             payload_len: e.payload_len,
             frame_len: e.frame.len() as u32,
-        })
+        }))
     }
 
-    fn peek(&mut self, index: usize) -> Option<RecordPeek> {
-        self.entries.get(index).map(|e| RecordPeek {
-            state: e.state,
-            class: e.meta.class,
-            payload_len: e.payload_len,
-            frame_len: e.frame.len() as u32,
-        })
-    }
-
-    fn set_state(&mut self, index: usize, state: RecordState) {
-        if let Some(e) = self.entries.get_mut(index) {
-            e.state = state;
-        }
-    }
-
-    fn read_frame(&mut self, index: usize, out: &mut [u8]) -> Result<usize, StoreError> {
-        let e = self.entries.get(index).ok_or(StoreError::NoSuchRecord)?;
+    fn read(&mut self, key: RecordKey, out: &mut [u8]) -> Result<usize, StoreError> {
+        let (_, e) = self.entry(key)?;
         let dst = out
             .get_mut(..e.frame.len())
             .ok_or(StoreError::Corrupt(frame::FrameError::BufferTooSmall))?;
@@ -112,9 +120,11 @@ impl Store for MemStore {
         Ok(e.frame.len())
     }
 
-    fn remove(&mut self, index: usize) -> Result<(), StoreError> {
-        let e = self.entries.remove(index).ok_or(StoreError::NoSuchRecord)?;
-        self.used -= e.frame.len() + ENTRY_OVERHEAD;
+    fn remove(&mut self, key: RecordKey) -> Result<(), StoreError> {
+        let (i, _) = self.entry(key)?;
+        if let Some(e) = self.entries.remove(i) {
+            self.used -= e.frame.len() + ENTRY_OVERHEAD;
+        }
         Ok(())
     }
 }
@@ -134,16 +144,21 @@ mod tests {
             enqueued_at: Instant::ZERO,
         };
         let mut n = 0;
-        while s.push(&meta(n), &[0; 50]).is_ok() {
+        while s.append(&meta(n), &[0; 50]).is_ok() {
             n += 1;
         }
         assert!(n >= 2);
-        assert_eq!(s.push(&meta(n), &[0; 50]), Err(StoreError::Full));
-        s.remove(0).unwrap();
-        assert_eq!(s.info(0).unwrap().meta.seq, 1);
-        s.push(&meta(n), &[0; 50]).unwrap();
+        assert_eq!(s.append(&meta(n), &[0; 50]), Err(StoreError::Full));
+        assert_eq!(s.append(&meta(0), &[0; 5]), Err(StoreError::OutOfOrder));
+        s.remove(meta(0).key()).unwrap();
+        assert_eq!(s.remove(meta(0).key()), Err(StoreError::NoSuchRecord));
+        assert_eq!(s.next_after(None).unwrap().unwrap().meta.seq, 1);
+        s.append(&meta(n), &[0; 50]).unwrap();
         let mut buf = [0u8; 128];
-        let len = s.read_frame(s.len() - 1, &mut buf).unwrap();
+        let len = s.read(meta(n).key(), &mut buf).unwrap();
         assert_eq!(frame::decode(&buf[..len]).unwrap().0.meta.seq, n);
+        let last = s.next_after(Some(meta(n - 1).key())).unwrap().unwrap();
+        assert_eq!(last.meta.seq, n);
+        assert_eq!(s.next_after(Some(last.key())).unwrap(), None);
     }
 }

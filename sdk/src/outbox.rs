@@ -13,14 +13,14 @@
 //! ```
 //!
 //! Segments are numbered in append order, so records are kept in id order across them.
-//! A RAM index holds every live record's segment, offset, metadata, lengths and the engine's
-//! volatile [`RecordState`]: [`Store::info`] and [`Store::peek`] never touch the disk, and
-//! [`Store::read_frame`] is one positioned read (the frame's CRC is checked on the way out).
+//! A RAM index, in key order, holds every live record's segment, offset, metadata and
+//! lengths: [`Store::next_after`] never touches the disk, and [`Store::read`] is one
+//! positioned read (the frame's CRC is checked on the way out).
 //!
 //! # Durability
 //!
 //! Each frame carries a CRC-32C over its header and body; recovery trusts nothing else.
-//! With [`Fsync::Batch`] (group commit) [`Store::push`] reserves the frame's disk space
+//! With [`Fsync::Batch`] (group commit) [`Store::append`] reserves the frame's disk space
 //! (`fallocate`, the file's size unchanged, so a full disk still refuses the record at
 //! once) and holds the frame in memory; [`DiskStore::sync`] writes everything held with one
 //! call and makes it durable with one `fdatasync` per touched file. The driver calls it
@@ -66,7 +66,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crc::{CRC_32_ISCSI, Crc};
 use twinhub_core::frame::{self, RecordMeta};
-use twinhub_core::{LinkSpend, RecordInfo, RecordPeek, RecordState, Store, StoreError};
+use twinhub_core::{LinkSpend, RecordInfo, RecordKey, Store, StoreError};
 
 use crate::spec::Fsync;
 
@@ -147,7 +147,6 @@ struct Entry {
     frame_len: u32,
     payload_len: u32,
     meta: RecordMeta,
-    state: RecordState,
 }
 
 /// One segment file and its ack log.
@@ -184,7 +183,7 @@ struct Segment {
 /// assert_eq!(recovery.records, 0);
 /// let epoch = store.next_epoch().unwrap();
 /// let meta = RecordMeta { epoch, seq: 0, class: Class::Normal, enqueued_at: Instant::ZERO };
-/// store.push(&meta, b"21.5C").unwrap();
+/// store.append(&meta, b"21.5C").unwrap();
 /// store.sync().unwrap(); // now durable
 /// drop(store);
 /// let (store, recovery) = DiskStore::open(dir.path(), 1 << 20, Fsync::Batch).unwrap();
@@ -554,7 +553,6 @@ impl DiskStore {
                 frame_len: len as u32,
                 payload_len: payload_len as u32,
                 meta,
-                state: RecordState::default(),
             });
         }
         self.disk_bytes += seg.size + seg.ack_len;
@@ -1034,7 +1032,14 @@ impl Store for DiskStore {
         self.live_cost + self.cost(frame_len) as u64 <= self.max_bytes
     }
 
-    fn push(&mut self, meta: &RecordMeta, payload: &[u8]) -> Result<(), StoreError> {
+    fn append(&mut self, meta: &RecordMeta, payload: &[u8]) -> Result<(), StoreError> {
+        if self
+            .index
+            .back()
+            .is_some_and(|last| meta.key() <= last.meta.key())
+        {
+            return Err(StoreError::OutOfOrder);
+        }
         let flen = frame::encoded_len(meta, payload.len());
         if !self.fits(flen) {
             return Err(StoreError::Full);
@@ -1047,39 +1052,27 @@ impl Store for DiskStore {
         buf.resize(flen, 0);
         let encoded = frame::encode(meta, payload, &mut buf);
         let result = match encoded {
-            Ok(_) => self.append(meta, &buf, payload.len()),
+            Ok(_) => self.write_frame(meta, &buf, payload.len()),
             Err(_) => Err(StoreError::Full),
         };
         self.buf = buf;
         result
     }
 
-    fn info(&mut self, index: usize) -> Option<RecordInfo> {
-        self.index.get(index).map(|e| RecordInfo {
+    fn next_after(&mut self, after: Option<RecordKey>) -> Result<Option<RecordInfo>, StoreError> {
+        let i = match after {
+            None => 0,
+            Some(k) => self.index.partition_point(|e| e.meta.key() <= k),
+        };
+        Ok(self.index.get(i).map(|e| RecordInfo {
             meta: e.meta,
-            state: e.state,
             payload_len: e.payload_len,
             frame_len: e.frame_len,
-        })
+        }))
     }
 
-    fn peek(&mut self, index: usize) -> Option<RecordPeek> {
-        self.index.get(index).map(|e| RecordPeek {
-            state: e.state,
-            class: e.meta.class,
-            payload_len: e.payload_len,
-            frame_len: e.frame_len,
-        })
-    }
-
-    fn set_state(&mut self, index: usize, state: RecordState) {
-        if let Some(e) = self.index.get_mut(index) {
-            e.state = state;
-        }
-    }
-
-    fn read_frame(&mut self, index: usize, out: &mut [u8]) -> Result<usize, StoreError> {
-        let e = self.index.get(index).ok_or(StoreError::NoSuchRecord)?;
+    fn read(&mut self, key: RecordKey, out: &mut [u8]) -> Result<usize, StoreError> {
+        let e = &self.index[self.position(key)?];
         let len = e.frame_len as usize;
         let dst = out
             .get_mut(..len)
@@ -1100,8 +1093,9 @@ impl Store for DiskStore {
         Ok(len)
     }
 
-    fn remove(&mut self, index: usize) -> Result<(), StoreError> {
-        let e = *self.index.get(index).ok_or(StoreError::NoSuchRecord)?;
+    fn remove(&mut self, key: RecordKey) -> Result<(), StoreError> {
+        let index = self.position(key)?;
+        let e = self.index[index];
         self.retry_acks();
         if self.write_ack(e.seg, e.off).is_err() {
             // The record was delivered: forget it now and write its ack when the disk
@@ -1126,9 +1120,18 @@ impl Store for DiskStore {
 }
 
 impl DiskStore {
+    /// The index position of the record with `key`.
+    fn position(&self, key: RecordKey) -> Result<usize, StoreError> {
+        let i = self.index.partition_point(|e| e.meta.key() < key);
+        match self.index.get(i) {
+            Some(e) if e.meta.key() == key => Ok(i),
+            _ => Err(StoreError::NoSuchRecord),
+        }
+    }
+
     /// Writes an encoded frame to the active segment and indexes it; on failure the file is
     /// cut back so nothing is half-written.
-    fn append(
+    fn write_frame(
         &mut self,
         meta: &RecordMeta,
         bytes: &[u8],
@@ -1288,7 +1291,6 @@ impl DiskStore {
             frame_len: flen as u32,
             payload_len: payload_len as u32,
             meta: *meta,
-            state: RecordState::default(),
         });
         Ok(())
     }

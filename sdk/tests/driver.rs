@@ -11,8 +11,8 @@ use twinhub::memstore::MemStore;
 use twinhub::transport::{BoxFuture, Transport};
 use twinhub::{Class, Event, FlushError, Outbox, Outcome, Parts, Producer, SendError, SendOptions};
 use twinhub_core::{
-    Config, DropReason, EndpointConfig, EndpointId, MessageId, OnFull, RecordInfo, RecordMeta,
-    Store, StoreError,
+    Config, DropReason, EndpointConfig, EndpointId, MessageId, OnFull, RecordInfo, RecordKey,
+    RecordMeta, Store, StoreError,
 };
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -96,20 +96,17 @@ impl Store for Counted {
     fn fits(&self, n: usize) -> bool {
         self.inner.fits(n)
     }
-    fn push(&mut self, m: &RecordMeta, p: &[u8]) -> Result<(), StoreError> {
-        self.inner.push(m, p)
+    fn append(&mut self, m: &RecordMeta, p: &[u8]) -> Result<(), StoreError> {
+        self.inner.append(m, p)
     }
-    fn info(&mut self, i: usize) -> Option<RecordInfo> {
-        self.inner.info(i)
+    fn next_after(&mut self, k: Option<RecordKey>) -> Result<Option<RecordInfo>, StoreError> {
+        self.inner.next_after(k)
     }
-    fn set_state(&mut self, i: usize, s: twinhub_core::RecordState) {
-        self.inner.set_state(i, s)
+    fn read(&mut self, k: RecordKey, o: &mut [u8]) -> Result<usize, StoreError> {
+        self.inner.read(k, o)
     }
-    fn read_frame(&mut self, i: usize, o: &mut [u8]) -> Result<usize, StoreError> {
-        self.inner.read_frame(i, o)
-    }
-    fn remove(&mut self, i: usize) -> Result<(), StoreError> {
-        self.inner.remove(i)
+    fn remove(&mut self, k: RecordKey) -> Result<(), StoreError> {
+        self.inner.remove(k)
     }
 }
 

@@ -9,8 +9,8 @@ use proptest::prelude::*;
 use twinhub::outbox::{DiskStore, Recovery};
 use twinhub::spec::Fsync;
 use twinhub_core::{
-    Class, Config, EndpointConfig, Instant, Outcome, Producer, RecordMeta, RecordState, Store,
-    StoreError, frame,
+    Class, Config, EndpointConfig, Instant, Outcome, Producer, RecordInfo, RecordKey, RecordMeta,
+    Store, StoreError, frame,
 };
 
 const MIB: u64 = 1 << 20;
@@ -34,13 +34,34 @@ fn open(dir: &Path, max: u64) -> (DiskStore, Recovery) {
     DiskStore::open(dir, max, Fsync::Batch).unwrap()
 }
 
+/// The record at position `i` (0 is the oldest), walking the store by key.
+fn info_at(s: &mut DiskStore, i: usize) -> Option<RecordInfo> {
+    let mut info = s.next_after(None).unwrap()?;
+    for _ in 0..i {
+        info = s.next_after(Some(info.key())).unwrap()?;
+    }
+    Some(info)
+}
+
+/// Removes the record at position `i`.
+fn remove_at(s: &mut DiskStore, i: usize) -> Result<(), StoreError> {
+    let key = info_at(s, i).map_or(
+        RecordKey {
+            epoch: 0,
+            seq: u64::MAX,
+        },
+        |x| x.key(),
+    );
+    s.remove(key)
+}
+
 /// (seq, payload) of every record, read back from disk.
 fn contents(s: &mut DiskStore) -> Vec<(u64, Vec<u8>)> {
     let mut buf = vec![0u8; 1 << 16];
     (0..s.len())
         .map(|i| {
-            let info = s.info(i).unwrap();
-            let n = s.read_frame(i, &mut buf).unwrap();
+            let info = info_at(s, i).unwrap();
+            let n = s.read(info.key(), &mut buf).unwrap();
             assert_eq!(n, info.frame_len as usize);
             let (f, used) = frame::decode(&buf[..n]).unwrap();
             assert_eq!(used, n);
@@ -72,7 +93,7 @@ fn dir_bytes(dir: &Path) -> u64 {
 
 fn fill(s: &mut DiskStore, seqs: std::ops::Range<u64>, len: usize) {
     for seq in seqs {
-        s.push(&meta(seq), &payload(seq, len)).unwrap();
+        s.append(&meta(seq), &payload(seq, len)).unwrap();
     }
     s.sync().unwrap();
 }
@@ -85,32 +106,30 @@ fn append_read_remove_restart_round_trip() {
     assert_eq!(rec, Recovery::default());
     fill(&mut s, 0..10, 100);
     assert_eq!(s.len(), 10);
-    let info = s.info(4).unwrap();
+    let info = s.next_after(Some(meta(3).key())).unwrap().unwrap();
     assert_eq!(info.meta, meta(4));
     assert_eq!(info.payload_len, 100);
     assert_eq!(info.frame_len as usize, frame::encoded_len(&meta(4), 100));
-    let peek = s.peek(4).unwrap();
+    // Records are addressed by key: removing one moves no other.
+    s.remove(meta(4).key()).unwrap();
+    s.remove(meta(0).key()).unwrap();
+    assert_eq!(info_at(&mut s, 3).unwrap().meta.seq, 5);
     assert_eq!(
-        (peek.class, peek.payload_len, peek.frame_len),
-        (meta(4).class, 100, info.frame_len)
+        s.next_after(Some(meta(3).key())).unwrap().unwrap().meta.seq,
+        5
     );
-    // Volatile state lives beside each record and follows it when positions shift.
-    let st = RecordState {
-        inflight: 2,
-        delivered: 1,
-    };
-    s.set_state(5, st);
-    s.remove(4).unwrap();
-    s.remove(0).unwrap();
-    assert_eq!(s.info(3).unwrap().state, st);
-    assert_eq!(s.info(3).unwrap().meta.seq, 5);
+    assert_eq!(s.append(&meta(9), b"again"), Err(StoreError::OutOfOrder));
     let mut small = [0u8; 8];
     assert!(matches!(
-        s.read_frame(0, &mut small),
+        s.read(meta(1).key(), &mut small),
         Err(StoreError::Corrupt(frame::FrameError::BufferTooSmall))
     ));
-    assert_eq!(s.remove(99), Err(StoreError::NoSuchRecord));
-    assert_eq!(s.read_frame(99, &mut small), Err(StoreError::NoSuchRecord));
+    assert_eq!(s.remove(meta(99).key()), Err(StoreError::NoSuchRecord));
+    assert_eq!(s.remove(meta(4).key()), Err(StoreError::NoSuchRecord));
+    assert_eq!(
+        s.read(meta(99).key(), &mut small),
+        Err(StoreError::NoSuchRecord)
+    );
     let before = contents(&mut s);
     s.sync().unwrap();
     drop(s);
@@ -121,11 +140,6 @@ fn append_read_remove_restart_round_trip() {
     assert_eq!(rec.segments, 1);
     assert_eq!((rec.truncated_bytes, rec.corrupt_frames), (0, 0));
     assert_eq!(contents(&mut s), before);
-    assert_eq!(
-        s.info(3).unwrap().state,
-        RecordState::default(),
-        "state is volatile"
-    );
     // New records go after the recovered ones, in a new segment.
     fill(&mut s, 10..12, 5);
     let seqs: Vec<u64> = contents(&mut s).iter().map(|r| r.0).collect();
@@ -141,7 +155,7 @@ fn delivered_records_do_not_come_back() {
     fill(&mut s, 0..50, 64);
     // Out of order, as mirror routing and retries remove them.
     for i in [10, 3, 0, 30, 1] {
-        s.remove(i).unwrap();
+        remove_at(&mut s, i).unwrap();
     }
     s.sync().unwrap();
     let left = contents(&mut s);
@@ -151,10 +165,10 @@ fn delivered_records_do_not_come_back() {
     assert_eq!(contents(&mut s), left);
     // All delivered: nothing comes back, and the segment and its ack log are gone.
     while !s.is_empty() {
-        s.remove(0).unwrap();
+        remove_at(&mut s, 0).unwrap();
     }
     fill(&mut s, 50..51, 1);
-    s.remove(0).unwrap();
+    remove_at(&mut s, 0).unwrap();
     s.sync().unwrap();
     drop(s);
     let (s, rec) = open(tmp.path(), MIB);
@@ -169,7 +183,7 @@ fn synced_records_survive_a_crash() {
         let tmp = tempfile::tempdir().unwrap();
         let (mut s, _) = DiskStore::open(tmp.path(), MIB, fsync).unwrap();
         fill(&mut s, 0..20, 256);
-        s.remove(7).unwrap();
+        remove_at(&mut s, 7).unwrap();
         // No clean shutdown: the handles are leaked, not closed.
         s.simulate_crash();
         let (mut s, rec) = DiskStore::open(tmp.path(), MIB, fsync).unwrap();
@@ -291,14 +305,14 @@ fn byte_cap_refuses_without_partial_writes_and_reclaims() {
     assert_eq!(s.cost(flen), flen + 8);
     let mut seq = 0;
     while s.fits(flen) {
-        s.push(&meta(seq), &payload(seq, 200)).unwrap();
+        s.append(&meta(seq), &payload(seq, 200)).unwrap();
         seq += 1;
     }
     assert_eq!(seq as usize, max as usize / (flen + 8));
     s.sync().unwrap();
     let on_disk = dir_bytes(dir);
     assert_eq!(
-        s.push(&meta(seq), &payload(seq, 200)),
+        s.append(&meta(seq), &payload(seq, 200)),
         Err(StoreError::Full)
     );
     assert_eq!(dir_bytes(dir), on_disk, "a refused push writes nothing");
@@ -307,9 +321,9 @@ fn byte_cap_refuses_without_partial_writes_and_reclaims() {
     // Removing records makes room again; the dead bytes are reclaimed as needed and the
     // files never exceed the cap.
     for round in 0..20 {
-        s.remove(round % 3).unwrap();
+        remove_at(&mut s, (round % 3) as usize).unwrap();
         assert!(s.fits(flen));
-        s.push(&meta(seq), &payload(seq, 200)).unwrap();
+        s.append(&meta(seq), &payload(seq, 200)).unwrap();
         seq += 1;
         assert!(!s.fits(flen));
         s.sync().unwrap();
@@ -333,7 +347,7 @@ fn epoch_increments_across_opens() {
     }
     // Recovered records from a later epoch push the counter past them.
     let (mut s, _) = open(dir, MIB);
-    s.push(
+    s.append(
         &RecordMeta {
             epoch: 40,
             ..meta(0)
@@ -496,7 +510,7 @@ proptest! {
                     let need = frame::encoded_len(&meta(seq), len) + 8;
                     let fits = cost + need <= max as usize;
                     prop_assert_eq!(s.fits(need - 8), fits);
-                    match s.push(&meta(seq), &p) {
+                    match s.append(&meta(seq), &p) {
                         Ok(()) => {
                             prop_assert!(fits);
                             model.push_back((seq, p));
@@ -510,10 +524,10 @@ proptest! {
                 }
                 Op::Remove(i) => {
                     if model.is_empty() {
-                        prop_assert_eq!(s.remove(0), Err(StoreError::NoSuchRecord));
+                        prop_assert_eq!(remove_at(&mut s, 0), Err(StoreError::NoSuchRecord));
                     } else {
                         let i = i % model.len();
-                        s.remove(i).unwrap();
+                        remove_at(&mut s, i).unwrap();
                         model.remove(i);
                     }
                 }
@@ -557,7 +571,7 @@ proptest! {
         fs::write(dir.join("seg-00000000000000000000-0000000000.ack"), &ack).unwrap();
         let (mut s, _) = open(dir, MIB);
         contents(&mut s);
-        s.push(&meta(1), b"after").unwrap();
+        s.append(&meta(1), b"after").unwrap();
         prop_assert_eq!(contents(&mut s).last().map(|r| r.0), Some(1));
     }
 
