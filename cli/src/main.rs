@@ -8,6 +8,8 @@
 //! `twinhub send --config FILE` sends one record per line of standard input through a
 //! producer, drains, prints the final stats as JSON and exits 0 when everything was
 //! delivered, or 3 when the drain timeout passed (pending records stay in a disk outbox).
+//! A memory outbox keeps its epoch counter in `--state-dir` (default: the config's
+//! `state_dir`, else the per-user XDG state directory), so reruns never reuse an id.
 //!
 //! `twinhub gateway --config FILE --listen tcp://ADDR` takes records from devices' serial
 //! lines (postcard + COBS, see `twinhub::wire`), acks each once it is in the gateway's

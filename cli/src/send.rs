@@ -1,11 +1,12 @@
 //! `twinhub send`: one record per line of standard input, through a configured producer.
 
 use std::collections::VecDeque;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::io::AsyncBufReadExt;
-use twinhub::SdkConfig;
+use twinhub::{BuildError, SdkConfig};
 use twinhub::{Class, MessageId, Producer, SendError, SendOptions, SendTicket};
 
 /// Exit code when the drain timeout passed with records still pending.
@@ -32,6 +33,14 @@ pub struct SendArgs {
     /// Print `accepted <line> <message id>` once each record is in the outbox.
     #[arg(long)]
     pub echo_ids: bool,
+    /// Where a memory outbox (a config without `[outbox] path`) keeps its epoch counter,
+    /// so that no restart reuses a message id. Default: the config's `[outbox] state_dir`,
+    /// else $XDG_STATE_HOME/twinhub/device-<device_id>, else
+    /// ~/.local/state/twinhub/device-<device_id>. When the default cannot be used, each
+    /// run draws a random epoch (ids unique only with high probability) and warns. A disk
+    /// outbox keeps its own counter, so this is an error with one.
+    #[arg(long, verbatim_doc_comment)]
+    pub state_dir: Option<PathBuf>,
 }
 
 pub(crate) fn parse_class(s: &str) -> Result<Class, String> {
@@ -44,11 +53,18 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// Runs the command; returns the process exit code.
 pub async fn run(args: SendArgs) -> Result<u8, String> {
-    let config = SdkConfig::from_toml_file(&args.config).map_err(|e| e.to_string())?;
-    let producer = Producer::builder(config)
-        .build()
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut config = SdkConfig::from_toml_file(&args.config).map_err(|e| e.to_string())?;
+    let implicit = choose_state_dir(&mut config, args.state_dir, |k| std::env::var_os(k))?;
+    let producer = match Producer::builder(config.clone()).build().await {
+        Err(BuildError::State(e)) if implicit => {
+            // Only the default location is optional; a directory asked for must work.
+            tracing::warn!(error = %e, "cannot keep the epoch counter in the default state directory");
+            config.outbox.state_dir = None;
+            Producer::builder(config).build().await
+        }
+        built => built,
+    }
+    .map_err(|e| e.to_string())?;
     let refused = forward_lines(&producer, SendOptions::class(args.class), args.echo_ids).await?;
     let mut extra = serde_json::Map::new();
     extra.insert("refused".into(), refused.into());
@@ -59,6 +75,44 @@ pub async fn run(args: SendArgs) -> Result<u8, String> {
         extra,
     )
     .await
+}
+
+/// Settles where a memory outbox keeps its epoch counter: `flag`, else the config's
+/// `state_dir`, else the per-user default (found through `env`). Returns whether the
+/// default was chosen (it may be given up if unusable; the others may not).
+fn choose_state_dir(
+    config: &mut SdkConfig,
+    flag: Option<PathBuf>,
+    env: impl Fn(&str) -> Option<OsString>,
+) -> Result<bool, String> {
+    if let Some(path) = &config.outbox.path {
+        return match flag {
+            Some(_) => Err(format!(
+                "--state-dir is for a memory outbox; the disk outbox {} keeps its own epoch counter",
+                path.display()
+            )),
+            None => Ok(false),
+        };
+    }
+    if let Some(dir) = flag {
+        config.outbox.state_dir = Some(dir);
+        return Ok(false);
+    }
+    if config.outbox.state_dir.is_some() {
+        return Ok(false);
+    }
+    config.outbox.state_dir = default_state_dir(&config.device_id, env);
+    Ok(config.outbox.state_dir.is_some())
+}
+
+/// `$XDG_STATE_HOME/twinhub/device-<id>`, else `$HOME/.local/state/twinhub/device-<id>`
+/// (the XDG base directory rules: relative values are ignored). The prefix keeps device
+/// ids such as `..` from naming another directory.
+fn default_state_dir(device_id: &str, env: impl Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
+    let absolute = |k: &str| env(k).map(PathBuf::from).filter(|p| p.is_absolute());
+    let base = absolute("XDG_STATE_HOME")
+        .or_else(|| absolute("HOME").map(|h| h.join(".local").join("state")))?;
+    Some(base.join("twinhub").join(format!("device-{device_id}")))
 }
 
 /// Submits one record per line of standard input until it closes; returns how many lines
@@ -155,5 +209,73 @@ fn settled(line: u64, outcome: Result<MessageId, SendError>, echo: bool) -> Resu
             Ok(0)
         }
         Err(e) => refuse(line, &e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn memory_config(extra: &str) -> SdkConfig {
+        SdkConfig::from_toml_str(&format!(
+            "device_id = \"d-1\"\n[outbox]\n{extra}\n[[endpoint]]\nname = \"h\"\nprotocol = \"http\"\nurl = \"http://127.0.0.1:9/\"\n"
+        ))
+        .unwrap()
+    }
+
+    fn env<'a>(vars: &'a [(&str, &str)]) -> impl Fn(&str) -> Option<OsString> + 'a {
+        move |k| {
+            vars.iter()
+                .find(|(name, _)| *name == k)
+                .map(|(_, v)| OsString::from(v))
+        }
+    }
+
+    #[test]
+    fn the_flag_then_the_config_then_the_per_user_default() {
+        let home = [("HOME", "/home/u")];
+        let mut c = memory_config("");
+        assert!(!choose_state_dir(&mut c, Some("/s".into()), env(&home)).unwrap());
+        assert_eq!(c.outbox.state_dir, Some(PathBuf::from("/s")));
+
+        let mut c = memory_config("state_dir = \"/from/config\"");
+        assert!(!choose_state_dir(&mut c, None, env(&home)).unwrap());
+        assert_eq!(c.outbox.state_dir, Some(PathBuf::from("/from/config")));
+
+        let mut c = memory_config("");
+        assert!(choose_state_dir(&mut c, None, env(&home)).unwrap());
+        assert_eq!(
+            c.outbox.state_dir,
+            Some(PathBuf::from("/home/u/.local/state/twinhub/device-d-1"))
+        );
+
+        let xdg = [("HOME", "/home/u"), ("XDG_STATE_HOME", "/xdg")];
+        let mut c = memory_config("");
+        assert!(choose_state_dir(&mut c, None, env(&xdg)).unwrap());
+        assert_eq!(
+            c.outbox.state_dir,
+            Some(PathBuf::from("/xdg/twinhub/device-d-1"))
+        );
+    }
+
+    #[test]
+    fn no_usable_default_leaves_the_random_fallback() {
+        for vars in [&[][..], &[("HOME", "relative"), ("XDG_STATE_HOME", "")][..]] {
+            let mut c = memory_config("");
+            assert!(!choose_state_dir(&mut c, None, env(vars)).unwrap());
+            assert_eq!(c.outbox.state_dir, None);
+        }
+    }
+
+    #[test]
+    fn a_disk_outbox_keeps_its_own_counter() {
+        let mut c = memory_config("path = \"/var/lib/o\"");
+        let err = choose_state_dir(&mut c, Some("/s".into()), env(&[])).unwrap_err();
+        assert!(
+            err.contains("--state-dir") && err.contains("/var/lib/o"),
+            "{err}"
+        );
+        assert!(!choose_state_dir(&mut c, None, env(&[("HOME", "/h")])).unwrap());
+        assert_eq!(c.outbox.state_dir, None);
     }
 }

@@ -4,7 +4,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use twinhub_core::{LinkSpend, RecordInfo, RecordKey, RecordMeta, Store, StoreError};
 
-use crate::config::ConfigError;
+use crate::config::{ConfigError, ErrorKind};
+use crate::epoch::{self, EpochError};
 use crate::memstore::MemStore;
 use crate::outbox::{DiskStore, OutboxError, Recovery};
 use crate::producer::{Outbox, Parts, Producer};
@@ -25,6 +26,10 @@ pub enum BuildError {
     /// A transport could not be set up (TLS roots, CA file, client).
     #[error("transport: {0}")]
     Transport(#[from] TransportError),
+    /// The memory outbox's `state_dir` could not be created, read or written; no record
+    /// was accepted.
+    #[error("outbox state_dir: {0}")]
+    State(#[from] EpochError),
 }
 
 /// The outbox a configuration asks for: in memory, or on disk.
@@ -93,28 +98,49 @@ impl Outbox for AnyOutbox {
     }
 }
 
-/// Opens the outbox of `spec` and picks this start's epoch: the disk outbox persists a
-/// counter; a memory outbox uses the Unix time in seconds, which grows across restarts as
-/// long as the clock does.
+/// Opens the outbox of `spec` and picks this start's epoch, durably, before anything can
+/// be accepted:
+///
+/// * a disk outbox (`path`) advances the counter in its directory;
+/// * a memory outbox with a `state_dir` advances the counter there
+///   ([`epoch::next_epoch`]): every start gets a higher epoch than any before it, across
+///   fast restarts, reboots, power loss and a clock that jumps back;
+/// * a memory outbox without one draws a random epoch ([`epoch::unpersisted`]): two
+///   starts share an epoch, and so repeat ids, with probability 2^-32 per pair, and epochs
+///   do not grow from one start to the next. A warning says so once per process.
+///
+/// The memory store starts empty at every start, so the engine has no earlier record of
+/// this device to keep its epoch above; only ids seen by consumers can clash.
 pub fn open_outbox(spec: &OutboxSpec) -> Result<(AnyOutbox, u32, Option<Recovery>), BuildError> {
-    match &spec.path {
-        Some(dir) => {
+    match (&spec.path, &spec.state_dir) {
+        (Some(_), Some(_)) => Err(ConfigError::new(
+            ErrorKind::Invalid,
+            "outbox.state_dir",
+            crate::config::STATE_DIR_WITH_PATH,
+        )
+        .into()),
+        (Some(dir), None) => {
             let (mut disk, recovery) = DiskStore::open(dir, spec.max_bytes, spec.fsync)?;
             let epoch = disk.next_epoch()?;
             Ok((AnyOutbox::Disk(disk), epoch, Some(recovery)))
         }
-        None => {
-            let secs = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
+        (None, state_dir) => {
+            let epoch = match state_dir {
+                Some(dir) => epoch::next_epoch(dir)?,
+                None => epoch::unpersisted(),
+            };
             let max = usize::try_from(spec.max_bytes).unwrap_or(usize::MAX);
-            Ok((AnyOutbox::Mem(MemStore::new(max)), secs as u32, None))
+            Ok((AnyOutbox::Mem(MemStore::new(max)), epoch, None))
         }
     }
 }
 
 /// Builds a [`Producer`] from an [`SdkConfig`].
+///
+/// Message ids are `device:epoch:seq`, with a new epoch at every start. Give a memory
+/// outbox an `[outbox] state_dir` (or use a disk outbox) so that epochs grow and never
+/// repeat across restarts; without one, each start draws a random epoch and ids are unique
+/// only with high probability (see [`open_outbox`]).
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -156,8 +182,10 @@ impl ProducerBuilder {
         self
     }
 
-    /// Opens the outbox (recovering what it holds), builds the transports and starts the
-    /// driver on the current tokio runtime.
+    /// Opens the outbox (recovering what it holds), takes this start's epoch (see
+    /// [`open_outbox`]: durable with a disk outbox or an `[outbox] state_dir`, random
+    /// otherwise), builds the transports and starts the driver on the current tokio
+    /// runtime.
     pub async fn build(self) -> Result<Producer, BuildError> {
         let engine = self.config.engine_config()?;
         let tls = transport::tls_config(self.config.ca_file.as_deref())?;

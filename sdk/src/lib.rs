@@ -8,6 +8,7 @@
 pub mod builder;
 pub mod config;
 pub mod dedup;
+pub mod epoch;
 pub mod memstore;
 pub mod outbox;
 pub mod producer;

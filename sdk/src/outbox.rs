@@ -62,12 +62,12 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crc::{CRC_32_ISCSI, Crc};
 use twinhub_core::frame::{self, RecordMeta};
 use twinhub_core::{LinkSpend, RecordInfo, RecordKey, Store, StoreError};
 
+use crate::epoch::{self, EpochError};
 use crate::spec::Fsync;
 
 /// The same CRC as frames use, for ack entries.
@@ -85,7 +85,6 @@ const RESERVE_STEP: u64 = 256 << 10;
 /// No segment we write is larger than this (a full segment plus one maximal frame); a
 /// larger file is not ours and is moved aside rather than read into memory.
 const MAX_SEGMENT_FILE: u64 = MAX_SEGMENT + frame::MAX_BODY as u64 + 64;
-const EPOCH_FILE: &str = "epoch";
 /// Budgeted links' spend in their current window, one `name<TAB>bytes<TAB>ms` line each.
 const LINKS_FILE: &str = "links";
 
@@ -111,6 +110,9 @@ pub enum OutboxError {
         /// The outbox directory.
         dir: PathBuf,
     },
+    /// The epoch counter could not be advanced.
+    #[error("outbox: {0}")]
+    Epoch(#[from] EpochError),
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> OutboxError + 'a {
@@ -649,32 +651,12 @@ impl DiskStore {
     ///
     /// The counter is written to a temporary file, synced, renamed into place and the
     /// directory synced, whatever the fsync policy, since a reused epoch would make
-    /// consumers drop new records as duplicates. If the counter file is unreadable or
-    /// garbage, the epoch restarts from the current Unix time in seconds, which is above
-    /// any count of starts.
+    /// consumers drop new records as duplicates. A fresh outbox starts at 1. If the
+    /// counter file is unreadable or garbage, the counter restarts above the current Unix
+    /// time in seconds, which is above any count of starts (see [`crate::epoch`]).
     pub fn next_epoch(&mut self) -> Result<u32, OutboxError> {
-        let path = self.dir.join(EPOCH_FILE);
-        let stored = match fs::read_to_string(&path) {
-            Ok(text) => text.trim().parse::<u32>().ok(),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Some(0),
-            Err(_) => None,
-        };
-        let stored = stored.unwrap_or_else(|| {
-            tracing::warn!(path = %path.display(), "outbox epoch file unreadable; using the clock");
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(u32::MAX / 2, |d| {
-                    d.as_secs().min(u64::from(u32::MAX / 2)) as u32
-                })
-        });
-        let next = stored.max(self.max_epoch).saturating_add(1);
-        let tmp = self.dir.join("epoch.tmp");
-        let mut f = File::create(&tmp).map_err(io_err("create", &tmp))?;
-        io::Write::write_all(&mut f, format!("{next}\n").as_bytes())
-            .and_then(|()| f.sync_all())
-            .map_err(io_err("write", &tmp))?;
-        fs::rename(&tmp, &path).map_err(io_err("rename into place", &path))?;
-        sync_dir(&self.dir)?;
+        // The directory lock held since `open` keeps other writers out.
+        let next = epoch::advance(&self.dir, self.max_epoch, epoch::Fresh::One)?;
         self.max_epoch = next;
         Ok(next)
     }

@@ -65,6 +65,10 @@ pub struct SdkConfig {
 pub struct OutboxSpec {
     /// Directory of the disk outbox; `None` keeps records in memory only.
     pub path: Option<PathBuf>,
+    /// Memory outbox only (`path` is `None`): a directory holding the epoch counter, so
+    /// every start gets a higher epoch than any before it (see [`crate::epoch`]). `None`:
+    /// each start draws a random epoch, and ids are unique only with high probability.
+    pub state_dir: Option<PathBuf>,
     /// Cap on the outbox's size in bytes.
     pub max_bytes: u64,
     /// What to do when it is full.
@@ -77,6 +81,7 @@ impl Default for OutboxSpec {
     fn default() -> Self {
         OutboxSpec {
             path: None,
+            state_dir: None,
             max_bytes: 64 << 20,
             on_full: OnFull::Evict,
             fsync: Fsync::Batch,

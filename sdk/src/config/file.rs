@@ -23,6 +23,9 @@ use crate::spec::{
 
 type S<T> = Spanned<T>;
 
+/// Why `state_dir` and `path` do not go together.
+pub(crate) const STATE_DIR_WITH_PATH: &str = "applies to the memory outbox only; the disk outbox (`path`) keeps its epoch counter in its own directory";
+
 /// Default MQTT keep-alive: short enough to notice a dead broker well inside the failover
 /// objective, long enough not to matter on a metered link.
 pub(crate) const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(30);
@@ -46,6 +49,7 @@ pub(crate) struct RawFile {
 #[serde(deny_unknown_fields)]
 struct RawOutbox {
     path: Option<S<String>>,
+    state_dir: Option<S<String>>,
     max_bytes: Option<S<Value>>,
     on_full: Option<S<String>>,
     fsync: Option<S<String>>,
@@ -357,6 +361,10 @@ impl Loader<'_> {
         let mut outbox = OutboxSpec::default();
         if let Some(o) = &raw.outbox {
             outbox.path = self.path("outbox.path", &o.path)?;
+            outbox.state_dir = self.path("outbox.state_dir", &o.state_dir)?;
+            if let (Some(_), Some(dir)) = (&outbox.path, &o.state_dir) {
+                return Err(self.invalid("outbox.state_dir", &dir.span(), STATE_DIR_WITH_PATH));
+            }
             if let Some(n) = self.size("outbox.max_bytes", &o.max_bytes)? {
                 outbox.max_bytes = n;
             }

@@ -14,6 +14,7 @@
 //!
 //! [outbox]
 //! path = "/var/lib/twinhub/sensor-0001"   # absent: memory only
+//! ## state_dir = "/var/lib/twinhub/state"  # memory outbox only: its epoch counter
 //! max_bytes = "256MiB"
 //! on_full = "evict"                        # evict | reject
 //! fsync = "batch"                          # always | batch | off
@@ -67,7 +68,13 @@
 //! * Top level: `device_id` (required), `routing` (default `active-passive`), `ca_file`
 //!   (extra PEM roots; TLS verification is always on).
 //! * `[outbox]`: `path` (absent: memory only), `max_bytes` (default 64MiB), `on_full`
-//!   (`evict` | `reject`), `fsync` (`always` | `batch` | `off`).
+//!   (`evict` | `reject`), `fsync` (`always` | `batch` | `off`), `state_dir` (memory
+//!   outbox only). A disk outbox keeps an epoch counter in `path`; a memory outbox keeps
+//!   it in `state_dir`, so every start gets a higher epoch than any before it, across fast
+//!   restarts, reboots, power loss and a clock that jumps back. Without `state_dir` a
+//!   memory outbox draws a random 32-bit epoch per start: two starts repeat ids with
+//!   probability 2^-32, epochs do not grow, and a warning says so (see [`crate::epoch`]).
+//!   `state_dir` together with `path` is an error.
 //! * `[[endpoint]]`, in failover priority order: `name`, `protocol`, optional `weight`
 //!   (active-active share, default 1), `max_batch_bytes` (the hub's publication limit) and
 //!   `max_batch_records`; then per protocol:
@@ -98,7 +105,7 @@
 //! (read from a file, trailing newline dropped), exactly one of the three. Secrets are held
 //! in [`Secret`](crate::spec::Secret) and never appear in `Debug` output or errors.
 //!
-//! Relative paths (`outbox.path`, `ca_file`, `X_file`) are taken from the config file's
+//! Relative paths (`outbox.path`, `outbox.state_dir`, `ca_file`, `X_file`) are taken from the config file's
 //! directory when loaded with [`SdkConfig::from_toml_file`], else from the working
 //! directory.
 
@@ -113,6 +120,7 @@ use twinhub_core::config::MAX_NAME;
 use twinhub_core::{Class, EndpointConfig, LinkConfig};
 
 pub use error::{ConfigError, ErrorKind};
+pub(crate) use file::STATE_DIR_WITH_PATH;
 
 use crate::spec::{ProtocolSpec, SdkConfig};
 
