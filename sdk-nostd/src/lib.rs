@@ -12,12 +12,15 @@
 
 pub mod config;
 pub mod event;
+#[cfg(feature = "flash")]
+pub mod flash;
 pub mod frame;
 pub mod id;
 pub mod producer;
 #[cfg(feature = "sas")]
 pub mod sas;
 pub mod store;
+pub mod store_v2;
 pub mod time;
 #[cfg(feature = "wire")]
 pub mod wire;
@@ -27,6 +30,8 @@ pub use config::{
     LinkConfig, LinkId, MAX_ENDPOINTS, MAX_INFLIGHT, MAX_LINKS, OnFull, Routing, Timings,
 };
 pub use event::{DownCause, DropCounts, DropReason, Event, Stats};
+#[cfg(feature = "flash")]
+pub use flash::{FlashStore, OpenError};
 pub use frame::{Frame, FrameError, RecordMeta};
 pub use id::{DeviceId, IdError, MessageId};
 pub use producer::{
