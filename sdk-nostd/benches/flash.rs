@@ -17,7 +17,7 @@ use sequential_storage::cache::page_states::CalculatedPageStates;
 use sequential_storage::cache::{Cache, Uncached};
 use sequential_storage::queue::{QueueConfig, QueueStorage};
 use twinhub_core::flash::FlashStore;
-use twinhub_core::store_v2::{RecordKey, Store, key_of};
+use twinhub_core::store::{RecordKey, Store};
 use twinhub_core::{Class, Instant, RecordMeta, frame};
 
 /// 4 KiB pages, as on most MCU flash: eight for records, two for state.
@@ -90,7 +90,7 @@ impl Outbox {
         self.store
             .append(&meta(self.seq), black_box(&PAYLOAD))
             .unwrap();
-        let oldest: RecordKey = key_of(&self.store.next_after(None).unwrap().unwrap().meta);
+        let oldest: RecordKey = self.store.next_after(None).unwrap().unwrap().key();
         self.store.remove(oldest).unwrap();
         self.seq += 1;
     }

@@ -20,7 +20,6 @@ pub mod producer;
 #[cfg(feature = "sas")]
 pub mod sas;
 pub mod store;
-pub mod store_v2;
 pub mod time;
 #[cfg(feature = "wire")]
 pub mod wire;

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 use twinhub_core::flash::{FlashStore, OpenError};
 use twinhub_core::frame::{self, FrameError};
-use twinhub_core::store_v2::{Persist, RecordKey, Store, StoreError, key_of};
+use twinhub_core::store::{Persist, RecordKey, Store, StoreError};
 use twinhub_core::{Class, Duration, Instant, LinkSpend, RecordMeta};
 
 /// Six pages of 256 bytes: records in four, state in two. Small pages so that sequences
@@ -43,7 +43,7 @@ fn contents(store: &mut Fs) -> Vec<(RecordKey, Vec<u8>)> {
     let mut after = None;
     let mut buf = [0u8; 256];
     while let Some(info) = store.next_after(after).expect("next_after") {
-        let key = key_of(&info.meta);
+        let key = info.key();
         let n = store.read(key, &mut buf).expect("read");
         assert_eq!(n, info.frame_len as usize);
         let (f, len) = frame::decode(&buf[..n]).expect("frame decodes");
@@ -68,20 +68,17 @@ fn append_read_iterate_remove() {
     }
     assert_eq!(s.len(), 5);
     let keys: Vec<_> = contents(&mut s).into_iter().map(|(k, _)| k).collect();
-    assert_eq!(
-        keys,
-        (0..5).map(|q| key_of(&meta(1, q))).collect::<Vec<_>>()
-    );
+    assert_eq!(keys, (0..5).map(|q| meta(1, q).key()).collect::<Vec<_>>());
 
     // next_after skips to the next key, also from a key not held.
-    let k2 = key_of(&meta(1, 2));
+    let k2 = meta(1, 2).key();
     assert_eq!(s.next_after(Some(k2)).unwrap().unwrap().meta, meta(1, 3));
     let before_all = RecordKey { epoch: 0, seq: 9 };
     assert_eq!(
         s.next_after(Some(before_all)).unwrap().unwrap().meta,
         meta(1, 0)
     );
-    assert_eq!(s.next_after(Some(key_of(&meta(1, 4)))), Ok(None));
+    assert_eq!(s.next_after(Some(meta(1, 4).key())), Ok(None));
 
     // Remove from the middle, then the oldest, then the newest.
     s.remove(k2).unwrap();
@@ -89,21 +86,18 @@ fn append_read_iterate_remove() {
     let mut buf = [0u8; 256];
     assert_eq!(s.read(k2, &mut buf), Err(StoreError::NoSuchRecord));
     assert_eq!(
-        s.next_after(Some(key_of(&meta(1, 1))))
-            .unwrap()
-            .unwrap()
-            .meta,
+        s.next_after(Some(meta(1, 1).key())).unwrap().unwrap().meta,
         meta(1, 3)
     );
-    s.remove(key_of(&meta(1, 0))).unwrap();
+    s.remove(meta(1, 0).key()).unwrap();
     assert_eq!(s.next_after(None).unwrap().unwrap().meta, meta(1, 1));
-    s.remove(key_of(&meta(1, 4))).unwrap();
+    s.remove(meta(1, 4).key()).unwrap();
     let got = contents(&mut s);
     assert_eq!(
         got,
         vec![
-            (key_of(&meta(1, 1)), payload(1, 11)),
-            (key_of(&meta(1, 3)), payload(3, 13)),
+            (meta(1, 1).key(), payload(1, 11)),
+            (meta(1, 3).key(), payload(3, 13)),
         ]
     );
     // The newest went, so a key between is above every key held again.
@@ -126,7 +120,7 @@ fn bad_input_gets_typed_errors() {
     assert_eq!(s.append(&meta(1, 99), b"y"), Err(StoreError::OutOfOrder));
     let mut small = [0u8; 4];
     assert_eq!(
-        s.read(key_of(&meta(2, 5)), &mut small),
+        s.read(meta(2, 5).key(), &mut small),
         Err(StoreError::Corrupt(FrameError::BufferTooSmall))
     );
     assert_eq!(
@@ -213,17 +207,17 @@ fn fills_up_then_full_and_frees_pages_as_records_go() {
     );
     assert!(s.cost(60) * held <= s.capacity());
     // Removing a middle record frees no page; removing the oldest page's records does.
-    s.remove(key_of(&meta(1, 5))).unwrap();
+    s.remove(meta(1, 5).key()).unwrap();
     assert!(!s.fits(60));
     for q in 0..5 {
-        s.remove(key_of(&meta(1, q))).unwrap();
+        s.remove(meta(1, q).key()).unwrap();
     }
     assert!(s.fits(60));
     s.append(&meta(1, seq), &payload(seq, 40)).unwrap();
     let flash = s.into_inner();
     let mut s = open(flash);
     assert_eq!(s.len(), held - 5);
-    assert_eq!(contents(&mut s).first().unwrap().0, key_of(&meta(1, 6)));
+    assert_eq!(contents(&mut s).first().unwrap().0, meta(1, 6).key());
 }
 
 #[test]
@@ -345,7 +339,7 @@ fn run_on(flash: Flash, mut m: Model, ops: &[Op]) -> (Flash, Model) {
             Op::Append { len } => {
                 let md = meta(epoch, seq);
                 let p = payload(seq, len);
-                let key = key_of(&md);
+                let key = md.key();
                 let fits = s.fits(frame::encoded_len(&md, len));
                 m.maybe.insert(key, p.clone());
                 match s.append(&md, &p) {
@@ -436,7 +430,7 @@ fn check_after_cut(flash: Flash, m: &Model) {
     // The store works on: a record appended now is there after one more reboot.
     while !s.fits(64) {
         let oldest = s.next_after(None).unwrap().unwrap();
-        s.remove(key_of(&oldest.meta)).unwrap();
+        s.remove(oldest.key()).unwrap();
     }
     s.append(&meta(e, 0), b"after").unwrap();
     let mut s = open(s.into_inner());

@@ -157,6 +157,19 @@ fn test() -> Result {
         "warnings",
     ]))?;
     run(cargo().args(["test", "--workspace"]))?;
+    // The flash outbox is an optional feature of the engine: lint and test it too.
+    run(cargo().args([
+        "clippy",
+        "-p",
+        "twinhub-core",
+        "--all-targets",
+        "--features",
+        "flash",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    run(cargo().args(["test", "-p", "twinhub-core", "--features", "flash"]))?;
     for target in BARE_TARGETS {
         // Both with the SAS signer and without any optional feature.
         run(cargo().args([
@@ -175,10 +188,27 @@ fn test() -> Result {
             "--target",
             target,
         ]))?;
+        run(cargo().args([
+            "build",
+            "-p",
+            "twinhub-core",
+            "--release",
+            "--no-default-features",
+            "--features",
+            "flash",
+            "--target",
+            target,
+        ]))?;
     }
     firmware()?;
     run(cargo()
-        .args(["doc", "--workspace", "--no-deps"])
+        .args([
+            "doc",
+            "--workspace",
+            "--no-deps",
+            "--features",
+            "twinhub-core/flash",
+        ])
         .env("RUSTDOCFLAGS", "-D warnings"))?;
     // The fuzz targets are outside the workspace: hold them to the same lints. Only
     // running them needs nightly (the sanitizer flags); they build on stable too.

@@ -3,7 +3,7 @@
 
 use core::fmt;
 
-use crate::store_v2::StoreError;
+use crate::store::StoreError;
 
 /// Why [`FlashStore::open`](super::FlashStore::open) refused: each names one problem.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -22,7 +22,7 @@ use self::adapter::{Blocking, block_on};
 pub use self::error::OpenError;
 use self::error::store_err;
 use crate::frame::{self, FrameError, RecordMeta};
-use crate::store_v2::{RecordInfo, RecordKey, Store, StoreError, key_of};
+use crate::store::{RecordInfo, RecordKey, Store, StoreError};
 
 /// The largest flash word `sequential-storage` supports.
 const MAX_WORD: usize = 32;
@@ -35,7 +35,7 @@ type Queue<F> = QueueStorage<Blocking<F>, QueueCache>;
 struct Scratch<const N: usize>([u8; N]);
 
 /// A power-loss-safe outbox on NOR flash: the engine's [`Store`] and the device's
-/// [`Persist`](crate::store_v2::Persist) (boot counter and link spends) in one.
+/// [`Persist`](crate::store::Persist) (boot counter and link spends) in one.
 ///
 /// It takes two page-aligned ranges of one flash: `records` (at least two pages) holds the
 /// records, `state` (at least two pages) the boot counter and the link spends. `N` is the
@@ -55,9 +55,9 @@ struct Scratch<const N: usize>([u8; N]);
 /// - A record whose `append` returned is found again after a restart until it is removed.
 ///   A record whose [`remove`](Store::remove) was cut by power loss may come back: a
 ///   duplicate the consumer drops, never a loss.
-/// - [`next_epoch`](crate::store_v2::Persist::next_epoch) never repeats a value returned
+/// - [`next_epoch`](crate::store::Persist::next_epoch) never repeats a value returned
 ///   before, after a power cut too, and exceeds the epoch of every record held;
-///   [`save_spend`](crate::store_v2::Persist::save_spend) is durable when it returns.
+///   [`save_spend`](crate::store::Persist::save_spend) is durable when it returns.
 /// - Torn or damaged data is repaired or skipped, never a reason to refuse to start; a frame
 ///   that does not decode is dropped at [`open`](Self::open) and counted in
 ///   [`discarded`](Self::discarded).
@@ -96,7 +96,7 @@ struct Scratch<const N: usize>([u8; N]);
 /// # }
 /// # impl nor::MultiwriteNorFlash for DemoFlash {}
 /// use twinhub_core::flash::FlashStore;
-/// use twinhub_core::store_v2::{Persist, Store};
+/// use twinhub_core::store::{Persist, Store};
 /// use twinhub_core::{Class, Instant, RecordMeta};
 ///
 /// let mut flash = DemoFlash(MockFlashBase::new(WriteCountCheck::Twice, None, true));
@@ -117,7 +117,7 @@ struct Scratch<const N: usize>([u8; N]);
 /// let mut store = FlashStore::<_, 512>::open(&mut flash, 0..6 * 1024, 6 * 1024..8 * 1024)?;
 /// assert_eq!(store.len(), 1);
 /// assert!(store.next_epoch()? > epoch);
-/// store.remove(twinhub_core::store_v2::key_of(&oldest.meta))?;
+/// store.remove(oldest.key())?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct FlashStore<F: MultiwriteNorFlash, const N: usize = 1024> {
@@ -294,7 +294,7 @@ impl<F: MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
             while let Some(entry) = it.next(buf).await? {
                 match decode_item(&entry) {
                     Ok(info) => {
-                        let key = key_of(&info.meta);
+                        let key = info.key();
                         s.len += 1;
                         s.used += Self::item_cost(info.frame_len as usize);
                         s.oldest.get_or_insert(info);
@@ -403,7 +403,7 @@ impl<F: MultiwriteNorFlash, const N: usize> Store for FlashStore<F, N> {
 
     fn append(&mut self, meta: &RecordMeta, payload: &[u8]) -> Result<(), StoreError> {
         self.settle()?;
-        let key = key_of(meta);
+        let key = meta.key();
         if self.summary.newest.is_some_and(|n| key <= n) {
             return Err(StoreError::OutOfOrder);
         }
@@ -439,12 +439,12 @@ impl<F: MultiwriteNorFlash, const N: usize> Store for FlashStore<F, N> {
         if self.summary.newest.is_none_or(|n| n <= after) {
             return Ok(None);
         }
-        if self.summary.oldest.is_some_and(|o| key_of(&o.meta) > after) {
+        if self.summary.oldest.is_some_and(|o| o.key() > after) {
             return Ok(self.summary.oldest);
         }
         let mut found = None;
         self.scan(|info, _| {
-            (key_of(&info.meta) > after).then(|| {
+            (info.key() > after).then(|| {
                 found = Some(*info);
                 Ok(0)
             })
@@ -458,7 +458,7 @@ impl<F: MultiwriteNorFlash, const N: usize> Store for FlashStore<F, N> {
             return Err(StoreError::NoSuchRecord);
         }
         let r = self.scan(|info, item| {
-            let k = key_of(&info.meta);
+            let k = info.key();
             if k < key {
                 return None;
             }
@@ -491,7 +491,7 @@ impl<F: MultiwriteNorFlash, const N: usize> Store for FlashStore<F, N> {
                     // Not ours to judge here; a rebuild drops it.
                     continue;
                 };
-                let k = key_of(&info.meta);
+                let k = info.key();
                 if k > key {
                     break;
                 }
@@ -538,7 +538,7 @@ impl<F: MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
     /// Whether `key` lies within the keys held (so a scan may find it).
     fn may_hold(&self, key: RecordKey) -> bool {
         match (self.summary.oldest, self.summary.newest) {
-            (Some(o), Some(n)) => key_of(&o.meta) <= key && key <= n,
+            (Some(o), Some(n)) => o.key() <= key && key <= n,
             _ => false,
         }
     }

@@ -15,7 +15,7 @@ use super::adapter::{Blocking, block_on};
 use super::error::{OpenError, store_err};
 use super::{FlashStore, MAX_WORD};
 use crate::producer::LinkSpend;
-use crate::store_v2::{Persist, StoreError};
+use crate::store::{Persist, StoreError};
 use crate::time::Duration;
 
 /// The key of the boot counter.
