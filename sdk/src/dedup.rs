@@ -23,8 +23,10 @@ pub enum Verdict {
     New,
     /// Seen before: drop it.
     Duplicate,
-    /// Older than the window (or from an epoch long gone): it cannot be told apart; the
-    /// consumer decides (most drop it, as a replay from an old session).
+    /// Older than its epoch's window: it cannot be told apart; the consumer decides (most
+    /// drop it, as a replay from long ago). An epoch the window no longer remembers is
+    /// never `TooOld`: its records count as new, so a forgotten epoch can at worst let a
+    /// duplicate through, never drop a record.
     TooOld,
 }
 
@@ -35,6 +37,10 @@ const EPOCHS_PER_DEVICE: usize = 4;
 #[derive(Debug)]
 struct Window {
     epoch: u32,
+    /// When this epoch was last checked (the `Dedup`'s own counter), so the epoch used
+    /// least recently is forgotten first: epochs need not grow (a device without a
+    /// persisted counter draws them at random), so their values say nothing of age.
+    used: u64,
     /// Highest sequence number seen, plus one.
     top: u64,
     /// Bit i set: sequence `top - 1 - i` was seen.
@@ -45,6 +51,7 @@ impl Window {
     fn new(epoch: u32, size: usize) -> Self {
         Window {
             epoch,
+            used: 0,
             top: 0,
             bits: vec![0; size.div_ceil(64)],
         }
@@ -104,6 +111,7 @@ impl Window {
 #[derive(Debug)]
 pub struct Dedup {
     window: usize,
+    checks: u64,
     devices: HashMap<String, Vec<Window>>,
 }
 
@@ -114,33 +122,35 @@ impl Dedup {
     pub fn new(window: usize) -> Self {
         Dedup {
             window: window.max(64),
+            checks: 0,
             devices: HashMap::new(),
         }
     }
 
     /// Checks an id and records it as seen.
     pub fn check(&mut self, id: &MessageId) -> Verdict {
+        self.checks += 1;
+        let now = self.checks;
         let windows = self
             .devices
             .entry(id.device.as_str().to_owned())
             .or_default();
         if let Some(w) = windows.iter_mut().find(|w| w.epoch == id.epoch) {
+            w.used = now;
             return w.check(id.seq);
         }
-        // A new epoch: keep the most recent few, forget the oldest.
-        if windows.len() >= EPOCHS_PER_DEVICE {
-            let (oldest, min_epoch) = windows
+        // An epoch not remembered: keep the few used most recently, forget the least.
+        if windows.len() >= EPOCHS_PER_DEVICE
+            && let Some(stale) = windows
                 .iter()
                 .enumerate()
-                .min_by_key(|(_, w)| w.epoch)
-                .map(|(i, w)| (i, w.epoch))
-                .unwrap_or((0, 0));
-            if id.epoch < min_epoch {
-                return Verdict::TooOld;
-            }
-            windows.swap_remove(oldest);
+                .min_by_key(|(_, w)| w.used)
+                .map(|(i, _)| i)
+        {
+            windows.swap_remove(stale);
         }
         let mut w = Window::new(id.epoch, self.window);
+        w.used = now;
         let verdict = w.check(id.seq);
         windows.push(w);
         verdict
@@ -177,10 +187,25 @@ mod tests {
         }
         assert_eq!(
             d.check(&id("a", 1, 2000)),
-            Verdict::TooOld,
-            "epoch 1 forgotten"
+            Verdict::New,
+            "epoch 1 forgotten: new, never dropped"
         );
         assert_eq!(d.devices(), 2);
+    }
+
+    #[test]
+    fn epochs_need_not_grow() {
+        // A device without a persisted counter draws its epochs at random: a start with a
+        // lower epoch than the ones remembered is new, and still deduplicated.
+        let mut d = Dedup::new(128);
+        for e in [900, 700, 800, 600, 100, 50] {
+            assert_eq!(d.check(&id("a", e, 0)), Verdict::New, "epoch {e}");
+            assert_eq!(d.check(&id("a", e, 0)), Verdict::Duplicate, "epoch {e}");
+        }
+        // The epoch used least recently is forgotten, not the lowest: 50 and 100 are kept.
+        assert_eq!(d.check(&id("a", 50, 0)), Verdict::Duplicate);
+        assert_eq!(d.check(&id("a", 100, 0)), Verdict::Duplicate);
+        assert_eq!(d.check(&id("a", 900, 0)), Verdict::New, "forgotten");
     }
 
     proptest! {

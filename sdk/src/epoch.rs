@@ -167,9 +167,9 @@ fn clock_secs() -> u32 {
 /// system's generator, so two starts share an epoch with probability 2^-32 whatever the
 /// clock says (fast restarts, a clock back at 1970 after power loss).
 ///
-/// Epochs drawn this way do not grow from one start to the next; a consumer that orders
-/// epochs (such as [`Dedup`](crate::dedup::Dedup), which calls an epoch below the ones it
-/// remembers too old) may misjudge them. The first call in a process logs a warning.
+/// Epochs drawn this way do not grow from one start to the next, so a consumer must not
+/// order them ([`Dedup`](crate::dedup::Dedup) does not: it forgets the epoch it used least
+/// recently). The first call in a process logs a warning.
 pub fn unpersisted() -> u32 {
     static WARN: Once = Once::new();
     WARN.call_once(|| {
