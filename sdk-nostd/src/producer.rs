@@ -269,13 +269,20 @@ impl InFlight {
             && allow.contains(class)
     }
 
-    /// Where a store walk over the records starts: the key just before the first (`None`,
-    /// from the oldest record, when the first has sequence number 0).
+    /// Where a store walk over the records starts: a key just below the first, above
+    /// every earlier record's (`None`, from the oldest record, only for the very first key).
     fn walk_start(&self) -> Option<RecordKey> {
-        Some(RecordKey {
-            epoch: self.epoch,
-            seq: self.first.checked_sub(1)?,
-        })
+        match self.first.checked_sub(1) {
+            Some(seq) => Some(RecordKey {
+                epoch: self.epoch,
+                seq,
+            }),
+            // No record of the previous epoch can have a larger sequence number.
+            None => Some(RecordKey {
+                epoch: self.epoch.checked_sub(1)?,
+                seq: u64::MAX,
+            }),
+        }
     }
 }
 
@@ -1157,6 +1164,11 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
         if ambiguous {
             self.stats.possible_duplicates += u64::from(f.records);
         }
+        if self.config.routing() == Routing::Mirror {
+            // Records held back only by this transmit (to an endpoint drained since) may
+            // now have every acknowledgement they need.
+            self.sweep_mirror(None);
+        }
     }
 
     /// Reports what became of a transmit. Unknown or already-handled ids are ignored (a
@@ -1267,13 +1279,13 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
     /// acknowledged (`fallback` is the bound when no endpoint is required).
     fn sweep_mirror(&mut self, fallback: Option<RecordKey>) {
         let required = self.mirror_required();
-        let mut upto = fallback;
-        for e in 0..self.config.endpoints().len() {
-            if required & (1 << e) != 0 {
-                upto = upto.min(self.endpoints[e].floor());
-            }
+        let mut bound = None;
+        for e in (0..self.config.endpoints().len()).filter(|e| required & (1 << e) != 0) {
+            // An endpoint that acknowledged nothing yet holds every record back.
+            let floor = self.endpoints[e].floor();
+            bound = Some(bound.map_or(floor, |b: Option<RecordKey>| b.min(floor)));
         }
-        let Some(upto) = upto else {
+        let Some(upto) = bound.unwrap_or(fallback) else {
             return;
         };
         let mut after = None;

@@ -223,6 +223,38 @@ fn run(routing: Routing, seed: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
             None
         };
     }
+    heal_and_drain(&mut p, now, outstanding, &mut buf)
+}
+
+/// Liveness: once every link is up and every hub acknowledges, nothing stays pending: each
+/// record is delivered, or dropped by a policy, within its time to live.
+fn heal_and_drain(
+    p: &mut Producer<RamStore<2048>, &Config>,
+    mut now: Instant,
+    outstanding: Vec<Transmit>,
+    buf: &mut [u8],
+) -> Result<(), TestCaseError> {
+    for l in 0..3 {
+        p.handle_link(now, LinkId(l), LinkState::Up);
+    }
+    for tx in outstanding {
+        p.handle_outcome(now, tx.id, Outcome::Delivered);
+    }
+    for _ in 0..100_000 {
+        while let Some(tx) = p.poll_transmit(now, buf) {
+            p.handle_outcome(now, tx.id, Outcome::Delivered);
+        }
+        while p.poll_event().is_some() {}
+        if p.stats().pending == 0 {
+            break;
+        }
+        let Some(t) = p.poll_timeout() else { break };
+        now = now.max(t);
+        p.handle_timeout(now);
+    }
+    let s = p.stats();
+    prop_assert_eq!(s.pending, 0, "stuck after healing: {:?}", s);
+    prop_assert_eq!(s.accepted, s.delivered + s.dropped.total());
     Ok(())
 }
 

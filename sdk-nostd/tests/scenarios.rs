@@ -712,3 +712,86 @@ fn a_deadline_passed_by_another_call_is_still_due() {
     // And once handled, nothing is due at `now` any more: no busy loop.
     assert!(p.poll_timeout().is_none_or(|t| t > timeout));
 }
+
+#[test]
+fn draining_a_mirror_endpoint_completes_what_the_others_have() {
+    let config = two_regions().routing(Routing::Mirror).build().unwrap();
+    let mut p = Producer::new(&config, RamStore::<4096>::new(), Instant::ZERO, 1, 7);
+    let now = Instant::ZERO;
+    for _ in 0..3 {
+        p.enqueue(now, b"r", Class::Normal).unwrap();
+    }
+    let mut buf = [0u8; 1024];
+    // The primary acknowledges everything; the secondary never answers.
+    let mut to_secondary = None;
+    while let Some(tx) = p.poll_transmit(now, &mut buf) {
+        if tx.endpoint == EndpointId(0) {
+            p.handle_outcome(now, tx.id, Outcome::Delivered);
+        } else {
+            to_secondary = Some(tx);
+        }
+    }
+    assert!(to_secondary.is_some(), "the secondary got its own transmit");
+    assert_eq!((p.stats().delivered, p.stats().pending), (0, 3));
+    // Without the secondary, the primary's acknowledgements are enough, once the
+    // secondary's transmit is settled: here it fails.
+    p.drain(EndpointId(1)).unwrap();
+    assert_eq!((p.stats().delivered, p.stats().pending), (0, 3));
+    p.handle_outcome(now, to_secondary.unwrap().id, Outcome::Unreachable);
+    assert_eq!((p.stats().delivered, p.stats().pending), (3, 0));
+    assert_eq!(p.poll_transmit(now, &mut buf), None);
+}
+
+#[test]
+fn draining_a_mirror_endpoint_with_nothing_in_flight_completes_at_once() {
+    let config = two_regions().routing(Routing::Mirror).build().unwrap();
+    let mut p = Producer::new(&config, RamStore::<4096>::new(), Instant::ZERO, 1, 7);
+    let now = Instant::ZERO;
+    p.enqueue(now, b"r", Class::Normal).unwrap();
+    let mut buf = [0u8; 1024];
+    let tx = p.poll_transmit(now, &mut buf).unwrap();
+    assert_eq!(tx.endpoint, EndpointId(0));
+    p.handle_outcome(now, tx.id, Outcome::Delivered);
+    p.drain(EndpointId(1)).unwrap();
+    assert_eq!((p.stats().delivered, p.stats().pending), (1, 0));
+}
+
+#[test]
+fn a_rejected_first_record_of_an_epoch_is_dropped_behind_an_older_epochs_record() {
+    let mut primary = EndpointConfig::new("primary");
+    primary.max_batch_records = 1;
+    let config = Config::builder("sensor-1")
+        .endpoint(primary)
+        .build()
+        .unwrap();
+    let mut store = RamStore::<4096>::new();
+    let old = RecordMeta {
+        epoch: 5,
+        seq: 9,
+        class: Class::Normal,
+        enqueued_at: Instant::ZERO,
+    };
+    store.append(&old, b"old").unwrap();
+    let mut p = Producer::new(&config, store, Instant::ZERO, 6, 1);
+    let id = p.enqueue(Instant::ZERO, b"poison", Class::Normal).unwrap();
+    assert_eq!((id.epoch, id.seq), (6, 0));
+    let mut buf = [0u8; 1024];
+    let first = p.poll_transmit(Instant::ZERO, &mut buf).unwrap();
+    let second = p.poll_transmit(Instant::ZERO, &mut buf).unwrap();
+    assert_eq!(
+        second.frames(&buf).next().unwrap().unwrap().payload,
+        b"poison"
+    );
+    p.handle_outcome(
+        Instant::ZERO,
+        second.id,
+        Outcome::Rejected(RejectReason::Malformed),
+    );
+    assert_eq!(
+        p.stats().dropped.malformed,
+        1,
+        "the poison record is dropped"
+    );
+    p.handle_outcome(Instant::ZERO, first.id, Outcome::Delivered);
+    assert_eq!((p.stats().delivered, p.stats().pending), (1, 0));
+}
