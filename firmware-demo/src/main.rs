@@ -192,6 +192,7 @@ impl Uart {
 #[derive(Clone, Copy)]
 struct InFlight {
     tx: TransmitId,
+    link: LinkId,
     /// The records' keys: acks name epoch and sequence number, and records recovered from
     /// flash carry an earlier boot's epoch.
     keys: [RecordKey; BATCH],
@@ -208,6 +209,9 @@ struct Lines {
     bytes: [u64; 2],
     critical_over_satellite: u32,
     normal_over_satellite: u32,
+    /// When a transmit on the UART was last delivered (all its records acked): when the
+    /// engine last learned the UART works. A single ack is not that: the rest of its batch
+    /// may still be on the way, and until then the engine rightly sees the UART down.
     last_uart_ack_ms: u64,
     early_satellite: u32,
     acks: u32,
@@ -288,6 +292,12 @@ fn main() -> ! {
     let mut next_sample = SAMPLE_MS;
     let mut next_beat = BEAT_MS;
     let mut samples = 0u32;
+    // Whether the engine may have something new to send. Asking it only after something
+    // changed (a reading, an outcome, a timeout, a free slot) matters with a flash outbox:
+    // looking for what a link may carry walks the records in flash, and with the UART down
+    // every critical-only look for the satellite walks past the whole normal backlog. Done
+    // on every byte received, that slowed the loop until answers came too late.
+    let mut changed = true;
 
     loop {
         cortex_m::asm::wfi();
@@ -307,6 +317,7 @@ fn main() -> ! {
                 Err(e) => fail_because("enqueue refused", e),
             }
             next_sample += SAMPLE_MS;
+            changed = true;
         }
 
         // Answers from the gateway, on either line.
@@ -319,9 +330,6 @@ fn main() -> ! {
                 match wire::decode::<Downlink>(frame) {
                     Ok(Downlink::Ack { epoch, seq }) => {
                         lines.acks += 1;
-                        if link == usize::from(uart.0) {
-                            lines.last_uart_ack_ms = now_ms;
-                        }
                         mark(&mut inflight, RecordKey { epoch, seq }, false);
                     }
                     Ok(Downlink::Reject { epoch, seq }) => {
@@ -347,19 +355,28 @@ fn main() -> ! {
                     Outcome::Rejected(twinhub_core::RejectReason::Malformed),
                 );
                 *slot = None;
+                changed = true;
             } else if f.acked[..f.len].iter().all(|a| *a) {
                 engine.handle_outcome(now, f.tx, Outcome::Delivered);
+                if f.link == uart {
+                    lines.last_uart_ack_ms = now_ms;
+                }
                 *slot = None;
+                changed = true;
             } else if now_ms >= f.forget_at {
                 *slot = None;
+                changed = true;
             }
         }
         if engine.poll_timeout().is_some_and(|t| t <= now) {
             engine.handle_timeout(now);
+            changed = true;
         }
 
-        while let Some(slot) = inflight.iter().position(Option::is_none) {
+        while changed && let Some(slot) = inflight.iter().position(Option::is_none) {
             let Some(tx) = engine.poll_transmit(now, &mut buf) else {
+                // Nothing to send until something changes.
+                changed = false;
                 break;
             };
             let link = usize::from(tx.link.0);
@@ -379,6 +396,7 @@ fn main() -> ! {
             }
             let mut f = InFlight {
                 tx: tx.id,
+                link: tx.link,
                 keys: [RecordKey { epoch: 0, seq: 0 }; BATCH],
                 acked: [false; BATCH],
                 len: 0,
@@ -448,6 +466,10 @@ fn device_config() -> Config {
     gateway.max_batch_records = BATCH as u16;
     let timings = Timings {
         request_timeout: Duration::from_secs(5),
+        // One probe delivered over the UART brings it back, so the satellite stops at once:
+        // it costs money, and the flapping guard of several probes is for failing back
+        // between regions, which this one-endpoint device does not do.
+        failback_probes: 1,
         ..Timings::default()
     };
     Config::builder(DEVICE)
