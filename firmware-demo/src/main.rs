@@ -29,14 +29,18 @@
 //! - The satellite's spend is saved after each transmit on it, before its bytes go out,
 //!   and restored at boot: reboots never hand the link a new budget. The line's own
 //!   messages (hellos) are charged to the same spend, so the budget bounds every byte the
-//!   device puts on the satellite, across boots.
+//!   device puts on the satellite, across boots; a boot says hello there only before its
+//!   first record on it.
 //!
 //! Kill QEMU at any point and boot it again on the same file: nothing accepted is lost.
+//! The device clock starts again at zero at every boot (there is no clock to persist), so
+//! a recovered record's age, and so its time to live, counts from a clock that restarted:
+//! it lives longer, never shorter.
 //!
 //! After [`RUN_MS`] it stops sampling, waits for its outbox to drain, prints its counts over
 //! semihosting and exits; it fails (exit status 1) if a record was dropped, a normal record
 //! crossed the satellite, the satellite carried more bytes than its budget in this boot, or
-//! it was used before the UART had been silent for `arm_after`.
+//! it was used before the UART had delivered nothing for `arm_after`.
 #![no_std]
 #![no_main]
 
