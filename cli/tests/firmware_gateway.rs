@@ -1,16 +1,25 @@
 //! End to end: the firmware image boots in QEMU (`mps2-an386`, a Cortex-M4), its two UARTs
 //! reach `twinhub gateway` over TCP, and the gateway forwards to two emulator regions.
 //!
-//! The test stands between the device and the gateway on both lines: it cuts the UART
-//! (bytes in both directions are swallowed) until the satellite has carried critical
-//! records, heals it, then kills the primary region. Every record the device accepted must
-//! reach a region under its own id, no normal record may cross the satellite, and the
-//! satellite's bytes must stay within the device's budget.
+//! The test stands between the device and the gateway on both lines (a relay per line,
+//! which takes a new connection at every boot): it can cut the UART (bytes in both
+//! directions are swallowed), and counts what the device puts on each line.
+//!
+//! - `device_records_cross_the_gateway_through_a_cut_and_a_region_loss`: one boot on fresh
+//!   flash. The UART is cut until the satellite has carried critical records, healed, then
+//!   the primary region dies.
+//! - `device_killed_at_random_points_loses_nothing_and_spends_one_budget`: the device is
+//!   killed (SIGKILL of QEMU) at seeded random points, with the UART up, then cut, then
+//!   healed, and booted again each time on the same flash file, then runs to its end.
+//!
+//! In both, every record the device accepted must reach a region under its own id, no
+//! normal record may cross the satellite, and the satellite's bytes must stay within the
+//! device's budget.
 //!
 //! Needs `qemu-system-arm` and the `thumbv7em-none-eabihf` target (`cargo xtask setup`
 //! installs both).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -22,7 +31,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use twinhub::Class;
 use twinhub::wire::{self, Uplink};
-use twinhub_emulator::{Emulator, EmulatorConfig, Fault, Record};
+use twinhub_emulator::{Emulator, EmulatorConfig, Fault, Record, Region};
 
 const ORIGIN_ID: &str = "twinhub-origin-id";
 const DEVICE: &str = "sensor-7";
@@ -60,10 +69,19 @@ struct Line {
     normal: AtomicU64,
 }
 
-/// Accepts QEMU's connection for one UART and relays it to the gateway, counting what the
-/// device sends and swallowing everything while the line is cut.
+/// Accepts QEMU's connections for one UART (one per boot) and relays each to the gateway.
 async fn relay(listener: TcpListener, gateway: String, line: Arc<Line>) {
-    let (qemu, _) = listener.accept().await.unwrap();
+    loop {
+        let Ok((qemu, _)) = listener.accept().await else {
+            return;
+        };
+        tokio::spawn(relay_one(qemu, gateway.clone(), line.clone()));
+    }
+}
+
+/// Relays one connection of QEMU's to the gateway, counting what the device sends and
+/// swallowing everything while the line is cut.
+async fn relay_one(qemu: TcpStream, gateway: String, line: Arc<Line>) {
     let gw = TcpStream::connect(&gateway).await.unwrap();
     let (mut q_rd, mut q_wr) = qemu.into_split();
     let (mut g_rd, mut g_wr) = gw.into_split();
@@ -186,9 +204,26 @@ impl Console {
         }
     }
 
+    /// Console lines so far that start with `prefix`.
+    fn count(&self, prefix: &str) -> usize {
+        let s = self.0.lock().unwrap();
+        s.lines.iter().filter(|l| l.starts_with(prefix)).count()
+    }
+
     /// Polls `f` until it holds, for as long as the device makes progress; otherwise fails,
     /// showing the console.
-    fn wait(&self, what: &str, mut f: impl FnMut() -> bool) {
+    fn wait(&self, what: &str, f: impl FnMut() -> bool) {
+        let took = self.until(what, Duration::from_millis(20), f);
+        eprintln!("firmware_gateway: {what} after {:.1} s", took.as_secs_f64());
+    }
+
+    /// As `wait`, silently and polling every millisecond: for a kill that should land
+    /// close to the line it waited for.
+    fn wait_quietly(&self, what: &str, f: impl FnMut() -> bool) {
+        self.until(what, Duration::from_millis(1), f);
+    }
+
+    fn until(&self, what: &str, every: Duration, mut f: impl FnMut() -> bool) -> Duration {
         let start = Instant::now();
         while !f() {
             // `f` is asked once more: the trouble may be what it waits for (an exit).
@@ -201,12 +236,9 @@ impl Console {
                     self.text()
                 );
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(every);
         }
-        eprintln!(
-            "firmware_gateway: {what} after {:.1} s",
-            start.elapsed().as_secs_f64()
-        );
+        start.elapsed()
     }
 }
 
@@ -242,24 +274,41 @@ fn field(line: &str, key: &str) -> u64 {
     rest.split(' ').next().unwrap().parse().unwrap()
 }
 
-#[test]
-fn device_records_cross_the_gateway_through_a_cut_and_a_region_loss() {
-    let elf = build_firmware();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let emu = rt
-        .block_on(Emulator::start(EmulatorConfig::with_regions([
-            "primary",
-            "secondary",
-        ])))
-        .unwrap();
-    let (primary, secondary) = (emu["primary"].clone(), emu["secondary"].clone());
+/// The emulator's two regions, `twinhub gateway` in front of them, and a relay per device
+/// line; the device's flash file lives in `dir`, QEMU's working directory.
+struct Rig {
+    _emu: Emulator,
+    primary: Region,
+    secondary: Region,
+    dir: tempfile::TempDir,
+    gateway: Reap,
+    gateway_out: mpsc::Receiver<String>,
+    uart: Arc<Line>,
+    satellite: Arc<Line>,
+    ports: Vec<u16>,
+    elf: PathBuf,
+    /// Last: dropped after everything that runs on it.
+    _rt: tokio::runtime::Runtime,
+}
 
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("gateway.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"device_id = "gateway-1"
+impl Rig {
+    fn start() -> Rig {
+        let elf = build_firmware();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let emu = rt
+            .block_on(Emulator::start(EmulatorConfig::with_regions([
+                "primary",
+                "secondary",
+            ])))
+            .unwrap();
+        let (primary, secondary) = (emu["primary"].clone(), emu["secondary"].clone());
+
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("gateway.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                r#"device_id = "gateway-1"
 
 [outbox]
 path = "{}"
@@ -276,63 +325,138 @@ name = "secondary"
 protocol = "event-hubs"
 connection_string = "{}"
 "#,
-            dir.path().join("outbox").display(),
-            primary.event_hubs_connection_string(),
-            secondary.event_hubs_connection_string(),
-        ),
-    )
-    .unwrap();
-    let mut gateway = Reap(
-        Command::new(env!("CARGO_BIN_EXE_twinhub"))
-            .args(["gateway", "--config"])
-            .arg(&cfg)
-            .args(["--listen", "tcp://127.0.0.1:0", "--drain-timeout", "30s"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let gateway_out = lines_of(&mut gateway.0);
-    let first = gateway_out
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the gateway prints where it listens");
-    let listening: serde_json::Value = serde_json::from_str(&first).unwrap();
-    let gateway_addr = listening["listening"].as_str().unwrap().to_string();
+                dir.path().join("outbox").display(),
+                primary.event_hubs_connection_string(),
+                secondary.event_hubs_connection_string(),
+            ),
+        )
+        .unwrap();
+        let mut gateway = Reap(
+            Command::new(env!("CARGO_BIN_EXE_twinhub"))
+                .args(["gateway", "--config"])
+                .arg(&cfg)
+                .args(["--listen", "tcp://127.0.0.1:0", "--drain-timeout", "30s"])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let gateway_out = lines_of(&mut gateway.0);
+        let first = gateway_out
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the gateway prints where it listens");
+        let listening: serde_json::Value = serde_json::from_str(&first).unwrap();
+        let gateway_addr = listening["listening"].as_str().unwrap().to_string();
 
-    let uart = Arc::new(Line::default());
-    let satellite = Arc::new(Line::default());
-    let mut ports = Vec::new();
-    for line in [&uart, &satellite] {
-        let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
-        ports.push(listener.local_addr().unwrap().port());
-        rt.spawn(relay(listener, gateway_addr.clone(), line.clone()));
+        let uart = Arc::new(Line::default());
+        let satellite = Arc::new(Line::default());
+        let mut ports = Vec::new();
+        for line in [&uart, &satellite] {
+            let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+            ports.push(listener.local_addr().unwrap().port());
+            rt.spawn(relay(listener, gateway_addr.clone(), line.clone()));
+        }
+        Rig {
+            _emu: emu,
+            primary,
+            secondary,
+            dir,
+            gateway,
+            gateway_out,
+            uart,
+            satellite,
+            ports,
+            elf,
+            _rt: rt,
+        }
     }
 
-    let mut qemu = Reap(
-        Command::new("qemu-system-arm")
-            .args(["-cpu", "cortex-m4", "-machine", "mps2-an386", "-nographic"])
-            .args([
-                "-monitor",
-                "none",
-                "-semihosting-config",
-                "enable=on,target=native",
-            ])
-            .args(["-serial", &format!("tcp:127.0.0.1:{}", ports[0])])
-            .args(["-serial", &format!("tcp:127.0.0.1:{}", ports[1])])
-            .arg("-kernel")
-            .arg(&elf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("qemu-system-arm runs (cargo xtask setup installs it)"),
-    );
-    let console = Console::of(&mut qemu.0);
+    /// Boots the device on the flash file in `dir` (created at the first boot).
+    fn boot(&self) -> (Reap, Console) {
+        let mut qemu = Reap(
+            Command::new("qemu-system-arm")
+                .args(["-cpu", "cortex-m4", "-machine", "mps2-an386", "-nographic"])
+                .args([
+                    "-monitor",
+                    "none",
+                    "-semihosting-config",
+                    "enable=on,target=native",
+                ])
+                .args(["-serial", &format!("tcp:127.0.0.1:{}", self.ports[0])])
+                .args(["-serial", &format!("tcp:127.0.0.1:{}", self.ports[1])])
+                .arg("-kernel")
+                .arg(&self.elf)
+                // The firmware's flash is `twinhub-flash.bin` in QEMU's working directory.
+                .current_dir(self.dir.path())
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("qemu-system-arm runs (cargo xtask setup installs it)"),
+        );
+        let console = Console::of(&mut qemu.0);
+        (qemu, console)
+    }
+
+    /// Every record of the device's at either region, by origin id, duplicates included.
+    fn received(&self) -> Vec<String> {
+        let mut all = self.primary.records();
+        all.extend(self.secondary.records());
+        all.iter()
+            .filter_map(|r| r.properties.get(ORIGIN_ID))
+            .filter(|id| id.starts_with(DEVICE))
+            .cloned()
+            .collect()
+    }
+
+    /// Waits (a minute at most) until every id in `want` is at a region; returns the missing.
+    fn await_ids(&self, want: &BTreeSet<String>) -> Vec<String> {
+        let start = Instant::now();
+        loop {
+            let got: BTreeSet<String> = self.received().into_iter().collect();
+            let missing: Vec<String> = want.difference(&got).cloned().collect();
+            if missing.is_empty() || start.elapsed() > Duration::from_secs(60) {
+                return missing;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the gateway (it drains) and returns its final stats.
+    fn stop_gateway(&mut self) -> serde_json::Value {
+        let pid = self.gateway.0.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let stats = self
+            .gateway_out
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the gateway prints its stats");
+        let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+        assert_eq!(stats["pending"], 0, "{stats}");
+        assert_eq!(self.gateway.0.wait().unwrap().code(), Some(0));
+        stats
+    }
+}
+
+/// The console lines that are neither a progress beat nor an accepted id: what is worth
+/// showing of a run.
+fn summary(console: &str) -> String {
+    console
+        .lines()
+        .filter(|l| !l.starts_with("firmware: accepted ") && !l.starts_with("firmware: t "))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn device_records_cross_the_gateway_through_a_cut_and_a_region_loss() {
+    let mut rig = Rig::start();
+    let (mut qemu, console) = rig.boot();
+    let (primary, secondary) = (rig.primary.clone(), rig.secondary.clone());
+    let (uart, satellite) = (rig.uart.clone(), rig.satellite.clone());
     let from_device = |r: &[Record]| {
         origin_ids(r)
             .into_iter()
             .filter(|id| id.starts_with(DEVICE))
             .count()
     };
-    let minute = Duration::from_secs(60);
 
     // Records flow over the UART to the primary.
     console.wait("records at the primary", || {
@@ -364,10 +488,15 @@ connection_string = "{}"
     console.wait("the firmware to finish", || console.closed());
     let status = qemu.0.wait().unwrap();
     let report = console.text();
-    println!("{report}");
+    println!("{}", summary(&report));
     assert!(
         status.success(),
         "the firmware's own checks pass:\n{report}"
+    );
+    assert!(
+        report.starts_with("firmware: boot epoch 1 recovered 0 "),
+        "fresh flash: the first epoch, nothing recovered:\n{}",
+        summary(&report)
     );
     let counts = report
         .lines()
@@ -397,32 +526,259 @@ connection_string = "{}"
 
     // Every record the device accepted is at a region under the device's own id.
     let want: BTreeSet<String> = (0..accepted).map(|s| format!("{DEVICE}:1:{s}")).collect();
-    let mut missing = Vec::new();
-    let arrived = (|| {
-        let start = Instant::now();
-        loop {
-            let mut got = origin_ids(&primary.records());
-            got.extend(origin_ids(&secondary.records()));
-            missing = want.difference(&got).cloned().collect();
-            if missing.is_empty() || start.elapsed() > minute {
-                return missing.is_empty();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    })();
-    assert!(arrived, "records missing at both regions: {missing:?}");
+    let missing = rig.await_ids(&want);
+    assert!(
+        missing.is_empty(),
+        "records missing at both regions: {missing:?}"
+    );
 
     // Stopping the gateway drains it; its stats count what the lines carried.
-    let pid = gateway.0.id().to_string();
-    let _ = Command::new("kill").args(["-TERM", &pid]).status();
-    let stats = gateway_out
-        .recv_timeout(minute)
-        .expect("the gateway prints its stats");
-    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
-    assert_eq!(stats["pending"], 0, "{stats}");
+    let stats = rig.stop_gateway();
     assert!(
         stats["device_acks"].as_u64().unwrap() >= accepted,
         "{stats}"
     );
-    assert_eq!(gateway.0.wait().unwrap().code(), Some(0));
+}
+
+/// SplitMix64: the kill points come from a seed, printed so a failing run can be replayed
+/// (`FIRMWARE_KILL_SEED=...`).
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `range`.
+    fn within(&mut self, range: std::ops::RangeInclusive<usize>) -> usize {
+        range.start() + (self.next() % (range.end() - range.start() + 1) as u64) as usize
+    }
+}
+
+/// What one boot of the device printed: its epoch, what it recovered, the ids it accepted.
+struct Boot {
+    epoch: u32,
+    recovered: u64,
+    /// Records in flash that did not decode at open (none expected: torn writes are
+    /// skipped by the store before they get there).
+    discarded: u64,
+    accepted: Vec<(u32, u64)>,
+}
+
+/// Reads a boot's console: `firmware: boot epoch E recovered R ...` and every
+/// `firmware: accepted E:S`.
+fn parse_boot(console: &str) -> Option<Boot> {
+    let first = console.lines().find(|l| l.starts_with("firmware: boot "))?;
+    let accepted = console
+        .lines()
+        .filter_map(|l| l.strip_prefix("firmware: accepted "))
+        .map(|id| {
+            let (e, s) = id.split_once(':').unwrap();
+            (e.parse().unwrap(), s.parse().unwrap())
+        })
+        .collect();
+    Some(Boot {
+        epoch: field(first, "epoch") as u32,
+        recovered: field(first, "recovered"),
+        discarded: field(first, "discarded"),
+        accepted,
+    })
+}
+
+/// The `epoch` and `seq` of an origin id `device:epoch:seq`.
+fn id_key(id: &str) -> (u32, u64) {
+    let mut parts = id.rsplitn(3, ':');
+    let seq = parts.next().unwrap().parse().unwrap();
+    let epoch = parts.next().unwrap().parse().unwrap();
+    (epoch, seq)
+}
+
+/// How the test treats the UART during a boot it will kill.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Phase {
+    /// Up: records are acked within milliseconds, so a kill mostly catches the newest.
+    Up,
+    /// Cut: normal records pile up in flash, critical ones take the satellite once it is
+    /// armed (about 35 readings after a boot), as far as the budget lets them.
+    Cut,
+    /// Healed: the backlog goes out over the UART while the device is killed again.
+    Healed,
+}
+
+#[test]
+fn device_killed_at_random_points_loses_nothing_and_spends_one_budget() {
+    let seed = std::env::var("FIRMWARE_KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("firmware_reboot: seed {seed} (FIRMWARE_KILL_SEED={seed} replays its kill points)");
+    let mut rng = SplitMix(seed);
+    let began = Instant::now();
+    let mut rig = Rig::start();
+    let plan = [
+        [Phase::Up; 4].as_slice(),
+        &[Phase::Cut; 5],
+        &[Phase::Healed; 3],
+    ]
+    .concat();
+
+    let mut boots: Vec<Boot> = Vec::new();
+    let mut satellite_boots = 0;
+    let mut first_satellite_boot = None;
+    for (i, &phase) in plan.iter().enumerate() {
+        rig.uart.cut.store(phase == Phase::Cut, Ordering::SeqCst);
+        // How many readings the device accepts in this boot before it dies. In a cut:
+        // enough for the satellite to arm (about 35), and few enough (at most 12 critical
+        // ones, some 350 bytes) that one boot cannot use up the budget, so a later one
+        // meets a budget an earlier boot spent.
+        let readings = match phase {
+            Phase::Cut => rng.within(45..=60),
+            Phase::Up | Phase::Healed => rng.within(1..=25),
+        };
+        let sat_before = rig.satellite.device_bytes.load(Ordering::SeqCst);
+        let crit_before = rig.satellite.critical.load(Ordering::SeqCst);
+        let (mut qemu, console) = rig.boot();
+        console.wait_quietly("readings before the kill", || {
+            console.count("firmware: accepted ") >= readings
+        });
+        // A few milliseconds more, drawn from the seed: the kill lands anywhere in the
+        // transmit, ack and flash removal that follow a reading, not only right after it.
+        std::thread::sleep(Duration::from_millis(rng.within(0..=40) as u64));
+        // SIGKILL: no chance to finish a flash write or say goodbye.
+        qemu.0.kill().unwrap();
+        qemu.0.wait().unwrap();
+        console.wait_quietly("the console to close", || console.closed());
+        let text = console.text();
+        let boot = parse_boot(&text)
+            .unwrap_or_else(|| panic!("boot {i} printed no boot line:\n{}", summary(&text)));
+        let sat = rig.satellite.device_bytes.load(Ordering::SeqCst) - sat_before;
+        let crit = rig.satellite.critical.load(Ordering::SeqCst) - crit_before;
+        if sat > 0 {
+            satellite_boots += 1;
+            first_satellite_boot.get_or_insert(i);
+        }
+        eprintln!(
+            "firmware_reboot: boot {i} ({phase:?}): epoch {} recovered {} accepted {} (killed after {readings}), satellite +{sat} B ({crit} critical records), {:.1} s in",
+            boot.epoch,
+            boot.recovered,
+            boot.accepted.len(),
+            began.elapsed().as_secs_f64()
+        );
+        boots.push(boot);
+    }
+
+    // The last boot runs its course on the healed UART, drains and checks itself.
+    rig.uart.cut.store(false, Ordering::SeqCst);
+    let (mut qemu, console) = rig.boot();
+    console.wait("the last boot to finish", || console.closed());
+    let status = qemu.0.wait().unwrap();
+    let report = console.text();
+    println!("{}", summary(&report));
+    assert!(
+        status.success(),
+        "the firmware's own checks pass:\n{}",
+        summary(&report)
+    );
+    let last = parse_boot(&report).expect("the last boot's line");
+    assert!(last.accepted.len() >= 100, "the device ran its course");
+    boots.push(last);
+
+    // Epochs strictly grow from boot to boot, so no id is ever used twice.
+    for pair in boots.windows(2) {
+        assert!(
+            pair[1].epoch > pair[0].epoch,
+            "epoch {} after {}",
+            pair[1].epoch,
+            pair[0].epoch
+        );
+    }
+    let mut accepted = BTreeSet::new();
+    for b in &boots {
+        for &(epoch, seq) in &b.accepted {
+            assert_eq!(epoch, b.epoch, "an accepted id of another epoch");
+            assert!(
+                accepted.insert((epoch, seq)),
+                "id {epoch}:{seq} accepted twice"
+            );
+        }
+    }
+    let recovered: u64 = boots.iter().map(|b| b.recovered).sum();
+    let discarded: u64 = boots.iter().map(|b| b.discarded).sum();
+    assert!(recovered > 0, "some kills caught records pending");
+
+    // Every accepted record is at a region, under its id.
+    let want: BTreeSet<String> = accepted
+        .iter()
+        .map(|(e, s)| format!("{DEVICE}:{e}:{s}"))
+        .collect();
+    let missing = rig.await_ids(&want);
+    assert!(
+        missing.is_empty(),
+        "{} accepted records missing at both regions: {missing:?}",
+        missing.len()
+    );
+    let received = rig.received();
+    let mut copies: BTreeMap<(u32, u64), usize> = BTreeMap::new();
+    for id in &received {
+        *copies.entry(id_key(id)).or_default() += 1;
+    }
+    // Besides the accepted records, a region may hold only what a boot appended in the
+    // instant between the append and its line: that boot's next id.
+    let last_seq: BTreeMap<u32, Option<u64>> = boots
+        .iter()
+        .map(|b| (b.epoch, b.accepted.iter().map(|k| k.1).max()))
+        .collect();
+    for key in copies.keys().filter(|k| !accepted.contains(k)) {
+        let next = last_seq.get(&key.0).map(|last| last.map_or(0, |s| s + 1));
+        assert_eq!(
+            next,
+            Some(key.1),
+            "a record {}:{} nobody accepted reached a region",
+            key.0,
+            key.1
+        );
+    }
+    let duplicates = received.len() - copies.len();
+
+    // The satellite: critical records only, and one budget for every boot together.
+    assert_eq!(rig.satellite.normal.load(Ordering::SeqCst), 0);
+    let sat_bytes = rig.satellite.device_bytes.load(Ordering::SeqCst);
+    assert!(
+        sat_bytes <= SAT_BUDGET,
+        "satellite bytes {sat_bytes} over all boots within the one budget {SAT_BUDGET}"
+    );
+    // Cut boots after the satellite's first use meet the spend it left: with a budget of
+    // their own each would carry its critical records (at least nine a boot) again.
+    let first = first_satellite_boot.expect("the satellite carried records in some cut boot");
+    let cut_after = plan[first + 1..]
+        .iter()
+        .filter(|p| **p == Phase::Cut)
+        .count();
+    assert!(
+        cut_after >= 2,
+        "the satellite first carried records in boot {first}: too few cut boots after it"
+    );
+
+    let stats = rig.stop_gateway();
+    eprintln!(
+        "firmware_reboot: seed {seed}: {} kills, {} boots, {} records accepted, {} recovered at boots, {} delivered ids ({} not printed before a kill), {duplicates} duplicates at the regions, {} resent by the device and absorbed by the gateway, {discarded} discarded at open, satellite {sat_bytes} B of {SAT_BUDGET} in {satellite_boots} boots ({} critical records), {:.0} s",
+        plan.len(),
+        boots.len(),
+        accepted.len(),
+        recovered,
+        copies.len(),
+        copies.len() - accepted.len(),
+        stats["device_resent"],
+        rig.satellite.critical.load(Ordering::SeqCst),
+        began.elapsed().as_secs_f64()
+    );
 }

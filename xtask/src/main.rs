@@ -27,7 +27,8 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
 /// The firmware demo's image, built by its own manifest for the Cortex-M4 target.
 const FIRMWARE_ELF: &str =
     "firmware-demo/target/thumbv7em-none-eabihf/release/twinhub-firmware-demo";
-/// Footprint budgets of the firmware image (with its 4 KiB outbox arena).
+/// Footprint budgets of the firmware image (its outbox is in flash, through the engine's
+/// `FlashStore`; static RAM holds the engine, the store's buffer and the configuration).
 const FLASH_BUDGET: u64 = 64 * 1024;
 const RAM_BUDGET: u64 = 16 * 1024;
 
@@ -240,8 +241,10 @@ fn firmware() -> Result {
         .args(manifest)
         .args(["--", "-D", "warnings"]))?;
     // Built from its own folder, whose cargo config names the target and the linker
-    // script. It is booted in QEMU, wired to `twinhub gateway`, by the end-to-end test
-    // (cli/tests/firmware_gateway.rs) that `cargo test` ran above.
+    // script. It is booted in QEMU, wired to `twinhub gateway`, by the end-to-end tests
+    // (cli/tests/firmware_gateway.rs) that `cargo test` ran above: one run on fresh flash,
+    // and one killed at random points and booted again on the same flash file. Each test
+    // runs QEMU in its own temporary directory, where the firmware keeps its flash file.
     let mut build = cargo();
     build
         .args(["build", "--release"])
@@ -318,7 +321,7 @@ fn bench(extra: &[String]) -> Result {
         unit: "B".into(),
     });
     rows.push(Row {
-        name: "firmware static RAM, 4 KiB arena (budget)".into(),
+        name: "firmware static RAM, flash outbox (budget)".into(),
         ours: ram as f64,
         base: RAM_BUDGET as f64,
         unit: "B".into(),
