@@ -30,6 +30,7 @@ use budget::LinkRt;
 use events::{EVENT_QUEUE, Raw};
 use health::{Route, Stamp};
 use inflight::InFlight;
+use ledger::Ledger;
 use routing::{EndpointRt, Status};
 
 /// Identifies one transmit until its outcome is handled.
@@ -254,14 +255,13 @@ pub struct Producer<
     links: [LinkRt; L],
     inflight: [InFlight; MAX_INFLIGHT],
     events: heapless::Deque<Raw, EVENT_QUEUE>,
-    stats: Stats,
+    ledger: Ledger,
     rng: fastrand::Rng,
     next_seq: u64,
     now: Instant,
     active_since: Instant,
     cheap_down_since: Instant,
     next_expiry: Instant,
-    class_count: [u32; 3],
     epoch: u32,
     next_tx: u32,
     active: u8,
@@ -279,7 +279,7 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> core::
         f.debug_struct("Producer")
             .field("device", self.config.device_id())
             .field("epoch", &self.epoch)
-            .field("stats", &self.stats)
+            .field("stats", self.ledger.stats())
             .finish_non_exhaustive()
     }
 }
@@ -318,21 +318,17 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
     }
 
     fn start(config: C, mut store: S, now: Instant, epoch: u32, seed: u64) -> Self {
-        let mut stats = Stats::default();
-        let mut class_count = [0u32; 3];
+        let mut ledger = Ledger::new();
         let mut epoch = epoch;
         let mut next_expiry = Instant::NEVER;
         let mut after = None;
         // A store that fails mid-walk keeps the rest uncounted: they are not handed out.
         while let Ok(Some(info)) = store.next_after(after) {
             after = Some(info.key());
-            stats.pending += 1;
-            stats.pending_bytes += u64::from(info.payload_len);
-            class_count[info.meta.class as usize] += 1;
+            ledger.recovered(&info);
             epoch = epoch.max(info.meta.epoch.saturating_add(1));
             next_expiry = next_expiry.min(info.meta.enqueued_at + config.ttl(info.meta.class));
         }
-        stats.accepted = stats.pending;
         let route = Route {
             health: RouteHealth::Healthy,
             fails: 0,
@@ -383,14 +379,13 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
                 span: 0,
             }; MAX_INFLIGHT],
             events: heapless::Deque::new(),
-            stats,
+            ledger,
             rng: fastrand::Rng::with_seed(seed),
             next_seq: 0,
             now,
             active_since: now,
             cheap_down_since: Instant::NEVER,
             next_expiry,
-            class_count,
             epoch,
             next_tx: 1,
             active: 0,
@@ -415,7 +410,7 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
     }
     /// The counters.
     pub fn stats(&self) -> &Stats {
-        &self.stats
+        self.ledger.stats()
     }
     /// This start's epoch (part of every new message id).
     pub fn epoch(&self) -> u32 {
@@ -515,10 +510,7 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
             e => EnqueueError::Store(e),
         })?;
         self.next_seq += 1;
-        self.stats.accepted += 1;
-        self.stats.pending += 1;
-        self.stats.pending_bytes += payload.len() as u64;
-        self.class_count[class as usize] += 1;
+        self.ledger.accepted(class, payload.len() as u64);
         self.next_expiry = self.next_expiry.min(self.now + self.config.ttl(class));
         Ok(self.message_id(meta.epoch, meta.seq))
     }
@@ -534,7 +526,7 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
         let slot = self.inflight[..self.config.max_inflight()]
             .iter()
             .position(|f| f.id == 0)?;
-        if self.stats.pending <= u64::from(self.inflight_records())
+        if self.ledger.pending() <= u64::from(self.inflight_records())
             && self.config.routing() != Routing::Mirror
         {
             return None;
@@ -690,7 +682,7 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
                 next = x;
             }
         };
-        if self.stats.pending > u64::from(self.inflight_records())
+        if self.ledger.pending() > u64::from(self.inflight_records())
             || self.config.routing() == Routing::Mirror
         {
             for e in 0..self.config.endpoints().len() {
@@ -725,7 +717,7 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
                 at(oldest.meta.enqueued_at + t.linger);
             }
         }
-        if self.stats.pending > 0 {
+        if self.ledger.pending() > 0 {
             at(self.next_expiry);
         }
         (next != Instant::NEVER).then_some(next)

@@ -130,7 +130,7 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
             return None;
         }
         self.links[l].spent += charged;
-        self.stats.link_bytes[l] += charged;
+        self.ledger.charged(l, charged);
         let id = self.next_tx;
         self.next_tx = self.next_tx.wrapping_add(1).max(1);
         self.inflight[slot] = InFlight {

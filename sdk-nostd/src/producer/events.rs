@@ -30,7 +30,7 @@ pub(super) const EVENT_QUEUE: usize = 6;
 impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Producer<S, C, E, L> {
     pub(super) fn push_event(&mut self, ev: Raw) {
         if self.events.push_back(ev).is_err() {
-            self.stats.events_lost = self.stats.events_lost.saturating_add(1);
+            self.ledger.event_lost();
         }
     }
 }

@@ -69,7 +69,7 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
         let f = &mut self.inflight[slot];
         f.id = 0;
         if ambiguous {
-            self.stats.possible_duplicates += u64::from(f.records);
+            self.ledger.possible_duplicates(f.records);
         }
     }
 }

@@ -24,7 +24,7 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
     /// than `class` and not in flight.
     pub(super) fn evict_one(&mut self, class: Class) -> bool {
         for victim in [Class::Bulk, Class::Normal, Class::Critical] {
-            if victim < class || self.class_count[victim as usize] == 0 {
+            if victim < class || self.ledger.class_count(victim as usize) == 0 {
                 continue;
             }
             let mut after = None;
@@ -41,7 +41,7 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
     pub(super) fn expire(&mut self) {
         let mut next = Instant::NEVER;
         let present = (0..3)
-            .filter(|&c| self.class_count[c] > 0)
+            .filter(|&c| self.ledger.class_count(c) > 0)
             .fold(0u8, |m, c| m | (1 << c));
         let mut seen = 0u8;
         let mut after = None;

@@ -145,10 +145,10 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
             return;
         }
         if e < a {
-            self.stats.failbacks += 1;
+            self.ledger.failed_back();
             self.push_event(Raw::FailedBack(a as u8, e as u8));
         } else {
-            self.stats.failovers += 1;
+            self.ledger.failed_over();
             self.push_event(Raw::FailedOver(a as u8, e as u8));
         }
         self.active = e as u8;
@@ -174,12 +174,12 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
                 if self.aa_mask & bit != 0 && mask & bit == 0 {
                     self.endpoints[e].left_at = self.now;
                     if let Some(to) = first(mask) {
-                        self.stats.failovers += 1;
+                        self.ledger.failed_over();
                         self.push_event(Raw::FailedOver(e as u8, to as u8));
                     }
                 } else if self.aa_mask & bit == 0 && mask & bit != 0 {
                     let from = first(mask & !bit).unwrap_or(e);
-                    self.stats.failbacks += 1;
+                    self.ledger.failed_back();
                     self.push_event(Raw::FailedBack(from as u8, e as u8));
                 }
             }
