@@ -234,22 +234,31 @@ impl<const N: usize> RamStore<N> {
         })
     }
 
-    /// Where a walk for keys at or above `key` may start: the cursor when it is not past
-    /// `key`, else the oldest slot.
-    fn start_for(&self, key: Option<RecordKey>) -> usize {
-        match (key, self.key_at(self.cursor)) {
-            (Some(k), Some(at)) if at <= k => self.cursor as usize,
-            _ => self.head as usize,
-        }
-    }
-
-    /// The first live slot at or after `off` whose key passes `keep`, with its info; moves
-    /// the cursor to it.
+    /// The first live slot whose key passes `keep`, with its info; moves the cursor to it.
+    ///
+    /// The walk starts at the cursor when its key is not past `bound` (keys below `bound`
+    /// are the ones `keep` skips), else at the oldest slot. The cursor's slot is decoded
+    /// once, both to choose the start and as the walk's first step: the engine's look-ups
+    /// mostly land on the cursor or the slot after it.
     fn walk(
         &mut self,
-        mut off: usize,
+        bound: Option<RecordKey>,
         keep: impl Fn(RecordKey) -> Walk,
     ) -> Result<Option<(usize, RecordInfo)>, StoreError> {
+        let mut off = self.head as usize;
+        if let (Some(b), true) = (bound, self.cursor != NO_SLOT) {
+            let at = self.cursor as usize;
+            // A cursor that does not decode is not trusted: walk from the oldest slot.
+            if let Ok(info) = self.info_at(at)
+                && info.key() <= b
+            {
+                match keep(info.key()) {
+                    Walk::Stop => return Ok(None),
+                    Walk::Take if self.is_live(at) => return Ok(Some((at, info))),
+                    _ => off = at + self.slot_len(at),
+                }
+            }
+        }
         while off < self.tail as usize {
             let info = self.info_at(off)?;
             let key = info.key();
@@ -266,8 +275,7 @@ impl<const N: usize> RamStore<N> {
     }
 
     fn find(&mut self, key: RecordKey) -> Result<(usize, RecordInfo), StoreError> {
-        let start = self.start_for(Some(key));
-        self.walk(start, |k| match k.cmp(&key) {
+        self.walk(Some(key), |k| match k.cmp(&key) {
             core::cmp::Ordering::Less => Walk::Skip,
             core::cmp::Ordering::Equal => Walk::Take,
             core::cmp::Ordering::Greater => Walk::Stop,
@@ -348,8 +356,7 @@ impl<const N: usize> Store for RamStore<N> {
     }
 
     fn next_after(&mut self, after: Option<RecordKey>) -> Result<Option<RecordInfo>, StoreError> {
-        let start = self.start_for(after);
-        let found = self.walk(start, |k| match after {
+        let found = self.walk(after, |k| match after {
             Some(a) if k <= a => Walk::Skip,
             _ => Walk::Take,
         })?;

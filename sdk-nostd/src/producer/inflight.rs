@@ -59,9 +59,10 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
     /// Whether a transmit awaiting its outcome holds the record.
     pub(super) fn in_flight(&self, info: &RecordInfo) -> bool {
         let (key, class) = (info.key(), info.meta.class);
-        self.inflight
-            .iter()
-            .any(|f| f.holds(key, class, self.config.links()[usize::from(f.link)].allow))
+        // Free slots first, so the link's classes are looked up only for live ones.
+        self.inflight.iter().any(|f| {
+            f.id != 0 && f.holds(key, class, self.config.links()[usize::from(f.link)].allow)
+        })
     }
 
     /// Ends `slot`'s transmit without a delivery: its records are pending again.
