@@ -290,7 +290,7 @@ fn main() -> ! {
         }
 
         while let Some(slot) = inflight.iter().position(Option::is_none) {
-            let Some(tx) = engine.poll_transmit(now, &mut buf) else {
+            let Ok(Some(tx)) = engine.poll_transmit(now, &mut buf) else {
                 break;
             };
             let link = usize::from(tx.link.0);

@@ -157,6 +157,31 @@ impl core::fmt::Display for ControlError {
 
 impl core::error::Error for ControlError {}
 
+/// Why [`Producer::poll_transmit`] could not write a transmit. Nothing was marked in
+/// flight: the same call with a large enough buffer succeeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TransmitError {
+    /// The buffer cannot hold the next record's frame.
+    BufferTooSmall {
+        /// Bytes the next record's frame needs.
+        needed: usize,
+    },
+}
+
+impl core::fmt::Display for TransmitError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            TransmitError::BufferTooSmall { needed } => write!(
+                f,
+                "transmit buffer too small: the next record needs {needed} bytes"
+            ),
+        }
+    }
+}
+
+impl core::error::Error for TransmitError {}
+
 /// The engine for one device: an outbox, route health, failover and cost control.
 ///
 /// It does no I/O, reads no clock and draws no system randomness: time comes in as `now`,
@@ -167,10 +192,12 @@ impl core::error::Error for ControlError {}
 ///
 /// 1. Hand it records with [`enqueue`](Self::enqueue). A record is then pending until it is
 ///    delivered or dropped by an explicit policy.
-/// 2. Call [`poll_transmit`](Self::poll_transmit) until it returns `None`. Send each
+/// 2. Call [`poll_transmit`](Self::poll_transmit) until it returns `Ok(None)`. Send each
 ///    [`Transmit`] to its endpoint over its link, then report what happened with
 ///    [`handle_outcome`](Self::handle_outcome), exactly once per transmit. Records are only
-///    removed on [`Outcome::Delivered`].
+///    removed on [`Outcome::Delivered`]. It fails only with
+///    [`TransmitError::BufferTooSmall`], when the buffer given cannot hold the next record:
+///    give it one of the size named.
 /// 3. Call [`handle_timeout`](Self::handle_timeout) when the time from
 ///    [`poll_timeout`](Self::poll_timeout) is reached, and report link changes the
 ///    application knows of with [`handle_link`](Self::handle_link).
@@ -192,7 +219,7 @@ impl core::error::Error for ControlError {}
 /// assert_eq!(id.to_string(), "sensor-1:1:0");
 ///
 /// let mut buf = [0u8; 1024];
-/// let tx = p.poll_transmit(Instant::ZERO, &mut buf).unwrap();
+/// let tx = p.poll_transmit(Instant::ZERO, &mut buf)?.unwrap();
 /// assert_eq!(tx.endpoint, EndpointId(0));
 /// let record = tx.frames(&buf).next().unwrap().unwrap();
 /// assert_eq!(record.payload, b"21.5");
@@ -203,12 +230,12 @@ impl core::error::Error for ControlError {}
 /// let mut tx = tx;
 /// while tx.endpoint == EndpointId(0) {
 ///     p.handle_outcome(now, tx.id, Outcome::Unreachable);
-///     tx = match p.poll_transmit(now, &mut buf) {
+///     tx = match p.poll_transmit(now, &mut buf)? {
 ///         Some(tx) => tx,
 ///         None => {
 ///             now = p.poll_timeout().unwrap(); // sleep until then
 ///             p.handle_timeout(now);
-///             p.poll_transmit(now, &mut buf).unwrap()
+///             p.poll_transmit(now, &mut buf)?.unwrap()
 ///         }
 ///     };
 /// }
@@ -218,6 +245,15 @@ impl core::error::Error for ControlError {}
 /// assert_eq!(p.stats().delivered, 1);
 /// assert!(core::iter::from_fn(|| p.poll_event())
 ///     .any(|e| e == Event::FailedOver { from: EndpointId(0), to: EndpointId(1) }));
+///
+/// // A buffer too small for the next record is an error that names the size needed.
+/// p.enqueue(now, &[0; 100], Class::Normal).unwrap();
+/// let mut small = [0u8; 64];
+/// let Err(TransmitError::BufferTooSmall { needed }) = p.poll_transmit(now, &mut small) else {
+///     panic!("a 100-byte record does not fit 64 bytes");
+/// };
+/// assert!(p.poll_transmit(now, &mut buf[..needed])?.is_some());
+/// # Ok::<(), TransmitError>(())
 /// ```
 ///
 /// # Sizing
@@ -515,21 +551,31 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
         Ok(self.message_id(meta.epoch, meta.seq))
     }
 
-    /// Writes the next batch to send into `buf` and describes it, or returns `None` when
-    /// nothing should be sent now (nothing pending, every slot in flight, a back-off or
-    /// linger running, no allowed route).
+    /// Writes the next batch to send into `buf` and describes it, or returns `Ok(None)`
+    /// when nothing should be sent now (nothing pending, every slot in flight, a back-off
+    /// or linger running, no allowed route).
     ///
     /// `buf` should hold at least the largest `max_batch_bytes` plus frame overhead; a
-    /// smaller buffer makes smaller batches.
-    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+    /// smaller buffer makes smaller batches. A buffer too small for even the next record
+    /// is an error, [`TransmitError::BufferTooSmall`], naming the bytes that record needs:
+    /// nothing is marked in flight, and the call succeeds again with a buffer that large.
+    /// (Without it the record would wait, unsent, until its time to live ran out.)
+    pub fn poll_transmit(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+    ) -> Result<Option<Transmit>, TransmitError> {
         self.touch(now);
-        let slot = self.inflight[..self.config.max_inflight()]
+        let Some(slot) = self.inflight[..self.config.max_inflight()]
             .iter()
-            .position(|f| f.id == 0)?;
+            .position(|f| f.id == 0)
+        else {
+            return Ok(None);
+        };
         if self.ledger.pending() <= u64::from(self.inflight_records())
             && self.config.routing() != Routing::Mirror
         {
-            return None;
+            return Ok(None);
         }
         let (ne, nl) = (self.config.endpoints().len(), self.config.links().len());
         // Probes first: they are how a down route comes back.
@@ -540,24 +586,28 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
                     && r.retry_at.get() <= self.now
                     && self.probeable(e, l)
                     && self.worth_probing(e, l)
-                    && let Some(tx) = self.build(buf, slot, e, l, true)
+                    && let Some(tx) = self.build(buf, slot, e, l, true)?
                 {
                     self.routes[e][l].health = RouteHealth::Probing;
-                    return Some(tx);
+                    return Ok(Some(tx));
                 }
             }
         }
         match self.config.routing() {
             Routing::ActivePassive => {
-                let (e, l) = self.choose_active_passive()?;
+                let Some((e, l)) = self.choose_active_passive() else {
+                    return Ok(None);
+                };
                 let tx = self.build(buf, slot, e, l, false)?;
-                self.note_active(e);
-                Some(tx)
+                if tx.is_some() {
+                    self.note_active(e);
+                }
+                Ok(tx)
             }
-            Routing::ActiveActive => {
-                let (e, l) = self.choose_active_active()?;
-                self.build(buf, slot, e, l, false)
-            }
+            Routing::ActiveActive => match self.choose_active_active() {
+                Some((e, l)) => self.build(buf, slot, e, l, false),
+                None => Ok(None),
+            },
             Routing::Mirror => {
                 for k in 0..ne {
                     let e = (self.mirror_next as usize + k) % ne;
@@ -565,13 +615,13 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
                         continue;
                     }
                     if let Some((l, Status::Ready)) = self.best_route(e, None)
-                        && let Some(tx) = self.build(buf, slot, e, l, false)
+                        && let Some(tx) = self.build(buf, slot, e, l, false)?
                     {
                         self.mirror_next = ((e + 1) % ne) as u8;
-                        return Some(tx);
+                        return Ok(Some(tx));
                     }
                 }
-                None
+                Ok(None)
             }
         }
     }

@@ -116,7 +116,7 @@ fn run(routing: Routing, seed: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
             }
             Op::Poll => {
-                while let Some(tx) = p.poll_transmit(now, &mut buf) {
+                while let Some(tx) = p.poll_transmit(now, &mut buf).unwrap() {
                     let h = p.route_health(tx.endpoint, tx.link);
                     if tx.probe {
                         prop_assert_eq!(h, RouteHealth::Probing);
@@ -254,7 +254,7 @@ fn sized_engine_agrees(routing: Routing, seed: u64, ops: Vec<Op>) -> Result<(), 
                     small.poll_transmit(now, &mut b),
                 );
                 prop_assert_eq!(x, y);
-                let Some(x) = x else { break };
+                let Some(x) = x.unwrap() else { break };
                 prop_assert_eq!(&a[..x.len], &b[..x.len]);
                 outstanding.push(x.id);
             },

@@ -30,10 +30,13 @@ struct Batch {
     full: bool,
     /// The budget had no room for the next record.
     over_budget: bool,
+    /// The buffer cannot hold the first record: the bytes its frame needs.
+    too_small: Option<usize>,
 }
 
 impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Producer<S, C, E, L> {
-    /// Selects records for `(e, l)`, copies their frames into `buf` and marks them in flight.
+    /// Selects records for `(e, l)`, copies their frames into `buf` and marks them in
+    /// flight; `Ok(None)` when there is nothing to send there now.
     pub(super) fn build(
         &mut self,
         buf: &mut [u8],
@@ -41,7 +44,7 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
         e: usize,
         l: usize,
         probe: bool,
-    ) -> Option<Transmit> {
+    ) -> Result<Option<Transmit>, TransmitError> {
         let mirror = self.config.routing() == Routing::Mirror;
         // Mirror routing sends each endpoint its records in order, one transmit at a time,
         // so what an endpoint acknowledged is always everything up to its floor.
@@ -51,7 +54,7 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
                 .iter()
                 .any(|f| f.id != 0 && usize::from(f.endpoint) == e)
         {
-            return None;
+            return Ok(None);
         }
         let (ep, link) = (&self.config.endpoints()[e], &self.config.links()[l]);
         let limits = Limits {
@@ -75,20 +78,23 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
             None
         };
         let batch = self.fill(buf, after, &limits);
+        if let Some(needed) = batch.too_small {
+            return Err(TransmitError::BufferTooSmall { needed });
+        }
         if batch.count == 0 {
             if batch.over_budget && !self.links[l].exhausted {
                 self.links[l].exhausted = true;
                 self.push_event(Raw::BudgetExhausted(l as u8));
             }
-            return None;
+            return Ok(None);
         }
         let linger = self.config.timings().linger;
         let young = linger > Duration::ZERO && batch.first_at + linger > self.now;
         if !probe && !batch.full && batch.count < limits.max_records && young {
             // Wait for more records: nothing was marked yet.
-            return None;
+            return Ok(None);
         }
-        Some(self.launch(slot, e, l, probe, &batch))
+        Ok(Some(self.launch(slot, e, l, probe, &batch)))
     }
 
     /// Walks the store from `after` and copies the run of records that fits `limits` into
@@ -104,6 +110,7 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
             first_at: Instant::NEVER,
             full: false,
             over_budget: false,
+            too_small: None,
         };
         // Records looked at: once it is every record held, the walk is over without asking
         // the store for one more.
@@ -137,6 +144,11 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
             let w = u64::from(info.payload_len) + u64::from(lim.record_overhead);
             let cost = u64::from(info.frame_len) + u64::from(lim.frame_overhead);
             if b.wire + w > lim.max_wire || b.len + info.frame_len as usize > buf.len() {
+                if b.count == 0 && info.frame_len as usize > buf.len() {
+                    // Not a full batch: no batch at all fits. Said, rather than left to
+                    // look like nothing to send while the record waits for its TTL.
+                    b.too_small = Some(info.frame_len as usize);
+                }
                 b.full = true;
                 break;
             }
