@@ -17,7 +17,8 @@ pub const MAX_ENDPOINTS: usize = 4;
 pub const MAX_LINKS: usize = 3;
 /// Most transmits in flight at once.
 pub const MAX_INFLIGHT: usize = 4;
-/// Longest endpoint or link name.
+/// Longest endpoint or link name, in bytes. Longer names are refused with
+/// [`ConfigError::NameTooLong`].
 pub const MAX_NAME: usize = 32;
 
 /// A short name for an endpoint or link.
@@ -154,6 +155,8 @@ pub struct EndpointConfig {
     /// Bytes the transport adds per record on the wire (envelope, ids), counted against
     /// `max_batch_bytes`.
     pub record_overhead: u32,
+    // `new` was given a name longer than `MAX_NAME`: refused by `build`, not truncated.
+    name_too_long: bool,
 }
 
 impl EndpointConfig {
@@ -161,6 +164,7 @@ impl EndpointConfig {
     pub fn new(name: &str) -> Self {
         EndpointConfig {
             name: short_name(name),
+            name_too_long: name.len() > MAX_NAME,
             weight: 1,
             max_record_bytes: 256 * 1024 - 1024,
             max_batch_bytes: 256 * 1024,
@@ -185,6 +189,8 @@ pub struct LinkConfig {
     pub arm_after: Duration,
     /// Bytes the driver adds per record on this link (framing), charged to the budget.
     pub frame_overhead: u32,
+    // As for endpoints: a name over `MAX_NAME` given to `new` is refused by `build`.
+    name_too_long: bool,
 }
 
 impl LinkConfig {
@@ -194,6 +200,7 @@ impl LinkConfig {
         let costly = cost == Cost::Costly;
         LinkConfig {
             name: short_name(name),
+            name_too_long: name.len() > MAX_NAME,
             cost,
             budget: None,
             allow: if costly {
@@ -218,7 +225,8 @@ impl LinkConfig {
 }
 
 fn short_name(name: &str) -> Name {
-    // Over-long names are caught by validation; keep what fits so the error can name it.
+    // Over-long names are refused by validation (`name_too_long`); what fits is kept so
+    // that `Debug` still shows which one it was.
     let mut n = Name::new();
     for c in name.chars() {
         if n.push(c).is_err() {
@@ -303,6 +311,15 @@ pub enum ConfigError {
         /// What is wrong.
         problem: &'static str,
     },
+    /// `endpoint[index].name` or `link[index].name` is longer than the engine keeps.
+    NameTooLong {
+        /// `"endpoint"` or `"link"`.
+        list: &'static str,
+        /// Position in that list.
+        index: usize,
+        /// The most bytes a name may have ([`MAX_NAME`]).
+        limit: usize,
+    },
     /// A timing or other top-level field is invalid.
     Field {
         /// The field.
@@ -333,6 +350,9 @@ impl fmt::Display for ConfigError {
                 field,
                 problem,
             } => write!(f, "link[{index}].{field}: {problem}"),
+            ConfigError::NameTooLong { list, index, limit } => {
+                write!(f, "{list}[{index}].name: longer than {limit} bytes")
+            }
             ConfigError::Field { field, problem } => write!(f, "{field}: {problem}"),
         }
     }
@@ -528,6 +548,13 @@ impl ConfigBuilder<'_> {
                 field,
                 problem,
             };
+            if e.name_too_long {
+                return Err(ConfigError::NameTooLong {
+                    list: "endpoint",
+                    index,
+                    limit: MAX_NAME,
+                });
+            }
             if e.name.is_empty() {
                 return Err(err("name", "must not be empty"));
             }
@@ -562,6 +589,13 @@ impl ConfigBuilder<'_> {
                 field,
                 problem,
             };
+            if l.name_too_long {
+                return Err(ConfigError::NameTooLong {
+                    list: "link",
+                    index,
+                    limit: MAX_NAME,
+                });
+            }
             if l.name.is_empty() {
                 return Err(err("name", "must not be empty"));
             }
@@ -678,6 +712,58 @@ mod tests {
             b = b.endpoint(EndpointConfig::new(core::str::from_utf8(&name).unwrap()));
         }
         assert_eq!(b.build().unwrap_err(), ConfigError::TooManyEndpoints);
+    }
+
+    #[test]
+    fn over_long_names_are_refused_not_truncated() {
+        use core::fmt::Write;
+        let bytes = [b'n'; MAX_NAME + 8];
+        let name = |len: usize| core::str::from_utf8(&bytes[..len]).unwrap();
+        let ok = Config::builder("d")
+            .endpoint(EndpointConfig::new(name(MAX_NAME)))
+            .link(LinkConfig::new(name(MAX_NAME), Cost::Free))
+            .build()
+            .unwrap();
+        assert_eq!(ok.endpoints()[0].name.as_str(), name(MAX_NAME));
+        let e = Config::builder("d")
+            .endpoint(EndpointConfig::new("a"))
+            .endpoint(EndpointConfig::new(name(MAX_NAME + 1)))
+            .build()
+            .unwrap_err();
+        assert_eq!(
+            e,
+            ConfigError::NameTooLong {
+                list: "endpoint",
+                index: 1,
+                limit: MAX_NAME
+            }
+        );
+        let mut shown = heapless::String::<64>::new();
+        write!(shown, "{e}").unwrap();
+        assert_eq!(shown, "endpoint[1].name: longer than 32 bytes");
+        // Two links that would be the same once cut are refused for length, not as twins.
+        let e = Config::builder("d")
+            .endpoint(EndpointConfig::new("a"))
+            .link(LinkConfig::new(name(MAX_NAME + 4), Cost::Free))
+            .link(LinkConfig::new(name(MAX_NAME + 8), Cost::Metered))
+            .build()
+            .unwrap_err();
+        assert_eq!(
+            e,
+            ConfigError::NameTooLong {
+                list: "link",
+                index: 0,
+                limit: MAX_NAME
+            }
+        );
+        // Multi-byte characters count by bytes, as the limit does: 17 of them are 34.
+        let wide = "ééééééééééééééééé";
+        assert!(matches!(
+            Config::builder("d")
+                .endpoint(EndpointConfig::new(wide))
+                .build(),
+            Err(ConfigError::NameTooLong { .. })
+        ));
     }
 
     #[test]
