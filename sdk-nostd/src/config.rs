@@ -26,15 +26,18 @@ pub type Name = heapless::String<MAX_NAME>;
 
 /// Index of an endpoint in [`Config::endpoints`]; the order is the failover priority.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct EndpointId(pub u8);
 
 /// Index of a link in [`Config::links`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct LinkId(pub u8);
 
 /// A record's class: it sets eviction order, time to live and which links may carry it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[repr(u8)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Class {
     /// Alarms: evicted last, allowed on costly links when configured.
     Critical = 0,
@@ -70,6 +73,7 @@ impl Class {
 
 /// A set of classes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct ClassSet(u8);
 
 impl ClassSet {
@@ -97,6 +101,7 @@ impl ClassSet {
 
 /// How records are spread over endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Routing {
     /// Everything to the first healthy endpoint in order; fail over down the list.
     #[default]
@@ -109,6 +114,7 @@ pub enum Routing {
 
 /// What a link costs; cheaper links are always preferred.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Cost {
     /// Wired or Wi-Fi: no per-byte cost.
     Free,
@@ -120,6 +126,7 @@ pub enum Cost {
 
 /// What to do when the store is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum OnFull {
     /// Refuse the new record; the caller keeps it.
     Reject,
@@ -131,6 +138,7 @@ pub enum OnFull {
 
 /// A byte budget per time window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Budget {
     /// Bytes allowed per window.
     pub bytes: u64,
@@ -140,6 +148,7 @@ pub struct Budget {
 
 /// One hub the producer can send to.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct EndpointConfig {
     /// Unique name.
     pub name: Name,
@@ -176,6 +185,7 @@ impl EndpointConfig {
 
 /// One network path.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct LinkConfig {
     /// Unique name.
     pub name: Name,
@@ -238,6 +248,7 @@ fn short_name(name: &str) -> Name {
 
 /// Health and failover timings. Defaults are DESIGN.md's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Timings {
     /// Consecutive failures that take a route down (3).
     pub trip_failures: u8,
@@ -284,6 +295,7 @@ impl Default for Timings {
 /// Why a configuration was refused. Each variant names the field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum ConfigError {
     /// `device_id` is not valid.
     DeviceId(IdError),

@@ -35,12 +35,14 @@ use routing::{EndpointRt, Status};
 
 /// Identifies one transmit until its outcome is handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct TransmitId(pub u32);
 
 /// A batch of records the driver must send, written by [`Producer::poll_transmit`] into the
 /// caller's buffer as back-to-back frames (see [`crate::frame`]).
 #[must_use = "a transmit must be sent and its outcome handed back"]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Transmit {
     /// Pass this back to [`Producer::handle_outcome`].
     pub id: TransmitId,
@@ -66,6 +68,7 @@ impl Transmit {
 /// What became of a transmit. The driver maps its protocol's results onto these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Outcome {
     /// The hub acknowledged every record.
     Delivered,
@@ -89,6 +92,7 @@ pub enum Outcome {
 
 /// Why a hub refused records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum RejectReason {
     /// Over the hub's size limit.
     TooLarge,
@@ -98,6 +102,7 @@ pub enum RejectReason {
 
 /// A link's state as the application sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum LinkState {
     /// The link can carry traffic (it may still fail; the engine will find out).
     Up,
@@ -108,6 +113,7 @@ pub enum LinkState {
 /// Why a record was not accepted. The record was not stored and nothing stored was harmed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum EnqueueError {
     /// The payload is larger than the smallest limit of the endpoints, or than the store.
     TooLarge {
@@ -137,6 +143,7 @@ impl core::error::Error for EnqueueError {}
 /// Why a runtime control call was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum ControlError {
     /// No endpoint or link with that index.
     NoSuch,
@@ -161,6 +168,7 @@ impl core::error::Error for ControlError {}
 /// flight: the same call with a large enough buffer succeeds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum TransmitError {
     /// The buffer cannot hold the next record's frame.
     BufferTooSmall {

@@ -9,6 +9,7 @@ use crate::producer::LinkSpend;
 /// Names one record in a store: the epoch it was accepted in and its number within it.
 /// Keys order records as they were accepted (epoch first, then sequence number).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct RecordKey {
     /// The producer start count when the record was accepted.
     pub epoch: u32,
@@ -18,6 +19,7 @@ pub struct RecordKey {
 
 /// What a store knows about one record without reading its payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct RecordInfo {
     /// The record's metadata.
     pub meta: RecordMeta,
@@ -37,6 +39,7 @@ impl RecordInfo {
 /// Why a store operation failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum StoreError {
     /// No room for the record; nothing was written.
     Full,

@@ -4,6 +4,7 @@ use super::*;
 
 /// A link's budget use in its current window, as carried across a restart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct LinkSpend {
     /// Bytes charged in the current window.
     pub spent: u64,

@@ -5,6 +5,7 @@ use super::*;
 
 /// The health of one route (endpoint over link).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum RouteHealth {
     /// Working, or not yet tried.
     Healthy,
