@@ -554,40 +554,7 @@ impl ConfigBuilder<'_> {
         if self.links.is_empty() {
             let _ = self.links.push(LinkConfig::new("default", Cost::Free));
         }
-        for (index, e) in self.endpoints.iter().enumerate() {
-            let err = |field, problem| ConfigError::Endpoint {
-                index,
-                field,
-                problem,
-            };
-            if e.name_too_long {
-                return Err(ConfigError::NameTooLong {
-                    list: "endpoint",
-                    index,
-                    limit: MAX_NAME,
-                });
-            }
-            if e.name.is_empty() {
-                return Err(err("name", "must not be empty"));
-            }
-            if self.endpoints[..index].iter().any(|o| o.name == e.name) {
-                return Err(err("name", "is used by an earlier endpoint"));
-            }
-            if e.max_batch_records == 0 {
-                return Err(err("max_batch_records", "must be at least 1"));
-            }
-            if e.max_record_bytes == 0 {
-                return Err(err("max_record_bytes", "must be at least 1"));
-            }
-            if u64::from(e.max_record_bytes) + u64::from(e.record_overhead)
-                > u64::from(e.max_batch_bytes)
-            {
-                return Err(err(
-                    "max_batch_bytes",
-                    "must hold one record of max_record_bytes plus record_overhead",
-                ));
-            }
-        }
+        check_endpoints(&self.endpoints)?;
         if self.routing == Routing::ActiveActive && self.endpoints.iter().all(|e| e.weight == 0) {
             return Err(ConfigError::Endpoint {
                 index: 0,
@@ -595,31 +562,7 @@ impl ConfigBuilder<'_> {
                 problem: "active-active needs at least one endpoint with a weight above 0",
             });
         }
-        for (index, l) in self.links.iter().enumerate() {
-            let err = |field, problem| ConfigError::Link {
-                index,
-                field,
-                problem,
-            };
-            if l.name_too_long {
-                return Err(ConfigError::NameTooLong {
-                    list: "link",
-                    index,
-                    limit: MAX_NAME,
-                });
-            }
-            if l.name.is_empty() {
-                return Err(err("name", "must not be empty"));
-            }
-            if self.links[..index].iter().any(|o| o.name == l.name) {
-                return Err(err("name", "is used by an earlier link"));
-            }
-            if let Some(b) = l.budget
-                && b.window == Duration::ZERO
-            {
-                return Err(err("budget", "window must be longer than 0"));
-            }
-        }
+        check_links(&self.links)?;
         let t = &self.timings;
         let field = |field, problem| ConfigError::Field { field, problem };
         if t.trip_failures == 0 {
@@ -676,6 +619,75 @@ impl ConfigBuilder<'_> {
             order,
         })
     }
+}
+
+/// Checks each endpoint on its own and against the earlier ones.
+fn check_endpoints(endpoints: &[EndpointConfig]) -> Result<(), ConfigError> {
+    for (index, e) in endpoints.iter().enumerate() {
+        let err = |field, problem| ConfigError::Endpoint {
+            index,
+            field,
+            problem,
+        };
+        if e.name_too_long {
+            return Err(ConfigError::NameTooLong {
+                list: "endpoint",
+                index,
+                limit: MAX_NAME,
+            });
+        }
+        if e.name.is_empty() {
+            return Err(err("name", "must not be empty"));
+        }
+        if endpoints[..index].iter().any(|o| o.name == e.name) {
+            return Err(err("name", "is used by an earlier endpoint"));
+        }
+        if e.max_batch_records == 0 {
+            return Err(err("max_batch_records", "must be at least 1"));
+        }
+        if e.max_record_bytes == 0 {
+            return Err(err("max_record_bytes", "must be at least 1"));
+        }
+        if u64::from(e.max_record_bytes) + u64::from(e.record_overhead)
+            > u64::from(e.max_batch_bytes)
+        {
+            return Err(err(
+                "max_batch_bytes",
+                "must hold one record of max_record_bytes plus record_overhead",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks each link on its own and against the earlier ones.
+fn check_links(links: &[LinkConfig]) -> Result<(), ConfigError> {
+    for (index, l) in links.iter().enumerate() {
+        let err = |field, problem| ConfigError::Link {
+            index,
+            field,
+            problem,
+        };
+        if l.name_too_long {
+            return Err(ConfigError::NameTooLong {
+                list: "link",
+                index,
+                limit: MAX_NAME,
+            });
+        }
+        if l.name.is_empty() {
+            return Err(err("name", "must not be empty"));
+        }
+        if links[..index].iter().any(|o| o.name == l.name) {
+            return Err(err("name", "is used by an earlier link"));
+        }
+        if let Some(b) = l.budget
+            && b.window == Duration::ZERO
+        {
+            return Err(err("budget", "window must be longer than 0"));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

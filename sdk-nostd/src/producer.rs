@@ -659,54 +659,14 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
     /// it down and stops probes there; `Up` lets them be probed at once.
     pub fn handle_link(&mut self, now: Instant, link: LinkId, state: LinkState) {
         self.touch(now);
-        let l = link.0 as usize;
-        if l >= self.config.links().len() {
-            return;
-        }
-        match state {
-            LinkState::Down if !self.links[l].app_down => {
-                self.links[l].app_down = true;
-                self.push_event(Raw::LinkDown(l as u8));
-                for e in 0..self.config.endpoints().len() {
-                    self.trip(e, l, DownCause::Link);
-                }
-            }
-            LinkState::Up if self.links[l].app_down => {
-                self.links[l].app_down = false;
-                self.push_event(Raw::LinkUp(l as u8));
-                for e in 0..self.config.endpoints().len() {
-                    let r = &mut self.routes[e][l];
-                    r.attempt = 0;
-                    r.retry_at = Stamp::from(self.now);
-                }
-            }
-            _ => {}
-        }
+        self.link_reported(link, state);
         self.refresh_arming();
     }
 
     /// Advances timers: request timeouts, stalled sends, expiry, budgets, arming.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.touch(now);
-        let t = *self.config.timings();
-        for slot in 0..MAX_INFLIGHT {
-            let f = self.inflight[slot];
-            if f.id == 0 {
-                continue;
-            }
-            if self.now >= f.sent_at + t.request_timeout {
-                self.complete(slot, Outcome::Timeout);
-            } else if !f.probe && self.now >= f.sent_at + t.trip_after {
-                // A send stalled for `trip_after` without any success: the route is down.
-                let (e, l) = (f.endpoint as usize, f.link as usize);
-                let r = &mut self.routes[e][l];
-                r.trouble_since = Stamp::from(r.trouble_since.get().min(f.sent_at));
-                if self.now.saturating_since(r.trouble_since.get()) >= t.trip_after {
-                    let cause = self.classify(e, l);
-                    self.trip_with_cause(e, l, cause);
-                }
-            }
-        }
+        self.settle_deadlines();
         self.refresh_arming();
     }
 
@@ -717,109 +677,13 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
     /// latest `now` seen, and `handle_timeout` then settles it. Every other time returned is
     /// later than the latest `now` (what else is due now, the next `poll_transmit` does).
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        let t = *self.config.timings();
-        let now = self.now;
-        let mut next = Instant::NEVER;
-        for f in self.inflight.iter().filter(|f| f.id != 0) {
-            // Only deadlines `handle_timeout` clears may be reported as due, or a caller
-            // would spin: a request timeout always; a stall only while its route can trip.
-            let trips = !matches!(
-                self.routes[usize::from(f.endpoint)][usize::from(f.link)].health,
-                RouteHealth::Down | RouteHealth::Probing
-            );
-            let deadlines = [
-                Some(f.sent_at + t.request_timeout),
-                (!f.probe && trips).then(|| f.sent_at + t.trip_after),
-            ];
-            for d in deadlines.into_iter().flatten() {
-                next = next.min(d.max(now));
-            }
-        }
-        let mut at = |x: Instant| {
-            if x > now && x < next {
-                next = x;
-            }
-        };
-        if self.ledger.pending() > u64::from(self.inflight_records())
-            || self.config.routing() == Routing::Mirror
-        {
-            for e in 0..self.config.endpoints().len() {
-                for l in 0..self.config.links().len() {
-                    let r = &self.routes[e][l];
-                    let waits = match r.health {
-                        RouteHealth::Suspect => true,
-                        RouteHealth::Down => self.probeable_later(e, l),
-                        _ => false,
-                    };
-                    if waits {
-                        at(r.retry_at.get().max(self.endpoints[e].throttled_until));
-                    }
-                }
-                at(self.endpoints[e].throttled_until);
-            }
-            if self.cheap_down_since != Instant::NEVER {
-                for (l, link) in self.config.links().iter().enumerate() {
-                    if link.cost == Cost::Costly && link.usable() && !self.links[l].armed {
-                        at(self.cheap_down_since + link.arm_after);
-                    }
-                }
-            }
-            for (l, link) in self.config.links().iter().enumerate() {
-                if let (Some(b), true) = (link.budget, self.links[l].exhausted) {
-                    at(self.links[l].window_start.get() + b.window);
-                }
-            }
-            if t.linger > Duration::ZERO
-                && let Ok(Some(oldest)) = self.store.next_after(None)
-            {
-                at(oldest.meta.enqueued_at + t.linger);
-            }
-        }
-        if self.ledger.pending() > 0 {
-            at(self.next_expiry);
-        }
-        (next != Instant::NEVER).then_some(next)
+        self.next_deadline()
     }
 
     /// The next event, if any.
     pub fn poll_event(&mut self) -> Option<Event> {
         let ev = self.events.pop_front()?;
-        let ep = |i: u8| EndpointId(i);
-        let ln = |i: u8| LinkId(i);
-        Some(match ev {
-            Raw::FailedOver(a, b) => Event::FailedOver {
-                from: ep(a),
-                to: ep(b),
-            },
-            Raw::FailedBack(a, b) => Event::FailedBack {
-                from: ep(a),
-                to: ep(b),
-            },
-            Raw::RouteDown(e, l, cause) => Event::RouteDown {
-                endpoint: ep(e),
-                link: ln(l),
-                cause,
-            },
-            Raw::RouteUp(e, l) => Event::RouteUp {
-                endpoint: ep(e),
-                link: ln(l),
-            },
-            Raw::LinkDown(l) => Event::LinkDown { link: ln(l) },
-            Raw::LinkUp(l) => Event::LinkUp { link: ln(l) },
-            Raw::LinkArmed(l) => Event::LinkArmed { link: ln(l) },
-            Raw::LinkDisarmed(l) => Event::LinkDisarmed { link: ln(l) },
-            Raw::BudgetExhausted(l) => Event::BudgetExhausted { link: ln(l) },
-            Raw::Dropped {
-                epoch,
-                seq_lo,
-                seq_hi,
-                reason,
-            } => Event::Dropped {
-                id: self.message_id(epoch, u64::from(seq_lo) | (u64::from(seq_hi) << 32)),
-                reason,
-            },
-            Raw::AuthFailed(e) => Event::AuthFailed { endpoint: ep(e) },
-        })
+        Some(ev.expand(|epoch, seq| self.message_id(epoch, seq)))
     }
 
     /// The budget use of `link` in its current window, for the application to keep across

@@ -206,4 +206,32 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
             }
         }
     }
+
+    /// The application's word on a link: `Down` takes every route over it down, `Up` lets
+    /// them be probed at once.
+    pub(super) fn link_reported(&mut self, link: LinkId, state: LinkState) {
+        let l = link.0 as usize;
+        if l >= self.config.links().len() {
+            return;
+        }
+        match state {
+            LinkState::Down if !self.links[l].app_down => {
+                self.links[l].app_down = true;
+                self.push_event(Raw::LinkDown(l as u8));
+                for e in 0..self.config.endpoints().len() {
+                    self.trip(e, l, DownCause::Link);
+                }
+            }
+            LinkState::Up if self.links[l].app_down => {
+                self.links[l].app_down = false;
+                self.push_event(Raw::LinkUp(l as u8));
+                for e in 0..self.config.endpoints().len() {
+                    let r = &mut self.routes[e][l];
+                    r.attempt = 0;
+                    r.retry_at = Stamp::from(self.now);
+                }
+            }
+            _ => {}
+        }
+    }
 }
