@@ -378,10 +378,15 @@ fn main() -> ! {
         }
 
         while changed && let Some(slot) = inflight.iter().position(Option::is_none) {
-            let Some(tx) = engine.poll_transmit(now, &mut buf) else {
+            let tx = match engine.poll_transmit(now, &mut buf) {
+                Ok(Some(tx)) => tx,
                 // Nothing to send until something changes.
-                changed = false;
-                break;
+                Ok(None) => {
+                    changed = false;
+                    break;
+                }
+                // A record larger than the transmit buffer: a build mistake, never silent.
+                Err(e) => fail_because("transmit buffer", e),
             };
             let link = usize::from(tx.link.0);
             let port = if link == 0 { UART0 } else { UART1 };

@@ -36,7 +36,7 @@ fuzz_target!(|data: &[u8]| {
                 let _ = p.enqueue(now, &vec![a; b as usize], Class::ALL[(a % 3) as usize]);
             }
             1 => {
-                while let Some(tx) = p.poll_transmit(now, &mut buf) {
+                while let Ok(Some(tx)) = p.poll_transmit(now, &mut buf) {
                     sent.push(tx.id);
                 }
             }

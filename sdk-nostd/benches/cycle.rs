@@ -56,7 +56,7 @@ fn cycle(c: &mut Criterion) {
             t += 1;
             let now = Instant::from_millis(t);
             let id = p.enqueue(now, black_box(&PAYLOAD), Class::Normal).unwrap();
-            let tx = p.poll_transmit(now, &mut buf).unwrap();
+            let tx = p.poll_transmit(now, &mut buf).unwrap().unwrap();
             p.handle_outcome(now, tx.id, Outcome::Delivered);
             black_box(id.seq)
         });
@@ -85,7 +85,7 @@ fn cycle(c: &mut Criterion) {
             for _ in 0..32 {
                 p.enqueue(now, black_box(&PAYLOAD), Class::Normal).unwrap();
             }
-            let tx = p.poll_transmit(now, &mut buf).unwrap();
+            let tx = p.poll_transmit(now, &mut buf).unwrap().unwrap();
             p.handle_outcome(now, tx.id, Outcome::Delivered);
             black_box(tx.records)
         });

@@ -78,7 +78,10 @@ fn main() {
         }
         inflight.retain(|x| x.0 > t);
         p.handle_timeout(now);
-        while let Some(tx) = p.poll_transmit(now, &mut buf) {
+        while let Some(tx) = p
+            .poll_transmit(now, &mut buf)
+            .expect("the buffer holds a batch")
+        {
             let outcome = world.outcome(t, &tx);
             if outcome == Outcome::Delivered {
                 delivered_over[tx.link.0 as usize] += u64::from(tx.records);

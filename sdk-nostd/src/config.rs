@@ -17,7 +17,8 @@ pub const MAX_ENDPOINTS: usize = 4;
 pub const MAX_LINKS: usize = 3;
 /// Most transmits in flight at once.
 pub const MAX_INFLIGHT: usize = 4;
-/// Longest endpoint or link name.
+/// Longest endpoint or link name, in bytes. Longer names are refused with
+/// [`ConfigError::NameTooLong`].
 pub const MAX_NAME: usize = 32;
 
 /// A short name for an endpoint or link.
@@ -25,15 +26,18 @@ pub type Name = heapless::String<MAX_NAME>;
 
 /// Index of an endpoint in [`Config::endpoints`]; the order is the failover priority.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct EndpointId(pub u8);
 
 /// Index of a link in [`Config::links`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct LinkId(pub u8);
 
 /// A record's class: it sets eviction order, time to live and which links may carry it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[repr(u8)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Class {
     /// Alarms: evicted last, allowed on costly links when configured.
     Critical = 0,
@@ -69,6 +73,7 @@ impl Class {
 
 /// A set of classes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct ClassSet(u8);
 
 impl ClassSet {
@@ -96,6 +101,7 @@ impl ClassSet {
 
 /// How records are spread over endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Routing {
     /// Everything to the first healthy endpoint in order; fail over down the list.
     #[default]
@@ -108,6 +114,7 @@ pub enum Routing {
 
 /// What a link costs; cheaper links are always preferred.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Cost {
     /// Wired or Wi-Fi: no per-byte cost.
     Free,
@@ -119,6 +126,7 @@ pub enum Cost {
 
 /// What to do when the store is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum OnFull {
     /// Refuse the new record; the caller keeps it.
     Reject,
@@ -130,6 +138,7 @@ pub enum OnFull {
 
 /// A byte budget per time window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Budget {
     /// Bytes allowed per window.
     pub bytes: u64,
@@ -139,6 +148,7 @@ pub struct Budget {
 
 /// One hub the producer can send to.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct EndpointConfig {
     /// Unique name.
     pub name: Name,
@@ -154,6 +164,8 @@ pub struct EndpointConfig {
     /// Bytes the transport adds per record on the wire (envelope, ids), counted against
     /// `max_batch_bytes`.
     pub record_overhead: u32,
+    // `new` was given a name longer than `MAX_NAME`: refused by `build`, not truncated.
+    name_too_long: bool,
 }
 
 impl EndpointConfig {
@@ -161,6 +173,7 @@ impl EndpointConfig {
     pub fn new(name: &str) -> Self {
         EndpointConfig {
             name: short_name(name),
+            name_too_long: name.len() > MAX_NAME,
             weight: 1,
             max_record_bytes: 256 * 1024 - 1024,
             max_batch_bytes: 256 * 1024,
@@ -172,6 +185,7 @@ impl EndpointConfig {
 
 /// One network path.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct LinkConfig {
     /// Unique name.
     pub name: Name,
@@ -185,6 +199,8 @@ pub struct LinkConfig {
     pub arm_after: Duration,
     /// Bytes the driver adds per record on this link (framing), charged to the budget.
     pub frame_overhead: u32,
+    // As for endpoints: a name over `MAX_NAME` given to `new` is refused by `build`.
+    name_too_long: bool,
 }
 
 impl LinkConfig {
@@ -194,6 +210,7 @@ impl LinkConfig {
         let costly = cost == Cost::Costly;
         LinkConfig {
             name: short_name(name),
+            name_too_long: name.len() > MAX_NAME,
             cost,
             budget: None,
             allow: if costly {
@@ -218,7 +235,8 @@ impl LinkConfig {
 }
 
 fn short_name(name: &str) -> Name {
-    // Over-long names are caught by validation; keep what fits so the error can name it.
+    // Over-long names are refused by validation (`name_too_long`); what fits is kept so
+    // that `Debug` still shows which one it was.
     let mut n = Name::new();
     for c in name.chars() {
         if n.push(c).is_err() {
@@ -230,6 +248,7 @@ fn short_name(name: &str) -> Name {
 
 /// Health and failover timings. Defaults are DESIGN.md's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Timings {
     /// Consecutive failures that take a route down (3).
     pub trip_failures: u8,
@@ -276,6 +295,7 @@ impl Default for Timings {
 /// Why a configuration was refused. Each variant names the field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum ConfigError {
     /// `device_id` is not valid.
     DeviceId(IdError),
@@ -302,6 +322,15 @@ pub enum ConfigError {
         field: &'static str,
         /// What is wrong.
         problem: &'static str,
+    },
+    /// `endpoint[index].name` or `link[index].name` is longer than the engine keeps.
+    NameTooLong {
+        /// `"endpoint"` or `"link"`.
+        list: &'static str,
+        /// Position in that list.
+        index: usize,
+        /// The most bytes a name may have ([`MAX_NAME`]).
+        limit: usize,
     },
     /// A timing or other top-level field is invalid.
     Field {
@@ -333,6 +362,9 @@ impl fmt::Display for ConfigError {
                 field,
                 problem,
             } => write!(f, "link[{index}].{field}: {problem}"),
+            ConfigError::NameTooLong { list, index, limit } => {
+                write!(f, "{list}[{index}].name: longer than {limit} bytes")
+            }
             ConfigError::Field { field, problem } => write!(f, "{field}: {problem}"),
         }
     }
@@ -522,33 +554,7 @@ impl ConfigBuilder<'_> {
         if self.links.is_empty() {
             let _ = self.links.push(LinkConfig::new("default", Cost::Free));
         }
-        for (index, e) in self.endpoints.iter().enumerate() {
-            let err = |field, problem| ConfigError::Endpoint {
-                index,
-                field,
-                problem,
-            };
-            if e.name.is_empty() {
-                return Err(err("name", "must not be empty"));
-            }
-            if self.endpoints[..index].iter().any(|o| o.name == e.name) {
-                return Err(err("name", "is used by an earlier endpoint"));
-            }
-            if e.max_batch_records == 0 {
-                return Err(err("max_batch_records", "must be at least 1"));
-            }
-            if e.max_record_bytes == 0 {
-                return Err(err("max_record_bytes", "must be at least 1"));
-            }
-            if u64::from(e.max_record_bytes) + u64::from(e.record_overhead)
-                > u64::from(e.max_batch_bytes)
-            {
-                return Err(err(
-                    "max_batch_bytes",
-                    "must hold one record of max_record_bytes plus record_overhead",
-                ));
-            }
-        }
+        check_endpoints(&self.endpoints)?;
         if self.routing == Routing::ActiveActive && self.endpoints.iter().all(|e| e.weight == 0) {
             return Err(ConfigError::Endpoint {
                 index: 0,
@@ -556,24 +562,7 @@ impl ConfigBuilder<'_> {
                 problem: "active-active needs at least one endpoint with a weight above 0",
             });
         }
-        for (index, l) in self.links.iter().enumerate() {
-            let err = |field, problem| ConfigError::Link {
-                index,
-                field,
-                problem,
-            };
-            if l.name.is_empty() {
-                return Err(err("name", "must not be empty"));
-            }
-            if self.links[..index].iter().any(|o| o.name == l.name) {
-                return Err(err("name", "is used by an earlier link"));
-            }
-            if let Some(b) = l.budget
-                && b.window == Duration::ZERO
-            {
-                return Err(err("budget", "window must be longer than 0"));
-            }
-        }
+        check_links(&self.links)?;
         let t = &self.timings;
         let field = |field, problem| ConfigError::Field { field, problem };
         if t.trip_failures == 0 {
@@ -632,6 +621,75 @@ impl ConfigBuilder<'_> {
     }
 }
 
+/// Checks each endpoint on its own and against the earlier ones.
+fn check_endpoints(endpoints: &[EndpointConfig]) -> Result<(), ConfigError> {
+    for (index, e) in endpoints.iter().enumerate() {
+        let err = |field, problem| ConfigError::Endpoint {
+            index,
+            field,
+            problem,
+        };
+        if e.name_too_long {
+            return Err(ConfigError::NameTooLong {
+                list: "endpoint",
+                index,
+                limit: MAX_NAME,
+            });
+        }
+        if e.name.is_empty() {
+            return Err(err("name", "must not be empty"));
+        }
+        if endpoints[..index].iter().any(|o| o.name == e.name) {
+            return Err(err("name", "is used by an earlier endpoint"));
+        }
+        if e.max_batch_records == 0 {
+            return Err(err("max_batch_records", "must be at least 1"));
+        }
+        if e.max_record_bytes == 0 {
+            return Err(err("max_record_bytes", "must be at least 1"));
+        }
+        if u64::from(e.max_record_bytes) + u64::from(e.record_overhead)
+            > u64::from(e.max_batch_bytes)
+        {
+            return Err(err(
+                "max_batch_bytes",
+                "must hold one record of max_record_bytes plus record_overhead",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks each link on its own and against the earlier ones.
+fn check_links(links: &[LinkConfig]) -> Result<(), ConfigError> {
+    for (index, l) in links.iter().enumerate() {
+        let err = |field, problem| ConfigError::Link {
+            index,
+            field,
+            problem,
+        };
+        if l.name_too_long {
+            return Err(ConfigError::NameTooLong {
+                list: "link",
+                index,
+                limit: MAX_NAME,
+            });
+        }
+        if l.name.is_empty() {
+            return Err(err("name", "must not be empty"));
+        }
+        if links[..index].iter().any(|o| o.name == l.name) {
+            return Err(err("name", "is used by an earlier link"));
+        }
+        if let Some(b) = l.budget
+            && b.window == Duration::ZERO
+        {
+            return Err(err("budget", "window must be longer than 0"));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -678,6 +736,58 @@ mod tests {
             b = b.endpoint(EndpointConfig::new(core::str::from_utf8(&name).unwrap()));
         }
         assert_eq!(b.build().unwrap_err(), ConfigError::TooManyEndpoints);
+    }
+
+    #[test]
+    fn over_long_names_are_refused_not_truncated() {
+        use core::fmt::Write;
+        let bytes = [b'n'; MAX_NAME + 8];
+        let name = |len: usize| core::str::from_utf8(&bytes[..len]).unwrap();
+        let ok = Config::builder("d")
+            .endpoint(EndpointConfig::new(name(MAX_NAME)))
+            .link(LinkConfig::new(name(MAX_NAME), Cost::Free))
+            .build()
+            .unwrap();
+        assert_eq!(ok.endpoints()[0].name.as_str(), name(MAX_NAME));
+        let e = Config::builder("d")
+            .endpoint(EndpointConfig::new("a"))
+            .endpoint(EndpointConfig::new(name(MAX_NAME + 1)))
+            .build()
+            .unwrap_err();
+        assert_eq!(
+            e,
+            ConfigError::NameTooLong {
+                list: "endpoint",
+                index: 1,
+                limit: MAX_NAME
+            }
+        );
+        let mut shown = heapless::String::<64>::new();
+        write!(shown, "{e}").unwrap();
+        assert_eq!(shown, "endpoint[1].name: longer than 32 bytes");
+        // Two links that would be the same once cut are refused for length, not as twins.
+        let e = Config::builder("d")
+            .endpoint(EndpointConfig::new("a"))
+            .link(LinkConfig::new(name(MAX_NAME + 4), Cost::Free))
+            .link(LinkConfig::new(name(MAX_NAME + 8), Cost::Metered))
+            .build()
+            .unwrap_err();
+        assert_eq!(
+            e,
+            ConfigError::NameTooLong {
+                list: "link",
+                index: 0,
+                limit: MAX_NAME
+            }
+        );
+        // Multi-byte characters count by bytes, as the limit does: 17 of them are 34.
+        let wide = "ééééééééééééééééé";
+        assert!(matches!(
+            Config::builder("d")
+                .endpoint(EndpointConfig::new(wide))
+                .build(),
+            Err(ConfigError::NameTooLong { .. })
+        ));
     }
 
     #[test]

@@ -5,6 +5,7 @@ use crate::id::MessageId;
 
 /// Why a record left the outbox without being delivered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum DropReason {
     /// Its class's time to live passed.
     Expired,
@@ -43,6 +44,7 @@ impl DropReason {
 
 /// Why a route was taken down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum DownCause {
     /// The endpoint fails on a link where another endpoint works: a region problem.
     Region,
@@ -57,6 +59,7 @@ pub enum DownCause {
 /// Something the application may want to log, alert on or count.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Event {
     /// Traffic moved from a preferred endpoint to a fallback.
     FailedOver {
@@ -129,6 +132,7 @@ pub enum Event {
 
 /// Records dropped, by reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct DropCounts {
     /// TTL passed.
     pub expired: u64,
@@ -172,6 +176,7 @@ impl DropCounts {
 
 /// The engine's counters. `accepted == delivered + pending + dropped.total()` always holds.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Stats {
     /// Records accepted by `enqueue` (plus those recovered from the store at start).
     pub accepted: u64,

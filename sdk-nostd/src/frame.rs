@@ -55,6 +55,7 @@ pub(crate) fn crc32c(bytes: &[u8]) -> u32 {
 
 /// What the engine keeps with each payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct RecordMeta {
     /// The producer start count when the record was accepted.
     pub epoch: u32,
@@ -79,6 +80,7 @@ impl RecordMeta {
 
 /// A decoded frame, borrowing its payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Frame<'a> {
     /// The record's metadata.
     pub meta: RecordMeta,
@@ -89,6 +91,7 @@ pub struct Frame<'a> {
 /// Why bytes are not a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum FrameError {
     /// Fewer bytes than the frame needs; `needed` is the full frame length if known.
     Truncated {

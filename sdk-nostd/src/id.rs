@@ -9,11 +9,13 @@ pub const MAX_DEVICE_ID: usize = 128;
 /// A device id: 1 to 128 ASCII characters from IoT Hub's allowed set (letters, digits and
 /// ``- . + % _ # * ? ! ( ) , : = @ $ '``).
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct DeviceId(heapless::String<MAX_DEVICE_ID>);
 
 /// Why a device id or message id was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum IdError {
     /// The device id is empty.
     Empty,
@@ -106,6 +108,7 @@ impl fmt::Debug for DeviceId {
 /// assert_eq!(id.to_string(), "sensor:0001:7:42");
 /// ```
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct MessageId {
     /// The device that produced the record.
     pub device: DeviceId,

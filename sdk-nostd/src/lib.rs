@@ -35,7 +35,7 @@ pub use frame::{Frame, FrameError, RecordMeta};
 pub use id::{DeviceId, IdError, MessageId};
 pub use producer::{
     ControlError, EnqueueError, LinkSpend, LinkState, Outcome, Producer, RejectReason, RouteHealth,
-    Transmit, TransmitId,
+    Transmit, TransmitError, TransmitId,
 };
 pub use store::{Persist, RamStore, RecordInfo, RecordKey, Store, StoreError};
 pub use time::{Duration, Instant};

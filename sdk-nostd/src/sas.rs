@@ -71,6 +71,7 @@ impl fmt::Debug for SasKey<'_> {
 /// Why a token could not be made or checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum SasError {
     /// The base64 key did not decode, or decoded to more than [`MAX_KEY_BYTES`].
     BadKey,

@@ -9,6 +9,7 @@ use crate::producer::LinkSpend;
 /// Names one record in a store: the epoch it was accepted in and its number within it.
 /// Keys order records as they were accepted (epoch first, then sequence number).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct RecordKey {
     /// The producer start count when the record was accepted.
     pub epoch: u32,
@@ -18,6 +19,7 @@ pub struct RecordKey {
 
 /// What a store knows about one record without reading its payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct RecordInfo {
     /// The record's metadata.
     pub meta: RecordMeta,
@@ -37,6 +39,7 @@ impl RecordInfo {
 /// Why a store operation failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum StoreError {
     /// No room for the record; nothing was written.
     Full,
@@ -234,22 +237,31 @@ impl<const N: usize> RamStore<N> {
         })
     }
 
-    /// Where a walk for keys at or above `key` may start: the cursor when it is not past
-    /// `key`, else the oldest slot.
-    fn start_for(&self, key: Option<RecordKey>) -> usize {
-        match (key, self.key_at(self.cursor)) {
-            (Some(k), Some(at)) if at <= k => self.cursor as usize,
-            _ => self.head as usize,
-        }
-    }
-
-    /// The first live slot at or after `off` whose key passes `keep`, with its info; moves
-    /// the cursor to it.
+    /// The first live slot whose key passes `keep`, with its info; moves the cursor to it.
+    ///
+    /// The walk starts at the cursor when its key is not past `bound` (keys below `bound`
+    /// are the ones `keep` skips), else at the oldest slot. The cursor's slot is decoded
+    /// once, both to choose the start and as the walk's first step: the engine's look-ups
+    /// mostly land on the cursor or the slot after it.
     fn walk(
         &mut self,
-        mut off: usize,
+        bound: Option<RecordKey>,
         keep: impl Fn(RecordKey) -> Walk,
     ) -> Result<Option<(usize, RecordInfo)>, StoreError> {
+        let mut off = self.head as usize;
+        if let (Some(b), true) = (bound, self.cursor != NO_SLOT) {
+            let at = self.cursor as usize;
+            // A cursor that does not decode is not trusted: walk from the oldest slot.
+            if let Ok(info) = self.info_at(at)
+                && info.key() <= b
+            {
+                match keep(info.key()) {
+                    Walk::Stop => return Ok(None),
+                    Walk::Take if self.is_live(at) => return Ok(Some((at, info))),
+                    _ => off = at + self.slot_len(at),
+                }
+            }
+        }
         while off < self.tail as usize {
             let info = self.info_at(off)?;
             let key = info.key();
@@ -266,8 +278,7 @@ impl<const N: usize> RamStore<N> {
     }
 
     fn find(&mut self, key: RecordKey) -> Result<(usize, RecordInfo), StoreError> {
-        let start = self.start_for(Some(key));
-        self.walk(start, |k| match k.cmp(&key) {
+        self.walk(Some(key), |k| match k.cmp(&key) {
             core::cmp::Ordering::Less => Walk::Skip,
             core::cmp::Ordering::Equal => Walk::Take,
             core::cmp::Ordering::Greater => Walk::Stop,
@@ -348,8 +359,7 @@ impl<const N: usize> Store for RamStore<N> {
     }
 
     fn next_after(&mut self, after: Option<RecordKey>) -> Result<Option<RecordInfo>, StoreError> {
-        let start = self.start_for(after);
-        let found = self.walk(start, |k| match after {
+        let found = self.walk(after, |k| match after {
             Some(a) if k <= a => Walk::Skip,
             _ => Walk::Take,
         })?;

@@ -130,3 +130,22 @@ impl fmt::Debug for Duration {
         write!(f, "{}ms", self.0)
     }
 }
+
+// Printed as milliseconds, as `Debug` does, rather than as the inner integer.
+#[cfg(feature = "defmt")]
+impl defmt::Format for Instant {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        if *self == Instant::NEVER {
+            defmt::write!(f, "never")
+        } else {
+            defmt::write!(f, "{=u64}ms", self.0)
+        }
+    }
+}
+
+#[cfg(feature = "defmt")]
+impl defmt::Format for Duration {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        defmt::write!(f, "{=u64}ms", self.0)
+    }
+}

@@ -97,6 +97,7 @@ pub enum Downlink {
 /// Why bytes are not a wire message, or a message does not fit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum WireError {
     /// The output buffer is too small (it needs about twice the message's size).
     BufferTooSmall,

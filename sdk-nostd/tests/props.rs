@@ -116,7 +116,7 @@ fn run(routing: Routing, seed: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
             }
             Op::Poll => {
-                while let Some(tx) = p.poll_transmit(now, &mut buf) {
+                while let Some(tx) = p.poll_transmit(now, &mut buf).unwrap() {
                     let h = p.route_health(tx.endpoint, tx.link);
                     if tx.probe {
                         prop_assert_eq!(h, RouteHealth::Probing);
@@ -241,7 +241,7 @@ fn heal_and_drain(
         p.handle_outcome(now, tx.id, Outcome::Delivered);
     }
     for _ in 0..100_000 {
-        while let Some(tx) = p.poll_transmit(now, buf) {
+        while let Some(tx) = p.poll_transmit(now, buf).unwrap() {
             p.handle_outcome(now, tx.id, Outcome::Delivered);
         }
         while p.poll_event().is_some() {}
@@ -286,7 +286,7 @@ fn sized_engine_agrees(routing: Routing, seed: u64, ops: Vec<Op>) -> Result<(), 
                     small.poll_transmit(now, &mut b),
                 );
                 prop_assert_eq!(x, y);
-                let Some(x) = x else { break };
+                let Some(x) = x.unwrap() else { break };
                 prop_assert_eq!(&a[..x.len], &b[..x.len]);
                 outstanding.push(x.id);
             },

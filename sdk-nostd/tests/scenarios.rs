@@ -579,7 +579,10 @@ fn recovered_store_records_keep_their_ids_and_epoch_moves_on() {
     assert_eq!(p.epoch(), 6, "epoch raised past the recovered records");
     assert_eq!(p.stats().accepted, 1);
     let mut buf = [0u8; 1024];
-    let tx = p.poll_transmit(Instant::from_millis(10), &mut buf).unwrap();
+    let tx = p
+        .poll_transmit(Instant::from_millis(10), &mut buf)
+        .unwrap()
+        .unwrap();
     let f = tx.frames(&buf).next().unwrap().unwrap();
     assert_eq!((f.meta.epoch, f.meta.seq, f.payload), (5, 9, &b"old"[..]));
     let id = p
@@ -644,7 +647,7 @@ fn budget_spent_before_a_reboot_stays_spent() {
             let now = Instant::from_millis(m * 60_000);
             p.handle_timeout(now);
             let _ = p.enqueue(now, &[7; 40], Class::Critical);
-            while let Some(tx) = p.poll_transmit(now, buf) {
+            while let Some(tx) = p.poll_transmit(now, buf).unwrap() {
                 went.push(now.as_millis());
                 p.handle_outcome(now, tx.id, Outcome::Delivered);
             }
@@ -699,7 +702,7 @@ fn a_deadline_passed_by_another_call_is_still_due() {
     let mut p = Producer::new(&config, RamStore::<4096>::new(), Instant::ZERO, 1, 3);
     let mut buf = [0u8; 4096];
     p.enqueue(Instant::ZERO, b"a", Class::Normal).unwrap();
-    let tx = p.poll_transmit(Instant::ZERO, &mut buf).unwrap();
+    let tx = p.poll_transmit(Instant::ZERO, &mut buf).unwrap().unwrap();
     let timeout = p.poll_timeout().expect("the transmit has a deadline");
     // The next reading is enqueued at the deadline, before the timer is looked at.
     p.enqueue(timeout, b"b", Class::Normal).unwrap();
@@ -707,7 +710,10 @@ fn a_deadline_passed_by_another_call_is_still_due() {
     assert!(due <= timeout, "due at {due:?}, deadline {timeout:?}");
     p.handle_timeout(timeout);
     // The stalled transmit is over: its record goes out again.
-    let again = p.poll_transmit(timeout, &mut buf).expect("sent again");
+    let again = p
+        .poll_transmit(timeout, &mut buf)
+        .unwrap()
+        .expect("sent again");
     assert_ne!(again.id, tx.id);
     // And once handled, nothing is due at `now` any more: no busy loop.
     assert!(p.poll_timeout().is_none_or(|t| t > timeout));
@@ -724,7 +730,7 @@ fn draining_a_mirror_endpoint_completes_what_the_others_have() {
     let mut buf = [0u8; 1024];
     // The primary acknowledges everything; the secondary never answers.
     let mut to_secondary = None;
-    while let Some(tx) = p.poll_transmit(now, &mut buf) {
+    while let Some(tx) = p.poll_transmit(now, &mut buf).unwrap() {
         if tx.endpoint == EndpointId(0) {
             p.handle_outcome(now, tx.id, Outcome::Delivered);
         } else {
@@ -739,7 +745,7 @@ fn draining_a_mirror_endpoint_completes_what_the_others_have() {
     assert_eq!((p.stats().delivered, p.stats().pending), (0, 3));
     p.handle_outcome(now, to_secondary.unwrap().id, Outcome::Unreachable);
     assert_eq!((p.stats().delivered, p.stats().pending), (3, 0));
-    assert_eq!(p.poll_transmit(now, &mut buf), None);
+    assert_eq!(p.poll_transmit(now, &mut buf), Ok(None));
 }
 
 #[test]
@@ -749,7 +755,7 @@ fn draining_a_mirror_endpoint_with_nothing_in_flight_completes_at_once() {
     let now = Instant::ZERO;
     p.enqueue(now, b"r", Class::Normal).unwrap();
     let mut buf = [0u8; 1024];
-    let tx = p.poll_transmit(now, &mut buf).unwrap();
+    let tx = p.poll_transmit(now, &mut buf).unwrap().unwrap();
     assert_eq!(tx.endpoint, EndpointId(0));
     p.handle_outcome(now, tx.id, Outcome::Delivered);
     p.drain(EndpointId(1)).unwrap();
@@ -776,8 +782,8 @@ fn a_rejected_first_record_of_an_epoch_is_dropped_behind_an_older_epochs_record(
     let id = p.enqueue(Instant::ZERO, b"poison", Class::Normal).unwrap();
     assert_eq!((id.epoch, id.seq), (6, 0));
     let mut buf = [0u8; 1024];
-    let first = p.poll_transmit(Instant::ZERO, &mut buf).unwrap();
-    let second = p.poll_transmit(Instant::ZERO, &mut buf).unwrap();
+    let first = p.poll_transmit(Instant::ZERO, &mut buf).unwrap().unwrap();
+    let second = p.poll_transmit(Instant::ZERO, &mut buf).unwrap().unwrap();
     assert_eq!(
         second.frames(&buf).next().unwrap().unwrap().payload,
         b"poison"
@@ -794,4 +800,54 @@ fn a_rejected_first_record_of_an_epoch_is_dropped_behind_an_older_epochs_record(
     );
     p.handle_outcome(Instant::ZERO, first.id, Outcome::Delivered);
     assert_eq!((p.stats().delivered, p.stats().pending), (1, 0));
+}
+
+/// A buffer too small for the next record is an error naming the size needed, not a
+/// silent `None` that would leave the record to wait for its TTL; nothing is sent or
+/// marked, and a buffer of that size gets it out. A buffer that holds some records but
+/// not a whole batch still just makes smaller batches.
+#[test]
+fn a_buffer_too_small_for_the_next_record_is_an_error_naming_the_size() {
+    let config = Config::builder("d")
+        .endpoint(EndpointConfig::new("primary"))
+        .build()
+        .unwrap();
+    let mut p = Producer::new(&config, RamStore::<4096>::new(), Instant::ZERO, 1, 7);
+    let meta = RecordMeta {
+        epoch: 1,
+        seq: 0,
+        class: Class::Normal,
+        enqueued_at: Instant::ZERO,
+    };
+    let frame_len = frame::encoded_len(&meta, 200);
+    p.enqueue(Instant::ZERO, &[1; 200], Class::Normal).unwrap();
+    p.enqueue(Instant::ZERO, &[2; 200], Class::Normal).unwrap();
+
+    let mut buf = [0u8; 1024];
+    let err = p.poll_transmit(Instant::ZERO, &mut buf[..frame_len - 1]);
+    assert_eq!(
+        err,
+        Err(TransmitError::BufferTooSmall { needed: frame_len })
+    );
+    assert!(
+        err.unwrap_err()
+            .to_string()
+            .contains(&frame_len.to_string())
+    );
+    assert_eq!(p.inflight_records(), 0, "nothing marked in flight");
+    assert_eq!(p.stats().link_bytes[0], 0, "nothing charged");
+    assert_eq!(p.poll_event(), None);
+
+    // Room for one record but not both: a batch of one, then the other.
+    let tx = p
+        .poll_transmit(Instant::ZERO, &mut buf[..frame_len + 10])
+        .unwrap()
+        .expect("one record fits");
+    assert_eq!((tx.records, tx.len), (1, frame_len));
+    p.handle_outcome(Instant::ZERO, tx.id, Outcome::Delivered);
+    let tx = p.poll_transmit(Instant::ZERO, &mut buf).unwrap().unwrap();
+    assert_eq!(tx.records, 1);
+    p.handle_outcome(Instant::ZERO, tx.id, Outcome::Delivered);
+    assert_eq!(p.stats().delivered, 2);
+    assert_eq!(p.poll_transmit(Instant::ZERO, &mut [0u8; 1]), Ok(None));
 }

@@ -31,5 +31,5 @@ pub use twinhub_core::wire;
 pub use twinhub_core::{
     Budget, Class, ClassSet, Cost, DeviceId, DownCause, DropCounts, DropReason,
     Duration as EngineDuration, EndpointId, Event, Instant as EngineInstant, LinkId, LinkSpend,
-    MessageId, OnFull, Outcome, RejectReason, Routing, Stats, Timings,
+    MessageId, OnFull, Outcome, RejectReason, Routing, Stats, Timings, TransmitError,
 };

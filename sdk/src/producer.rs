@@ -658,9 +658,21 @@ impl<S: Outbox> Driver<S> {
     fn pump(&mut self) {
         let now = self.clock.now();
         let mut urgent = false;
-        while !self.hold_partial()
-            && let Some(tx) = self.engine.poll_transmit(now, &mut self.buf)
-        {
+        while !self.hold_partial() {
+            let tx = match self.engine.poll_transmit(now, &mut self.buf) {
+                Ok(Some(tx)) => tx,
+                Ok(None) => break,
+                // A record larger than this configuration's batches (accepted under an
+                // earlier one with larger limits): grow the buffer to it and go on.
+                Err(twinhub_core::TransmitError::BufferTooSmall { needed }) => {
+                    self.buf.resize(needed, 0);
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot build a transmit");
+                    break;
+                }
+            };
             let records = record::from_frames(
                 self.engine.config().device_id(),
                 self.buf.get(..tx.len).unwrap_or(&[]),

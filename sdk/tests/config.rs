@@ -922,3 +922,35 @@ fn credentials_in_an_http_url_are_refused_without_echoing_them() {
     )
     .unwrap();
 }
+
+/// A name longer than the engine keeps (32 bytes) is refused with its key and line, not
+/// cut short: two long names that share their first 32 bytes would otherwise become the
+/// same route in metrics and events.
+#[test]
+fn over_long_names_are_refused_with_key_and_line() {
+    let long = "n".repeat(33);
+    let text = format!(
+        "{HEAD}{MQTT_ENDPOINT}\n[[link]]\nname = \"wan\"\ncost = \"free\"\n\n[[link]]\nname = \"{long}\"\ncost = \"metered\"\n"
+    );
+    let e = err(&text);
+    assert_error(&e, ErrorKind::Invalid, Some(13), "link[1].name", "32 bytes");
+    let e = err(&format!(
+        "{HEAD}[[endpoint]]\nname = \"{long}\"\nprotocol = \"mqtt\"\nurl = \"mqtt://127.0.0.1:1883\"\ntopic = \"t\"\n"
+    ));
+    assert_error(
+        &e,
+        ErrorKind::Invalid,
+        Some(3),
+        "endpoint[0].name",
+        "32 bytes",
+    );
+
+    // Built in code and handed straight to the engine, the engine's own refusal carries
+    // the same key.
+    let mut config = parse(&with_mqtt("")).unwrap();
+    config.endpoints[0].name = long;
+    let e = config.engine_config().unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Engine, "{e}");
+    assert_eq!(e.key.as_deref(), Some("endpoint[0].name"), "{e}");
+    assert!(e.to_string().contains("32 bytes"), "{e}");
+}

@@ -385,7 +385,7 @@ fn the_engine_drives_a_disk_store_and_recovered_records_keep_their_ids() {
     p.store_mut().sync().unwrap();
     // Deliver one transmit's worth, then crash with the rest pending.
     let mut buf = vec![0u8; 64 << 10];
-    let tx = p.poll_transmit(now, &mut buf).unwrap();
+    let tx = p.poll_transmit(now, &mut buf).unwrap().unwrap();
     let sent: Vec<u64> = tx.frames(&buf).map(|f| f.unwrap().meta.seq).collect();
     assert!(!sent.is_empty());
     let sent = &sent[..sent.len().min(10)];
@@ -402,7 +402,7 @@ fn the_engine_drives_a_disk_store_and_recovered_records_keep_their_ids() {
     let mut p = Producer::new(&config, store, now, epoch2, 2);
     assert_eq!(p.stats().pending, pending);
     let mut got = Vec::new();
-    while let Some(tx) = p.poll_transmit(now, &mut buf) {
+    while let Some(tx) = p.poll_transmit(now, &mut buf).unwrap() {
         for f in tx.frames(&buf) {
             let f = f.unwrap();
             got.push((f.meta.epoch, f.meta.seq, f.payload[0]));
@@ -442,7 +442,7 @@ fn a_frame_that_rots_after_recovery_is_dropped_as_corrupt_not_kept_for_ever() {
     let file = fs::OpenOptions::new().write(true).open(&seg).unwrap();
     file.write_all_at(&[0xff; 4], flen + flen - 8).unwrap();
     let mut buf = vec![0u8; 64 << 10];
-    let tx = p.poll_transmit(now, &mut buf).unwrap();
+    let tx = p.poll_transmit(now, &mut buf).unwrap().unwrap();
     let sent: Vec<u64> = tx.frames(&buf).map(|f| f.unwrap().meta.seq).collect();
     assert_eq!(sent, [ids[0].seq, ids[2].seq], "the intact records go");
     p.handle_outcome(now, tx.id, Outcome::Delivered);
@@ -459,7 +459,7 @@ fn a_frame_that_rots_after_recovery_is_dropped_as_corrupt_not_kept_for_ever() {
         [(ids[1].clone(), twinhub_core::DropReason::Corrupt)]
     );
     assert!(
-        p.poll_transmit(now, &mut buf).is_none(),
+        p.poll_transmit(now, &mut buf).unwrap().is_none(),
         "nothing left pending"
     );
 }

@@ -46,7 +46,7 @@ fn bare(config: &Config, n: u64) {
         let now = Instant::from_millis(i * 30);
         p.enqueue(now, black_box(&payload), Class::Normal)
             .expect("enqueue");
-        while let Some(tx) = p.poll_transmit(now, &mut buf) {
+        while let Some(tx) = p.poll_transmit(now, &mut buf).expect("buffer") {
             p.handle_outcome(now, tx.id, Outcome::Delivered);
         }
     }

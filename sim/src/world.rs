@@ -448,7 +448,11 @@ fn run_sized<const E: usize, const L: usize>(
 
         // Everything the engine wants to send now, with each transmit's fate decided.
         let mut caught_up = None;
-        while let Some(x) = dev.engine.poll_transmit(now, &mut buf) {
+        while let Some(x) = dev
+            .engine
+            .poll_transmit(now, &mut buf)
+            .expect("buffer holds a batch")
+        {
             let e = usize::from(x.endpoint.0);
             let l = usize::from(x.link.0);
             let region = &s.regions[e];

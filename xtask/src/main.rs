@@ -200,6 +200,17 @@ fn test() -> Result {
             "--target",
             target,
         ]))?;
+        // The defmt::Format derives, as firmware that logs with defmt builds them.
+        run(cargo().args([
+            "build",
+            "-p",
+            "twinhub-core",
+            "--no-default-features",
+            "--features",
+            "defmt",
+            "--target",
+            target,
+        ]))?;
     }
     firmware()?;
     run(cargo()

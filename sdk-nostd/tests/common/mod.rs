@@ -61,7 +61,7 @@ impl<'c, 'n> Harness<'c, 'n> {
 
     /// Sends whatever the engine wants to send now and collects events.
     pub fn pump(&mut self) {
-        while let Some(tx) = self.p.poll_transmit(self.now, &mut self.buf) {
+        while let Some(tx) = self.p.poll_transmit(self.now, &mut self.buf).unwrap() {
             let t = self.now.as_millis();
             self.sent
                 .push((t, tx.endpoint.0, tx.link.0, tx.records, tx.probe, tx.len));

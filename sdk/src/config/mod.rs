@@ -361,6 +361,10 @@ fn from_engine(e: twinhub_core::ConfigError) -> ConfigError {
             field,
             problem,
         } => (format!("link[{index}].{field}"), problem.to_owned()),
+        E::NameTooLong { list, index, limit } => (
+            format!("{list}[{index}].name"),
+            format!("must be 1 to {limit} bytes long"),
+        ),
         E::Field { field, problem } => (field.to_owned(), problem.to_owned()),
         other => (String::from("config"), other.to_string()),
     };

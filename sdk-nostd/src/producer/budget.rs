@@ -1,0 +1,61 @@
+//! Link budgets and the arming of costly links.
+
+use super::*;
+
+/// A link's budget use in its current window, as carried across a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct LinkSpend {
+    /// Bytes charged in the current window.
+    pub spent: u64,
+    /// How much of the current window had passed.
+    pub window_elapsed: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(super) struct LinkRt {
+    pub(super) window_start: Stamp,
+    pub(super) spent: u64,
+    pub(super) app_down: bool,
+    pub(super) armed: bool,
+    pub(super) exhausted: bool,
+}
+
+impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Producer<S, C, E, L> {
+    pub(super) fn refresh_arming(&mut self) {
+        let (ne, links) = (self.config.endpoints().len(), self.config.links());
+        // Arming only matters where a costly link could ever be used.
+        if !self.has_costly {
+            return;
+        }
+        let cheap_up = (0..ne).any(|e| {
+            links
+                .iter()
+                .enumerate()
+                .any(|(l, link)| link.cost != Cost::Costly && self.status(e, l) != Status::Dead)
+        });
+        if cheap_up {
+            self.cheap_down_since = Instant::NEVER;
+            for l in 0..links.len() {
+                if self.links[l].armed {
+                    self.links[l].armed = false;
+                    self.push_event(Raw::LinkDisarmed(l as u8));
+                }
+            }
+            return;
+        }
+        self.cheap_down_since = self.cheap_down_since.min(self.now);
+        for l in 0..links.len() {
+            let link = &self.config.links()[l];
+            let arm = link.cost == Cost::Costly
+                && link.usable()
+                && !self.links[l].armed
+                && !self.links[l].app_down
+                && self.now.saturating_since(self.cheap_down_since) >= link.arm_after;
+            if arm {
+                self.links[l].armed = true;
+                self.push_event(Raw::LinkArmed(l as u8));
+            }
+        }
+    }
+}
