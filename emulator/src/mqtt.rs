@@ -274,7 +274,7 @@ fn envelope(payload: &[u8]) -> Option<(String, Vec<u8>, BTreeMap<String, String>
 
 /// The decoded property bag of an IoT Hub telemetry topic
 /// (`devices/{d}/messages/events/{bag}` or `devices/{d}/modules/{m}/messages/events/{bag}`).
-fn iot_hub_property_bag(topic: &str) -> BTreeMap<String, String> {
+pub(crate) fn iot_hub_property_bag(topic: &str) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     if !topic.starts_with("devices/") {
         return out;
