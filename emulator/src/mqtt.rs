@@ -3,7 +3,9 @@
 //! rumqttd serves MQTT 3.1.1 and MQTT 5 on separate listeners; both bind internal loopback
 //! ports and the region's public MQTT proxy routes each connection by the protocol level
 //! of its CONNECT packet, so clients of either version use one address. Anonymous clients
-//! are accepted (credentials are not checked). QoS 0 and 1 publishes are acknowledged by
+//! are accepted (credentials are not checked). The proxy also gives the broker an id of
+//! its own for every connection, because rumqttd refuses valid ids (`meter$7`) and panics
+//! on a reused one (see [`crate::proxy`]). QoS 0 and 1 publishes are acknowledged by
 //! rumqttd and recorded here.
 //!
 //! ## Where the message id is read (first match wins)
