@@ -38,8 +38,31 @@ async fn prints_one_json_line_with_working_addresses() {
     .unwrap();
     let info: serde_json::Value = serde_json::from_str(&line).unwrap();
     let admin = info["admin"].as_str().unwrap();
+    let ca_file = info["ca_file"].as_str().unwrap();
+    assert!(
+        std::fs::read_to_string(ca_file)
+            .unwrap()
+            .starts_with("-----BEGIN CERTIFICATE-----"),
+        "ca_file names the run's CA"
+    );
     for region in ["primary", "secondary"] {
         let r = &info["regions"][region];
+        // IoT Hub: port 8883 of the region's own loopback address, whose IP is the host
+        // name of the ready connection string.
+        let iot_hub: std::net::SocketAddr = r["iot_hub"].as_str().unwrap().parse().unwrap();
+        assert!(
+            iot_hub.ip().is_loopback() && iot_hub.port() == 8883,
+            "{iot_hub}"
+        );
+        let iot_cs = r["iot_hub_connection_string"].as_str().unwrap();
+        assert!(
+            iot_cs.starts_with(&format!(
+                "HostName={};DeviceId=twinhub-device;SharedAccessKey=",
+                iot_hub.ip()
+            )),
+            "{iot_cs}"
+        );
+        assert!(tokio::net::TcpStream::connect(iot_hub).await.is_ok());
         let http = r["http"].as_str().unwrap();
         assert!(r["mqtt"].as_str().unwrap().starts_with("127.0.0.1:"));
         let cs = r["event_hubs_connection_string"].as_str().unwrap();

@@ -2,11 +2,12 @@
 //!
 //! | request | answer |
 //! |---|---|
-//! | `POST /_admin/regions/{name}/fault` `{"mode":"down"}` (optional `"source":"127.0.0.3"`) | 200 + the switch's state; 400 bad body; 404 unknown name |
+//! | `POST /_admin/regions/{name}/fault` `{"mode":"down"}` (optional `"source":"127.0.0.3"`, or `"device":"meter$7"` for the IoT Hub modes) | 200 + the switch's state; 400 bad body; 404 unknown name |
 //! | `GET /_admin/regions/{name}/fault` | the switch's state |
 //! | `GET /_admin/stats` | `{"regions":{name:{events,unique_ids,duplicates,without_id,by_protocol:{...}}}}` |
 //! | `GET /_admin/regions/{name}/ids` | `{"ids":[first-arrival order, each once],"duplicates":{id:count}}` |
 //! | `GET /_admin/regions/{name}/records` | every record (bodies base64) |
+//! | `GET /_admin/regions/{name}/iot-hub` | `{"events":{reason:count}}`: IoT Hub connections by outcome (`connected`, `connack-5-sas-signature`, `closed-qos2`, ...) |
 //! | `POST /_admin/reset` | clears every region's records, stats, idempotency keys and faults |
 //!
 //! `{name}` is a region or a proxy (proxies only have `fault`).
@@ -24,10 +25,18 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use crate::fault::{FaultRequest, FaultSwitch};
+use crate::iothub::IotHubEvents;
 use crate::store::Store;
 
+pub(crate) struct AdminRegion {
+    pub(crate) name: String,
+    pub(crate) store: Store,
+    pub(crate) switch: FaultSwitch,
+    pub(crate) iot_hub: IotHubEvents,
+}
+
 pub(crate) struct AdminState {
-    pub(crate) regions: Vec<(String, Store, FaultSwitch)>,
+    pub(crate) regions: Vec<AdminRegion>,
     pub(crate) proxies: Vec<(String, FaultSwitch)>,
 }
 
@@ -41,6 +50,7 @@ pub(crate) fn router(state: Shared) -> Router {
         )
         .route("/_admin/regions/{name}/ids", get(ids))
         .route("/_admin/regions/{name}/records", get(records))
+        .route("/_admin/regions/{name}/iot-hub", get(iot_hub))
         .route("/_admin/stats", get(stats))
         .route("/_admin/reset", post(reset))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such admin path".into()) })
@@ -55,8 +65,8 @@ fn switch<'a>(state: &'a AdminState, name: &str) -> Option<&'a FaultSwitch> {
     state
         .regions
         .iter()
-        .find(|(n, ..)| n == name)
-        .map(|(_, _, s)| s)
+        .find(|r| r.name == name)
+        .map(|r| &r.switch)
         .or_else(|| {
             state
                 .proxies
@@ -66,12 +76,12 @@ fn switch<'a>(state: &'a AdminState, name: &str) -> Option<&'a FaultSwitch> {
         })
 }
 
+fn region<'a>(state: &'a AdminState, name: &str) -> Option<&'a AdminRegion> {
+    state.regions.iter().find(|r| r.name == name)
+}
+
 fn store<'a>(state: &'a AdminState, name: &str) -> Option<&'a Store> {
-    state
-        .regions
-        .iter()
-        .find(|(n, ..)| n == name)
-        .map(|(_, s, _)| s)
+    region(state, name).map(|r| &r.store)
 }
 
 pub(crate) fn fault_state(s: &FaultSwitch) -> Value {
@@ -80,7 +90,12 @@ pub(crate) fn fault_state(s: &FaultSwitch) -> Value {
         .into_iter()
         .map(|(ip, f)| (ip.to_string(), json!(f)))
         .collect();
-    json!({ "fault": s.region_fault(), "sources": sources })
+    let devices: BTreeMap<String, Value> = s
+        .device_faults()
+        .into_iter()
+        .map(|(d, f)| (d, json!(f)))
+        .collect();
+    json!({ "fault": s.region_fault(), "sources": sources, "devices": devices })
 }
 
 async fn set_fault(State(state): State<Shared>, Path(name): Path<String>, body: Bytes) -> Response {
@@ -94,11 +109,16 @@ async fn set_fault(State(state): State<Shared>, Path(name): Path<String>, body: 
         Ok(r) => r,
         Err(why) => return error(StatusCode::BAD_REQUEST, why),
     };
-    match req.source {
-        Some(ip) => s.set_for(ip, req.fault),
-        None => s.set(req.fault),
+    match (&req.source, &req.device) {
+        (Some(ip), _) => s.set_for(*ip, req.fault),
+        (None, Some(device)) => {
+            if let Err(why) = s.set_for_device(device, req.fault) {
+                return error(StatusCode::BAD_REQUEST, why);
+            }
+        }
+        (None, None) => s.set(req.fault),
     }
-    tracing::info!(target = %name, fault = ?req.fault, source = ?req.source, "fault set");
+    tracing::info!(target = %name, fault = ?req.fault, source = ?req.source, device = ?req.device, "fault set");
     Json(fault_state(s)).into_response()
 }
 
@@ -132,19 +152,27 @@ async fn records(State(state): State<Shared>, Path(name): Path<String>) -> Respo
     }
 }
 
+async fn iot_hub(State(state): State<Shared>, Path(name): Path<String>) -> Response {
+    match region(&state, &name) {
+        Some(r) => Json(json!({ "events": r.iot_hub.snapshot() })).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no region named {name:?}")),
+    }
+}
+
 async fn stats(State(state): State<Shared>) -> Response {
     let regions: BTreeMap<&str, _> = state
         .regions
         .iter()
-        .map(|(n, s, _)| (n.as_str(), s.stats()))
+        .map(|r| (r.name.as_str(), r.store.stats()))
         .collect();
     Json(json!({ "regions": regions })).into_response()
 }
 
 async fn reset(State(state): State<Shared>) -> Response {
-    for (_, store, switch) in &state.regions {
-        store.reset();
-        switch.clear();
+    for r in &state.regions {
+        r.store.reset();
+        r.switch.clear();
+        r.iot_hub.reset();
     }
     for (_, switch) in &state.proxies {
         switch.clear();

@@ -17,6 +17,10 @@
 //! key = "a-fixed-key-for-demos"
 //! event_hubs = ["telemetry", "alerts"]
 //! jsonl = "primary.jsonl" # optional: append every record here
+//! iot_hub_addr = "127.0.0.2"  # IoT Hub endpoint's address (default: a random 127.a.b.c)
+//! iot_hub_port = 8883         # default 8883, IoT Hub's; 0 = ephemeral
+//! iot_hub_key = "cGFzc3dvcmQ="   # base64; any device id signed with it is accepted
+//! iot_hub_device = "meter-1"  # device of the printed connection string
 //!
 //! [[proxy]]               # a fault switch in front of something else (e.g. a mosquitto)
 //! name = "mosquitto"
@@ -111,6 +115,24 @@ pub struct RegionConfig {
     /// Append every accepted record to this file as one JSON object per line.
     #[serde(default)]
     pub jsonl: Option<PathBuf>,
+    /// The IoT Hub endpoint's IP address. `None` picks a random 127.a.b.c per start (another
+    /// one if it is taken), so parallel runs can all use port 8883.
+    #[serde(default)]
+    pub iot_hub_addr: Option<IpAddr>,
+    /// The IoT Hub endpoint's port: 8883 (IoT Hub's MQTT port) by default; 0 = ephemeral.
+    #[serde(default = "default_iot_hub_port")]
+    pub iot_hub_port: u16,
+    /// The IoT Hub signing key, base64 (IoT Hub style: decoded before use). Any device id
+    /// whose SAS token it signs is accepted, as if registered. `None` generates one.
+    #[serde(default)]
+    pub iot_hub_key: Option<String>,
+    /// The device id of the ready connection string the emulator prints.
+    #[serde(default = "default_iot_hub_device")]
+    pub iot_hub_device: String,
+    /// Cap of the IoT Hub idle timeout in milliseconds (IoT Hub: 1767 s); lower it to see
+    /// the cap act in a test.
+    #[serde(default)]
+    pub iot_hub_max_idle_ms: Option<u64>,
 }
 
 impl RegionConfig {
@@ -126,7 +148,31 @@ impl RegionConfig {
             key: None,
             event_hubs: default_hubs(),
             jsonl: None,
+            iot_hub_addr: None,
+            iot_hub_port: default_iot_hub_port(),
+            iot_hub_key: None,
+            iot_hub_device: default_iot_hub_device(),
+            iot_hub_max_idle_ms: None,
         }
+    }
+
+    /// Fixes the IoT Hub endpoint's address and port.
+    pub fn iot_hub_addr(mut self, addr: SocketAddr) -> Self {
+        self.iot_hub_addr = Some(addr.ip());
+        self.iot_hub_port = addr.port();
+        self
+    }
+
+    /// Sets a fixed IoT Hub signing key (base64).
+    pub fn iot_hub_key(mut self, key: impl Into<String>) -> Self {
+        self.iot_hub_key = Some(key.into());
+        self
+    }
+
+    /// Caps the IoT Hub idle timeout (keep-alive) below IoT Hub's 1767 s.
+    pub fn iot_hub_max_idle(mut self, cap: std::time::Duration) -> Self {
+        self.iot_hub_max_idle_ms = Some(u64::try_from(cap.as_millis()).unwrap_or(u64::MAX));
+        self
     }
 
     /// Sets the tier.
@@ -196,6 +242,10 @@ pub struct EmulatorConfig {
     /// External services to put a fault switch in front of.
     #[serde(default, rename = "proxy")]
     pub proxies: Vec<ProxyConfig>,
+    /// Where to write the run's CA certificate (`ca.pem`); `None` = a fresh directory under
+    /// the system temp dir. The file is removed when the emulator stops.
+    #[serde(default)]
+    pub ca_dir: Option<PathBuf>,
 }
 
 impl Default for EmulatorConfig {
@@ -213,6 +263,7 @@ impl EmulatorConfig {
             admin_port: 0,
             regions: names.into_iter().map(RegionConfig::new).collect(),
             proxies: Vec::new(),
+            ca_dir: None,
         }
     }
 
@@ -294,6 +345,26 @@ impl EmulatorConfig {
                     r.name
                 )));
             }
+            if let Some(k) = &r.iot_hub_key {
+                let mut buf = [0u8; twinhub_core::sas::MAX_KEY_BYTES];
+                use base64::Engine as _;
+                if base64::engine::general_purpose::STANDARD
+                    .decode_slice(k.as_bytes(), &mut buf)
+                    .map_or(true, |n| n == 0)
+                {
+                    return Err(ConfigError::Invalid(format!(
+                        "region {:?}: `iot_hub_key` must be non-empty base64 of at most {} bytes",
+                        r.name,
+                        twinhub_core::sas::MAX_KEY_BYTES
+                    )));
+                }
+            }
+            if !crate::iothub::valid_device_id(&r.iot_hub_device) {
+                return Err(ConfigError::Invalid(format!(
+                    "region {:?}: `iot_hub_device` {:?} is not a valid IoT Hub device id",
+                    r.name, r.iot_hub_device
+                )));
+            }
             if r.limit() == 0 {
                 return Err(ConfigError::Invalid(format!(
                     "region {:?}: `max_publication_bytes` must be positive",
@@ -313,6 +384,14 @@ fn default_key_name() -> String {
     "send".into()
 }
 
+fn default_iot_hub_port() -> u16 {
+    8883
+}
+
+fn default_iot_hub_device() -> String {
+    "twinhub-device".into()
+}
+
 fn default_hubs() -> Vec<String> {
     vec!["telemetry".into()]
 }
@@ -327,6 +406,18 @@ pub(crate) fn generate_key() -> String {
         let _ = write!(out, "{:016x}", h.finish());
     }
     out
+}
+
+/// A fresh random IoT Hub key: 32 random bytes, base64, like the keys IoT Hub generates.
+pub(crate) fn generate_iot_hub_key() -> String {
+    use base64::Engine as _;
+    let mut bytes = Vec::with_capacity(32);
+    for i in 0..4u64 {
+        let mut h = RandomState::new().build_hasher();
+        h.write_u64(i);
+        bytes.extend_from_slice(&h.finish().to_le_bytes());
+    }
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 #[cfg(test)]

@@ -8,13 +8,15 @@ use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-use crate::admin::{self, AdminState};
-use crate::config::{EmulatorConfig, generate_key};
+use crate::admin::{self, AdminRegion, AdminState};
+use crate::config::{EmulatorConfig, generate_iot_hub_key, generate_key};
 use crate::fault::{Fault, FaultSwitch};
 use crate::http::{self, HttpRegion, PeerMap};
+use crate::iothub::{self, IotHub, IotHubEvents};
 use crate::mqtt;
 use crate::proxy::{self, FaultProxy, Upstream};
 use crate::store::{Record, RegionStats, Store};
+use crate::tls::{CaFile, RunCa, TlsError};
 
 /// Why the emulator did not start.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +52,9 @@ pub enum StartError {
     /// The emulator's runtime could not be created or died while starting.
     #[error("emulator runtime: {0}")]
     Runtime(String),
+    /// The run's CA or a server certificate could not be made or written.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// A wait for records ended at its deadline first; it carries what had arrived.
@@ -82,6 +87,10 @@ pub struct Region {
     limit: usize,
     switch: FaultSwitch,
     store: Store,
+    iot_hub: SocketAddr,
+    iot_hub_key: String,
+    iot_hub_device: String,
+    iot_hub_events: IotHubEvents,
 }
 
 impl std::fmt::Debug for Region {
@@ -91,6 +100,7 @@ impl std::fmt::Debug for Region {
             .field("name", &self.name)
             .field("http", &self.http)
             .field("mqtt", &self.mqtt)
+            .field("iot_hub", &self.iot_hub)
             .field("hubs", &self.hubs)
             .field("limit", &self.limit)
             .finish_non_exhaustive()
@@ -177,6 +187,70 @@ impl Region {
         .unwrap_or_default()
     }
 
+    /// Address of the IoT Hub endpoint (MQTT 3.1.1 over TLS; port 8883 unless configured).
+    pub fn iot_hub_addr(&self) -> SocketAddr {
+        self.iot_hub
+    }
+
+    /// The IoT Hub host name: the endpoint's IP address as text. The server certificate
+    /// names it (an IP SAN), so it is what clients put in `HostName`, the user name and
+    /// the SAS scope, with no name resolution involved.
+    pub fn iot_hub_host(&self) -> String {
+        self.iot_hub.ip().to_string()
+    }
+
+    /// The IoT Hub signing key (base64). Any device id signed with it is accepted.
+    pub fn iot_hub_key(&self) -> &str {
+        &self.iot_hub_key
+    }
+
+    /// The device id of [`Region::iot_hub_connection_string`].
+    pub fn iot_hub_device(&self) -> &str {
+        &self.iot_hub_device
+    }
+
+    /// `HostName={ip};DeviceId={device};SharedAccessKey={key}` for the configured device.
+    pub fn iot_hub_connection_string(&self) -> String {
+        self.iot_hub_connection_string_for(&self.iot_hub_device)
+    }
+
+    /// A device connection string for any `device` id (all are accepted, as if registered).
+    /// The endpoint's port is 8883 unless configured otherwise; a client then needs the
+    /// port from [`Region::iot_hub_addr`].
+    pub fn iot_hub_connection_string_for(&self, device: &str) -> String {
+        format!(
+            "HostName={};DeviceId={device};SharedAccessKey={}",
+            self.iot_hub_host(),
+            self.iot_hub_key
+        )
+    }
+
+    /// A device SAS token (the MQTT password) for `device`, valid for `ttl`: scope
+    /// `{host}/devices/{device}`, no key name, signed with the hub key.
+    pub fn iot_hub_sas_token(&self, device: &str, ttl: Duration) -> String {
+        let expiry = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+            .saturating_add(ttl.as_secs().max(1));
+        let resource = format!("{}/devices/{device}", self.iot_hub_host());
+        let mut buf = vec![0u8; 256 + 3 * resource.len()];
+        twinhub_core::sas::sign(
+            &resource,
+            &twinhub_core::sas::SasKey::Base64(&self.iot_hub_key),
+            None,
+            expiry,
+            &mut buf,
+        )
+        .map(str::to_string)
+        .unwrap_or_default()
+    }
+
+    /// What happened to IoT Hub connections so far, counted by reason.
+    pub fn iot_hub_events(&self) -> &IotHubEvents {
+        &self.iot_hub_events
+    }
+
     /// The region's fault switch (shared with the admin API).
     pub fn switch(&self) -> &FaultSwitch {
         &self.switch
@@ -230,6 +304,7 @@ impl Region {
     /// Forgets every record, counter and idempotency key (faults are kept).
     pub fn reset(&self) {
         self.store.reset();
+        self.iot_hub_events.reset();
     }
 
     /// Waits until at least `n` records arrived (bounded by `timeout`).
@@ -287,6 +362,8 @@ pub struct Emulator {
     admin: SocketAddr,
     regions: Vec<Region>,
     proxies: Vec<(String, FaultProxy)>,
+    ca_pem: String,
+    ca_file: CaFile,
     stop: Mutex<Option<oneshot::Sender<()>>>,
     done: Mutex<Option<oneshot::Receiver<()>>>,
 }
@@ -297,6 +374,7 @@ impl std::fmt::Debug for Emulator {
             .field("admin", &self.admin)
             .field("regions", &self.regions)
             .field("proxies", &self.proxies)
+            .field("ca_file", &self.ca_file.path())
             .finish()
     }
 }
@@ -305,6 +383,8 @@ struct Started {
     admin: SocketAddr,
     regions: Vec<Region>,
     proxies: Vec<(String, FaultProxy)>,
+    ca_pem: String,
+    ca_file: CaFile,
 }
 
 impl Emulator {
@@ -354,6 +434,8 @@ impl Emulator {
             admin: started.admin,
             regions: started.regions,
             proxies: started.proxies,
+            ca_pem: started.ca_pem,
+            ca_file: started.ca_file,
             stop: Mutex::new(Some(stop_tx)),
             done: Mutex::new(Some(done_rx)),
         })
@@ -372,6 +454,17 @@ impl Emulator {
     /// `http://{admin}`.
     pub fn admin_url(&self) -> String {
         format!("http://{}", self.admin)
+    }
+
+    /// The run's CA certificate file (PEM): what IoT Hub clients add to trust the
+    /// emulator. Removed when the emulator stops.
+    pub fn ca_file(&self) -> &std::path::Path {
+        self.ca_file.path()
+    }
+
+    /// The run's CA certificate, PEM.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
     }
 
     /// The regions, in configuration order.
@@ -408,8 +501,9 @@ impl Emulator {
         }
     }
 
-    /// The JSON the CLI prints on start: admin address and, per region, HTTP and MQTT
-    /// addresses and a ready connection string (and proxies, if any).
+    /// The JSON the CLI prints on start: admin address, the run's `ca_file` and, per
+    /// region, HTTP, MQTT and IoT Hub addresses and ready connection strings (and
+    /// proxies, if any).
     pub fn start_info(&self) -> Value {
         let mut regions = Map::new();
         for r in &self.regions {
@@ -419,10 +513,16 @@ impl Emulator {
                     "http": r.http.to_string(),
                     "mqtt": r.mqtt.to_string(),
                     "event_hubs_connection_string": r.event_hubs_connection_string(),
+                    "iot_hub": r.iot_hub.to_string(),
+                    "iot_hub_connection_string": r.iot_hub_connection_string(),
                 }),
             );
         }
-        let mut info = json!({ "admin": self.admin.to_string(), "regions": regions });
+        let mut info = json!({
+            "admin": self.admin.to_string(),
+            "ca_file": self.ca_file.path().display().to_string(),
+            "regions": regions,
+        });
         if !self.proxies.is_empty() {
             let proxies: Map<String, Value> = self
                 .proxies
@@ -496,6 +596,8 @@ fn advertised(addr: SocketAddr) -> SocketAddr {
 
 async fn start_inner(config: EmulatorConfig) -> Result<Started, StartError> {
     let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let ca = RunCa::new()?;
+    let ca_file = CaFile::write(ca.pem(), config.ca_dir.as_deref())?;
     let mut regions = Vec::new();
     for rc in &config.regions {
         let store =
@@ -544,7 +646,7 @@ async fn start_inner(config: EmulatorConfig) -> Result<Started, StartError> {
             http_public,
             Upstream::Fixed(http_internal_addr),
             switch.clone(),
-            Some(peers),
+            Some(peers.clone()),
         );
 
         let broker =
@@ -563,7 +665,39 @@ async fn start_inner(config: EmulatorConfig) -> Result<Started, StartError> {
             switch.clone(),
             None,
         );
-        tracing::info!(region = %rc.name, http = %http_addr, mqtt = %mqtt_addr, "region up");
+        // IoT Hub: TLS on its own loopback address, behind the same fault switch.
+        let iot_asked = SocketAddr::new(rc.iot_hub_addr.unwrap_or(loopback), rc.iot_hub_port);
+        let iot_public = iothub::bind_loopback(rc.iot_hub_addr, rc.iot_hub_port)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: iot_asked,
+                source,
+            })?;
+        let iot_addr = local(&iot_public, iot_asked)?;
+        let iot_internal = bind(internal_asked).await?;
+        let iot_internal_addr = local(&iot_internal, internal_asked)?;
+        let iot_key = rc.iot_hub_key.clone().unwrap_or_else(generate_iot_hub_key);
+        let hub = Arc::new(IotHub::new(
+            iot_addr.ip().to_string(),
+            iot_key.clone(),
+            store.clone(),
+            switch.clone(),
+            peers.clone(),
+            rc.iot_hub_max_idle_ms.map_or(
+                Duration::from_secs(iothub::MAX_IDLE_S),
+                Duration::from_millis,
+            ),
+        ));
+        let iot_hub_events = hub.events.clone();
+        let server = ca.server_config(&[iot_addr.ip().to_string()])?;
+        iothub::spawn(iot_internal, server, hub);
+        proxy::spawn(
+            iot_public,
+            Upstream::Fixed(iot_internal_addr),
+            switch.clone(),
+            Some(peers.clone()),
+        );
+        tracing::info!(region = %rc.name, http = %http_addr, mqtt = %mqtt_addr, iot_hub = %iot_addr, "region up");
         regions.push(Region {
             name: rc.name.clone(),
             http: http_addr,
@@ -574,6 +708,10 @@ async fn start_inner(config: EmulatorConfig) -> Result<Started, StartError> {
             limit: rc.limit(),
             switch,
             store,
+            iot_hub: iot_addr,
+            iot_hub_key: iot_key,
+            iot_hub_device: rc.iot_hub_device.clone(),
+            iot_hub_events,
         });
     }
 
@@ -595,7 +733,12 @@ async fn start_inner(config: EmulatorConfig) -> Result<Started, StartError> {
     let state = Arc::new(AdminState {
         regions: regions
             .iter()
-            .map(|r| (r.name.clone(), r.store.clone(), r.switch.clone()))
+            .map(|r| AdminRegion {
+                name: r.name.clone(),
+                store: r.store.clone(),
+                switch: r.switch.clone(),
+                iot_hub: r.iot_hub_events.clone(),
+            })
             .collect(),
         proxies: proxies
             .iter()
@@ -612,5 +755,7 @@ async fn start_inner(config: EmulatorConfig) -> Result<Started, StartError> {
         admin: admin_addr,
         regions,
         proxies,
+        ca_pem: ca.pem().to_string(),
+        ca_file,
     })
 }

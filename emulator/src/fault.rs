@@ -5,6 +5,10 @@
 //! producer's link from 127.0.0.2 still works. Proxies and the HTTP layer read it on every
 //! connection, every forwarded chunk and every request, so a change takes effect at once,
 //! existing connections included.
+//!
+//! The IoT Hub endpoint also reads per-device overrides ([`FaultSwitch::set_for_device`]):
+//! IoT Hub's own ways of turning a device away, which an SDK must survive without mistaking
+//! them for a region outage ([`Fault::IotHubRefuse`], [`Fault::IotHubThrottle`]).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -50,6 +54,28 @@ pub enum Fault {
         /// Length of each down and each up phase.
         period_ms: u64,
     },
+    /// IoT Hub endpoint only: connections are accepted, but every publish is refused the
+    /// way IoT Hub refuses a message over MQTT: the connection is closed, no PUBACK.
+    IotHubRefuse,
+    /// IoT Hub endpoint only: each PUBACK is held back `delay_ms`; after `acks` delayed
+    /// acknowledgements the next publish closes the connection (IoT Hub throttles by
+    /// shaping traffic first, then disconnecting).
+    IotHubThrottle {
+        /// Delay added before each PUBACK.
+        #[serde(default = "default_throttle_delay")]
+        delay_ms: u64,
+        /// Delayed acknowledgements per connection before the close.
+        #[serde(default = "default_throttle_acks")]
+        acks: u32,
+    },
+}
+
+fn default_throttle_delay() -> u64 {
+    1000
+}
+
+fn default_throttle_acks() -> u32 {
+    3
 }
 
 fn default_retry_after() -> u32 {
@@ -64,8 +90,18 @@ impl Fault {
             Fault::Latency { ms } if *ms > 3_600_000 => {
                 Err("latency `ms` must be at most one hour".into())
             }
+            Fault::IotHubThrottle { delay_ms, .. } if *delay_ms > 3_600_000 => {
+                Err("throttle `delay_ms` must be at most one hour".into())
+            }
             _ => Ok(()),
         }
+    }
+}
+
+impl Fault {
+    /// True for the IoT Hub device-level modes, the only ones a device override may hold.
+    pub fn is_iot_hub(&self) -> bool {
+        matches!(self, Fault::IotHubRefuse | Fault::IotHubThrottle { .. })
     }
 }
 
@@ -90,6 +126,7 @@ struct Setting {
 pub(crate) struct State {
     region: Setting,
     per_source: HashMap<IpAddr, Setting>,
+    per_device: HashMap<String, Fault>,
 }
 
 impl State {
@@ -152,20 +189,63 @@ impl FaultSwitch {
                 since: Instant::now(),
             },
             per_source: HashMap::new(),
+            per_device: HashMap::new(),
         });
         FaultSwitch { tx: Arc::new(tx) }
     }
 
-    /// Sets the region-wide fault. `Up` also clears every per-source override, so
-    /// `set(Fault::Up)` always means "fully healthy".
+    /// Sets the region-wide fault. `Up` also clears every per-source and per-device
+    /// override, so `set(Fault::Up)` always means "fully healthy".
     pub fn set(&self, fault: Fault) {
         let since = Instant::now();
         self.tx.send_modify(|s| {
             s.region = Setting { fault, since };
             if fault == Fault::Up {
                 s.per_source.clear();
+                s.per_device.clear();
             }
         });
+    }
+
+    /// Sets an IoT Hub device-level fault for one device id; `Up` removes it. Other modes
+    /// are refused: a device override only changes how the IoT Hub endpoint treats it.
+    pub fn set_for_device(&self, device: &str, fault: Fault) -> Result<(), String> {
+        if fault != Fault::Up && !fault.is_iot_hub() {
+            return Err(format!(
+                "a device fault must be `up`, `iot-hub-refuse` or `iot-hub-throttle`, not {fault:?}"
+            ));
+        }
+        self.tx.send_modify(|s| {
+            if fault == Fault::Up {
+                s.per_device.remove(device);
+            } else {
+                s.per_device.insert(device.to_string(), fault);
+            }
+        });
+        Ok(())
+    }
+
+    /// The per-device overrides as set, sorted by device id.
+    pub fn device_faults(&self) -> Vec<(String, Fault)> {
+        let mut v: Vec<_> = self
+            .tx
+            .borrow()
+            .per_device
+            .iter()
+            .map(|(d, f)| (d.clone(), *f))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// What the IoT Hub endpoint applies to `device` connected from `source`: the device's
+    /// override, else the source's or region's fault (flap resolved).
+    pub fn iot_hub_fault(&self, source: IpAddr, device: &str) -> Fault {
+        let state = self.tx.borrow();
+        match state.per_device.get(device) {
+            Some(f) => *f,
+            None => state.resolve(source, Instant::now()).0,
+        }
     }
 
     /// Sets a fault for one source address only, overriding the region-wide one for it.
@@ -217,9 +297,12 @@ impl FaultSwitch {
             Fault::Down => Action::Cut,
             Fault::Blackhole => Action::Blackhole,
             Fault::Latency { ms } => Action::Pass(Some(Duration::from_millis(ms))),
-            Fault::Up | Fault::Http503 | Fault::Http429 { .. } | Fault::Flap { .. } => {
-                Action::Pass(None)
-            }
+            Fault::Up
+            | Fault::Http503
+            | Fault::Http429 { .. }
+            | Fault::Flap { .. }
+            | Fault::IotHubRefuse
+            | Fault::IotHubThrottle { .. } => Action::Pass(None),
         };
         (action, next)
     }
@@ -229,17 +312,21 @@ impl FaultSwitch {
     }
 }
 
-/// The body of `POST /_admin/regions/{name}/fault`: a [`Fault`] plus an optional `source`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The body of `POST /_admin/regions/{name}/fault`: a [`Fault`] plus an optional `source`
+/// or `device`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FaultRequest {
     /// The fault.
     pub fault: Fault,
     /// Only for this client source address, if given.
     pub source: Option<IpAddr>,
+    /// Only for this IoT Hub device id, if given (IoT Hub modes and `up` only).
+    pub device: Option<String>,
 }
 
 impl FaultRequest {
-    /// Parses `{"mode": ..., params..., "source": "127.0.0.3"}`; errors name the problem.
+    /// Parses `{"mode": ..., params..., "source": "127.0.0.3"}` or
+    /// `{"mode": "iot-hub-refuse", "device": "meter$7"}`; errors name the problem.
     pub fn from_json(body: &[u8]) -> Result<Self, String> {
         let mut value: serde_json::Value =
             serde_json::from_slice(body).map_err(|e| format!("fault body is not JSON: {e}"))?;
@@ -254,6 +341,14 @@ impl FaultRequest {
             ),
             Some(_) => return Err("`source` must be a string IP address".into()),
         };
+        let device = match obj.remove("device") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(d)) if !d.is_empty() => Some(d),
+            Some(_) => return Err("`device` must be a non-empty string".into()),
+        };
+        if source.is_some() && device.is_some() {
+            return Err("give `source` or `device`, not both".into());
+        }
         let keys: Vec<String> = obj.keys().cloned().collect();
         let fault: Fault = serde_json::from_value(value).map_err(|e| format!("bad fault: {e}"))?;
         // serde ignores extra fields next to a unit variant's tag; refuse them by name.
@@ -262,7 +357,16 @@ impl FaultRequest {
             return Err(format!("unknown field `{k}` for this fault mode"));
         }
         fault.validate()?;
-        Ok(FaultRequest { fault, source })
+        if device.is_some() && fault != Fault::Up && !fault.is_iot_hub() {
+            return Err(
+                "a `device` fault must be `up`, `iot-hub-refuse` or `iot-hub-throttle`".into(),
+            );
+        }
+        Ok(FaultRequest {
+            fault,
+            source,
+            device,
+        })
     }
 }
 
@@ -314,6 +418,47 @@ mod tests {
     }
 
     #[test]
+    fn device_faults() {
+        let r =
+            FaultRequest::from_json(br#"{"mode":"iot-hub-refuse","device":"meter$7"}"#).unwrap();
+        assert_eq!(r.fault, Fault::IotHubRefuse);
+        assert_eq!(r.device.as_deref(), Some("meter$7"));
+        let r = FaultRequest::from_json(br#"{"mode":"iot-hub-throttle","delay_ms":50}"#).unwrap();
+        assert_eq!(
+            r.fault,
+            Fault::IotHubThrottle {
+                delay_ms: 50,
+                acks: 3
+            }
+        );
+        for bad in [
+            &br#"{"mode":"down","device":"d"}"#[..],
+            br#"{"mode":"iot-hub-refuse","device":""}"#,
+            br#"{"mode":"iot-hub-refuse","device":"d","source":"127.0.0.2"}"#,
+        ] {
+            assert!(
+                FaultRequest::from_json(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let s = FaultSwitch::new();
+        s.set_for_device("d", Fault::IotHubRefuse).unwrap();
+        assert!(s.set_for_device("d", Fault::Down).is_err());
+        assert_eq!(s.iot_hub_fault(A, "d"), Fault::IotHubRefuse);
+        assert_eq!(s.iot_hub_fault(A, "e"), Fault::Up);
+        s.set_for(A, Fault::IotHubRefuse);
+        assert_eq!(s.iot_hub_fault(A, "e"), Fault::IotHubRefuse);
+        assert_eq!(
+            s.action(A).0,
+            Action::Pass(None),
+            "TCP traffic still passes"
+        );
+        s.set(Fault::Up);
+        assert!(s.device_faults().is_empty());
+    }
+
+    #[test]
     fn per_source_overrides_region() {
         let s = FaultSwitch::new();
         s.set_for(B, Fault::Down);
@@ -338,6 +483,7 @@ mod tests {
                 since: Instant::now(),
             },
             per_source: HashMap::new(),
+            per_device: HashMap::new(),
         };
         let t0 = state.region.since;
         let at = |ms| state.resolve(A, t0 + Duration::from_millis(ms));

@@ -8,7 +8,10 @@
 //!   for status codes and [`batch`] for body formats and where message ids are read;
 //! * an embedded MQTT broker (rumqttd; 3.1.1 and 5 on one port) that records every publish
 //!   with its message id; see [`mod@mqtt`];
-//! * a [`FaultSwitch`] in front of both, settable at runtime from code or the admin API
+//! * an IoT Hub endpoint (MQTT 3.1.1 over TLS on port 8883 of its own loopback address,
+//!   certificate from the run's CA in [`Emulator::ca_file`]) that checks client id, user
+//!   name, SAS token, topic, QoS, size and keep-alive as IoT Hub does; see [`mod@iothub`];
+//! * a [`FaultSwitch`] in front of all of them, settable at runtime from code or the admin API
 //!   ([`mod@admin`]): up, down, blackhole, HTTP 503/429, latency, flap, per source address.
 //!
 //! ```no_run
@@ -39,11 +42,15 @@ pub mod fault;
 #[cfg(feature = "server")]
 pub mod http;
 #[cfg(feature = "server")]
+pub mod iothub;
+#[cfg(feature = "server")]
 pub mod mqtt;
 #[cfg(feature = "server")]
 pub mod proxy;
 #[cfg(feature = "server")]
 mod store;
+#[cfg(feature = "server")]
+pub mod tls;
 
 #[cfg(feature = "server")]
 pub use config::{EmulatorConfig, ProxyConfig, RegionConfig, Tier};
@@ -51,6 +58,8 @@ pub use config::{EmulatorConfig, ProxyConfig, RegionConfig, Tier};
 pub use emulator::{Emulator, Region, StartError, WaitTimeout};
 #[cfg(feature = "server")]
 pub use fault::{Fault, FaultRequest, FaultSwitch};
+#[cfg(feature = "server")]
+pub use iothub::IotHubEvents;
 #[cfg(feature = "server")]
 pub use proxy::FaultProxy;
 #[cfg(feature = "server")]

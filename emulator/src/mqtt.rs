@@ -3,7 +3,9 @@
 //! rumqttd serves MQTT 3.1.1 and MQTT 5 on separate listeners; both bind internal loopback
 //! ports and the region's public MQTT proxy routes each connection by the protocol level
 //! of its CONNECT packet, so clients of either version use one address. Anonymous clients
-//! are accepted (credentials are not checked). QoS 0 and 1 publishes are acknowledged by
+//! are accepted (credentials are not checked). The proxy also gives the broker an id of
+//! its own for every connection, because rumqttd refuses valid ids (`meter$7`) and panics
+//! on a reused one (see [`crate::proxy`]). QoS 0 and 1 publishes are acknowledged by
 //! rumqttd and recorded here.
 //!
 //! ## Where the message id is read (first match wins)
@@ -274,7 +276,7 @@ fn envelope(payload: &[u8]) -> Option<(String, Vec<u8>, BTreeMap<String, String>
 
 /// The decoded property bag of an IoT Hub telemetry topic
 /// (`devices/{d}/messages/events/{bag}` or `devices/{d}/modules/{m}/messages/events/{bag}`).
-fn iot_hub_property_bag(topic: &str) -> BTreeMap<String, String> {
+pub(crate) fn iot_hub_property_bag(topic: &str) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     if !topic.starts_with("devices/") {
         return out;

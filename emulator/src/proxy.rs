@@ -9,14 +9,27 @@
 //! after accept and resets open ones; `blackhole` reads and drops everything and never
 //! answers; `latency` delays every forwarded chunk in each direction; `flap` alternates
 //! down and up. HTTP status faults are applied by the HTTP layer, not here.
+//!
+//! In front of the embedded broker the proxy also guards it. rumqttd refuses client ids
+//! with `$ + # /` (valid MQTT, and valid IoT Hub device ids) and panics when an id
+//! reconnects while its previous session is still being torn down, after which a
+//! poisoned lock fails every later connection. So the proxy decodes each CONNECT (with
+//! rumqttc's codec), gives the broker a fresh id of its own (`twinhub-{n}`) and a non-zero
+//! keep-alive, and itself does what a broker must for a reused id: it closes the older
+//! connection of that id.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::AsFd as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::fault::{Action, FaultSwitch};
@@ -37,8 +50,16 @@ pub(crate) enum Upstream {
     },
 }
 
-/// How long a client may take to send its MQTT CONNECT header before it is dropped.
+/// How long a client may take to send its MQTT CONNECT before it is dropped.
 const CONNECT_PEEK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest CONNECT the guard reads (ids, credentials and a will fit easily).
+const MAX_CONNECT_BYTES: usize = 64 * 1024;
+
+/// Live broker connections by the client's own id, to close the older one of a reused id.
+type ClientIds = Arc<Mutex<HashMap<String, (u64, oneshot::Sender<()>)>>>;
+
+/// Numbers the ids the broker sees, so no two connections ever share one.
+static NEXT_BROKER_ID: AtomicU64 = AtomicU64::new(1);
 const CHUNK: usize = 16 * 1024;
 
 pub(crate) fn spawn(
@@ -47,6 +68,7 @@ pub(crate) fn spawn(
     switch: FaultSwitch,
     peers: Option<PeerMap>,
 ) -> JoinHandle<()> {
+    let ids = ClientIds::default();
     tokio::spawn(async move {
         loop {
             let (client, peer) = match listener.accept().await {
@@ -61,8 +83,9 @@ pub(crate) fn spawn(
             let _ = client.set_nodelay(true);
             let switch = switch.clone();
             let peers = peers.clone();
+            let ids = ids.clone();
             tokio::spawn(async move {
-                handle(client, peer, upstream, switch, peers).await;
+                handle(client, peer, upstream, switch, peers, ids).await;
             });
         }
     })
@@ -80,6 +103,7 @@ async fn handle(
     upstream: Upstream,
     switch: FaultSwitch,
     peers: Option<PeerMap>,
+    ids: ClientIds,
 ) {
     match switch.action(peer.ip()).0 {
         Action::Cut => return reset(client),
@@ -90,33 +114,72 @@ async fn handle(
         Upstream::Fixed(a) => (a, Vec::new()),
         Upstream::Mqtt { v4, v5 } => {
             let mut client = client;
-            match tokio::time::timeout(CONNECT_PEEK_TIMEOUT, read_connect_head(&mut client)).await {
-                Ok(Ok((level, head))) => {
-                    let target = if level == 5 { v5 } else { v4 };
-                    return forward(client, peer, target, head, switch, peers).await;
-                }
-                _ => return reset(client),
+            let connect =
+                match tokio::time::timeout(CONNECT_PEEK_TIMEOUT, read_connect(&mut client)).await {
+                    Ok(Ok(c)) => c,
+                    _ => return reset(client),
+                };
+            let target = if connect.level == 5 { v5 } else { v4 };
+            let Some(own_id) = connect.client_id else {
+                return forward(client, peer, target, connect.bytes, switch, peers, None).await;
+            };
+            // The newest connection of an id wins; the older one is closed.
+            let conn = NEXT_BROKER_ID.fetch_add(1, Ordering::Relaxed);
+            let (kick_tx, kick_rx) = oneshot::channel();
+            let older = ids
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(own_id.clone(), (conn, kick_tx));
+            if let Some((_, older)) = older {
+                let _ = older.send(());
             }
+            forward(
+                client,
+                peer,
+                target,
+                connect.bytes,
+                switch,
+                peers,
+                Some(kick_rx),
+            )
+            .await;
+            let mut ids = ids.lock().unwrap_or_else(|e| e.into_inner());
+            if ids.get(&own_id).is_some_and(|(c, _)| *c == conn) {
+                ids.remove(&own_id);
+            }
+            return;
         }
     };
-    forward(client, peer, target, first, switch, peers).await
+    forward(client, peer, target, first, switch, peers, None).await
 }
 
-/// Reads an MQTT CONNECT's fixed header and variable header up to the protocol level byte.
-/// Returns the level (4 = 3.1.1, 5 = 5) and the bytes read, which are forwarded as they are.
-async fn read_connect_head(client: &mut TcpStream) -> std::io::Result<(u8, Vec<u8>)> {
+/// A CONNECT as the broker will see it.
+struct BrokerConnect {
+    /// Protocol level (4 = 3.1.1, 5 = 5).
+    level: u8,
+    /// The packet to forward, with the broker's id in place of the client's.
+    bytes: Vec<u8>,
+    /// The client's own id; `None` when it was empty (the broker assigns one) or the
+    /// packet is of a version the codec does not know (the broker refuses it).
+    client_id: Option<String>,
+}
+
+/// Reads one whole CONNECT and rewrites it for the broker (see the module docs).
+async fn read_connect(client: &mut TcpStream) -> std::io::Result<BrokerConnect> {
     let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "not an MQTT CONNECT");
-    let mut head = Vec::with_capacity(16);
+    let mut packet = Vec::with_capacity(64);
     let mut byte = [0u8; 1];
     client.read_exact(&mut byte).await?;
     if byte[0] != 0x10 {
         return Err(bad());
     }
-    head.push(byte[0]);
+    packet.push(byte[0]);
     // Remaining length: 1 to 4 bytes, high bit = more.
+    let mut remaining = 0usize;
     for i in 0..4 {
         client.read_exact(&mut byte).await?;
-        head.push(byte[0]);
+        packet.push(byte[0]);
+        remaining |= usize::from(byte[0] & 0x7f) << (7 * i);
         if byte[0] & 0x80 == 0 {
             break;
         }
@@ -124,20 +187,77 @@ async fn read_connect_head(client: &mut TcpStream) -> std::io::Result<(u8, Vec<u
             return Err(bad());
         }
     }
-    // Protocol name (length-prefixed "MQTT" or "MQIsdp") then the level byte.
-    let mut len = [0u8; 2];
-    client.read_exact(&mut len).await?;
-    head.extend_from_slice(&len);
-    let n = usize::from(u16::from_be_bytes(len));
-    if n > 6 {
+    if remaining > MAX_CONNECT_BYTES {
         return Err(bad());
     }
-    let mut name = vec![0u8; n];
-    client.read_exact(&mut name).await?;
-    head.extend_from_slice(&name);
-    client.read_exact(&mut byte).await?;
-    head.push(byte[0]);
-    Ok((byte[0], head))
+    let start = packet.len();
+    packet.resize(start + remaining, 0);
+    client.read_exact(&mut packet[start..]).await?;
+    // Protocol name (length-prefixed "MQTT" or "MQIsdp") then the level byte.
+    let name_len = packet
+        .get(start..start + 2)
+        .map_or(0, |l| usize::from(u16::from_be_bytes([l[0], l[1]])));
+    let level = *packet.get(start + 2 + name_len).ok_or_else(bad)?;
+    let broker_id = format!("twinhub-{}", NEXT_BROKER_ID.fetch_add(1, Ordering::Relaxed));
+    Ok(rewrite_connect(level, packet, &broker_id))
+}
+
+/// Puts `broker_id` in place of a non-empty client id and turns keep-alive 0 (valid MQTT,
+/// refused by rumqttd) into the longest one. Anything the codec cannot decode is
+/// forwarded as it is, for the broker to refuse.
+fn rewrite_connect(level: u8, packet: Vec<u8>, broker_id: &str) -> BrokerConnect {
+    let as_is = |packet: Vec<u8>| BrokerConnect {
+        level,
+        bytes: packet,
+        client_id: None,
+    };
+    let mut buf = BytesMut::from(&packet[..]);
+    let mut out = BytesMut::new();
+    let own_id = match level {
+        4 => {
+            use rumqttc::mqttbytes::v4::Packet;
+            let Ok(Packet::Connect(mut c)) = Packet::read(&mut buf, MAX_CONNECT_BYTES) else {
+                return as_is(packet);
+            };
+            if c.client_id.is_empty() {
+                return as_is(packet);
+            }
+            let own = std::mem::replace(&mut c.client_id, broker_id.to_string());
+            if c.keep_alive == 0 {
+                c.keep_alive = u16::MAX;
+            }
+            if c.write(&mut out).is_err() {
+                return as_is(packet);
+            }
+            own
+        }
+        5 => {
+            use rumqttc::v5::mqttbytes::v5::Packet;
+            let Ok(Packet::Connect(mut c, will, login)) = Packet::read(&mut buf, None) else {
+                return as_is(packet);
+            };
+            if c.client_id.is_empty() {
+                return as_is(packet);
+            }
+            let own = std::mem::replace(&mut c.client_id, broker_id.to_string());
+            if c.keep_alive == 0 {
+                c.keep_alive = u16::MAX;
+            }
+            if Packet::Connect(c, will, login)
+                .write(&mut out, None)
+                .is_err()
+            {
+                return as_is(packet);
+            }
+            own
+        }
+        _ => return as_is(packet),
+    };
+    BrokerConnect {
+        level,
+        bytes: out.to_vec(),
+        client_id: Some(own_id),
+    }
 }
 
 /// Accepts, reads and drops; answers nothing. Ends when the client leaves or the switch
@@ -167,6 +287,7 @@ async fn forward(
     first: Vec<u8>,
     switch: FaultSwitch,
     peers: Option<PeerMap>,
+    kick: Option<oneshot::Receiver<()>>,
 ) {
     let upstream = match TcpStream::connect(target).await {
         Ok(s) => s,
@@ -199,6 +320,18 @@ async fn forward(
     let mut up = tokio::spawn(pump(cr, uw, first, switch.clone(), ip));
     let mut down = tokio::spawn(pump(ur, cw, Vec::new(), switch.clone(), ip));
     let mut rx = switch.subscribe();
+    // Fires only when a newer connection of the same client id takes over; a dropped
+    // sender (the registry forgot the id) is not a kick.
+    let kicked = async {
+        let fired = match kick {
+            Some(rx) => rx.await.is_ok(),
+            None => false,
+        };
+        if !fired {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::pin!(kicked);
     let (mut up_done, mut down_done) = (false, false);
     let cut = loop {
         let (action, flap_next) = switch.action(ip);
@@ -213,6 +346,7 @@ async fn forward(
         };
         tokio::select! {
             changed = rx.changed() => if changed.is_err() { break true },
+            () = &mut kicked => break true,
             () = flap => {}
             _ = &mut up, if !up_done => up_done = true,
             _ = &mut down, if !down_done => down_done = true,
@@ -336,5 +470,36 @@ impl FaultProxy {
 impl Drop for FaultProxy {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rumqttc::mqttbytes::v4::{Connect, Login, Packet};
+
+    #[test]
+    fn connect_gets_the_broker_id_and_a_keep_alive() {
+        let mut c = Connect::new("meter$7/#+");
+        c.keep_alive = 0;
+        c.login = Some(Login::new("u", "p"));
+        let mut b = BytesMut::new();
+        c.write(&mut b).unwrap();
+        let out = rewrite_connect(4, b.to_vec(), "twinhub-9");
+        assert_eq!(out.client_id.as_deref(), Some("meter$7/#+"));
+        let mut buf = BytesMut::from(&out.bytes[..]);
+        let Ok(Packet::Connect(back)) = Packet::read(&mut buf, 1 << 16) else {
+            panic!("rewritten CONNECT decodes")
+        };
+        assert_eq!(back.client_id, "twinhub-9");
+        assert_eq!(back.keep_alive, u16::MAX);
+        assert_eq!(back.login, Some(Login::new("u", "p")));
+        // Empty ids and undecodable packets pass unchanged.
+        let mut b = BytesMut::new();
+        Connect::new("").write(&mut b).unwrap();
+        let out = rewrite_connect(4, b.to_vec(), "x");
+        assert_eq!((out.client_id, out.bytes), (None, b.to_vec()));
+        let out = rewrite_connect(3, vec![0x10, 0], "x");
+        assert_eq!(out.client_id, None);
     }
 }

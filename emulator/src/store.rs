@@ -20,13 +20,20 @@ pub enum Protocol {
     EventHubs,
     /// Generic JSON batch (`POST /ingest/{name}`).
     Http,
-    /// MQTT publish (3.1.1 or 5).
+    /// MQTT publish (3.1.1 or 5) to the generic broker.
     Mqtt,
+    /// IoT Hub device-to-cloud telemetry (MQTT over TLS, SAS checked).
+    IotHub,
 }
 
 impl Protocol {
     /// Every protocol, for stats.
-    pub const ALL: [Protocol; 3] = [Protocol::EventHubs, Protocol::Http, Protocol::Mqtt];
+    pub const ALL: [Protocol; 4] = [
+        Protocol::EventHubs,
+        Protocol::Http,
+        Protocol::Mqtt,
+        Protocol::IotHub,
+    ];
 
     /// The name used in JSON.
     pub fn as_str(self) -> &'static str {
@@ -34,6 +41,7 @@ impl Protocol {
             Protocol::EventHubs => "event-hubs",
             Protocol::Http => "http",
             Protocol::Mqtt => "mqtt",
+            Protocol::IotHub => "iot-hub",
         }
     }
 }
@@ -55,8 +63,8 @@ pub struct Record {
     /// User properties (Event Hubs `UserProperties`, generic `properties`, MQTT 5 user
     /// properties), values as text.
     pub properties: BTreeMap<String, String>,
-    /// The client's address as seen by the public (proxy) listener; HTTP only (the
-    /// embedded broker does not expose it).
+    /// The client's address as seen by the public (proxy) listener; HTTP and IoT Hub only
+    /// (the embedded broker does not expose it).
     pub peer: Option<SocketAddr>,
     /// Milliseconds since the Unix epoch when it was recorded.
     pub received_at_ms: u64,

@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
 use twinhub_emulator::{Emulator, EmulatorConfig, Protocol};
 
@@ -129,4 +131,64 @@ async fn garbage_on_the_mqtt_port_does_not_stall_the_region() {
     .unwrap();
     r.wait_for_ids(&["still-works"], T).await.unwrap();
     drop(slow);
+}
+
+#[tokio::test]
+async fn ids_a_strict_broker_refuses_and_reused_ids_work() {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet};
+    let emu = Emulator::start(EmulatorConfig::with_regions(["primary"]))
+        .await
+        .unwrap();
+    let r = &emu["primary"];
+    // Valid MQTT (and IoT Hub) ids that rumqttd alone refuses.
+    for (i, id) in ["meter$7", "a+b#c", "x/y"].iter().enumerate() {
+        mqtt_v4_publish(
+            r.mqtt_addr(),
+            id,
+            "t/x",
+            envelope(&format!("odd-{i}"), b"x"),
+            T,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{id}: {e}"));
+    }
+    // One id, connected again while the first connection is open: the older one is
+    // closed (as MQTT requires), the broker does not fall over, the new one publishes.
+    let mut opts = MqttOptions::new(
+        "twice",
+        r.mqtt_addr().ip().to_string(),
+        r.mqtt_addr().port(),
+    );
+    opts.set_keep_alive(Duration::from_secs(30));
+    let (_first, mut first_loop) = AsyncClient::new(opts, 10);
+    loop {
+        match first_loop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => break,
+            Ok(_) => {}
+            Err(e) => panic!("first connection: {e}"),
+        }
+    }
+    for n in 0..5 {
+        mqtt_v4_publish(
+            r.mqtt_addr(),
+            "twice",
+            "t/x",
+            envelope(&format!("twice-{n}"), b"x"),
+            T,
+        )
+        .await
+        .unwrap();
+    }
+    let closed = tokio::time::timeout(T, async {
+        loop {
+            if first_loop.poll().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the older connection of the id was closed");
+    r.wait_for_ids(&["odd-0", "odd-1", "odd-2", "twice-4"], T)
+        .await
+        .unwrap();
 }

@@ -2,7 +2,8 @@
 //! machine.
 //!
 //! `test` installs what is missing (rustup targets, cargo-deny, the advisory database copy,
-//! Debian packages the suites need), then runs formatting, clippy, every test, the engine's
+//! Debian packages the suites need, the Python venv with Microsoft's clients for the
+//! emulator's conformance suite), then runs formatting, clippy, every test, the engine's
 //! bare-metal builds, the docs and `cargo deny`. `bench` runs every benchmark and prints one
 //! table comparing twinhub with the raw baseline measured in the same run. `fuzz` runs every
 //! fuzz target for a while and prints what each did and found.
@@ -19,10 +20,17 @@ const BARE_TARGETS: [&str; 2] = ["thumbv7em-none-eabihf", "x86_64-unknown-none"]
 /// (package, binary). mosquitto: the emulator's proxy-mode tests put the fault switch in
 /// front of a real broker (the binary lands in /usr/sbin; the tests look there too).
 /// qemu-system-arm: the firmware demo boots on its Cortex-M4 machine (mps2-an386).
+/// python3-venv: the emulator's conformance suite runs Microsoft's Python clients from a
+/// venv (checked by running `python3 -m venv --help`, see `venv_missing`).
 const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("mosquitto", "mosquitto"),
     ("qemu-system-arm", "qemu-system-arm"),
+    ("python3-venv", "python3"),
 ];
+
+/// Microsoft's clients the emulator's conformance suite runs (emulator/tests/conformance.rs),
+/// pinned so a new release cannot change the suite unnoticed.
+const CONFORMANCE_PACKAGES: &[&str] = &["azure-iot-device==2.14.0", "azure-eventhub==5.15.1"];
 
 /// The firmware demo's image, built by its own manifest for the Cortex-M4 target.
 const FIRMWARE_ELF: &str =
@@ -121,11 +129,15 @@ fn setup() -> Result {
             "minimal",
         ]))?;
     }
-    let missing: Vec<&str> = DEBIAN_PACKAGES
+    let mut missing: Vec<&str> = DEBIAN_PACKAGES
         .iter()
         .filter(|(_, bin)| !succeeds(Command::new("sh").args(["-c", &format!("command -v {bin}")])))
         .map(|(pkg, _)| *pkg)
         .collect();
+    // python3 may be present without its venv module (Debian splits it out).
+    if venv_missing() && !missing.contains(&"python3-venv") {
+        missing.push("python3-venv");
+    }
     if !missing.is_empty() {
         run(Command::new("apt-get").arg("update").arg("-q"))?;
         run(Command::new("apt-get")
@@ -133,6 +145,7 @@ fn setup() -> Result {
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"))?;
     }
+    conformance_venv()?;
     // The advisory database copy lives beside the repository, in shared/.
     let installer = root().join("../shared/tools/install-advisory-db");
     if installer.exists() {
@@ -144,6 +157,46 @@ fn setup() -> Result {
         ));
     }
     Ok(())
+}
+
+fn venv_missing() -> bool {
+    !succeeds(Command::new("python3").args(["-m", "venv", "--help"]))
+}
+
+/// The build's target directory: `CARGO_TARGET_DIR` or `target/` (tests find the venv
+/// beside their own binary, so both agree).
+fn target_dir() -> PathBuf {
+    match env::var_os("CARGO_TARGET_DIR") {
+        Some(d) => {
+            let d = PathBuf::from(d);
+            if d.is_absolute() { d } else { root().join(d) }
+        }
+        None => root().join("target"),
+    }
+}
+
+/// `{target}/conformance-venv` with Microsoft's pinned clients, made if missing or stale.
+fn conformance_venv() -> Result {
+    let venv = target_dir().join("conformance-venv");
+    let python = venv.join("bin/python");
+    let pins = venv.join("twinhub-pins.txt");
+    let want = CONFORMANCE_PACKAGES.join("\n");
+    if python.exists() && fs::read_to_string(&pins).ok().as_deref() == Some(want.as_str()) {
+        return Ok(());
+    }
+    if !python.exists() {
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    }
+    run(Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .args(CONFORMANCE_PACKAGES))?;
+    fs::write(&pins, want).map_err(|e| format!("cannot write {}: {e}", pins.display()))
 }
 
 fn test() -> Result {

@@ -1,6 +1,8 @@
 //! Helpers shared by the emulator's integration tests: plain clients, no twinhub code.
 #![allow(dead_code)]
 
+pub mod iothub;
+
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
