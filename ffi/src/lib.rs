@@ -76,3 +76,10 @@ fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
         }
     }
 }
+
+/// The unwinder's personality routine, which hosted targets' precompiled `core` (built to
+/// unwind) names in its unwind tables. With `panic = "abort"` nothing unwinds, so it is
+/// never called; without it a C program linking the library on a host fails to link.
+#[cfg(all(not(feature = "std"), not(target_os = "none")))]
+#[unsafe(no_mangle)]
+extern "C" fn rust_eh_personality() {}

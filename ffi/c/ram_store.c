@@ -1,0 +1,165 @@
+/* A twinhub store in a RAM arena: see ram_store.h. */
+#include "ram_store.h"
+
+#include <string.h>
+
+/* What precedes each frame in the arena. */
+typedef struct slot {
+    twinhub_record_info info;
+    uint32_t live;
+} slot;
+
+#define NO_SLOT SIZE_MAX
+
+static size_t slot_len(size_t frame_len) {
+    return (sizeof(slot) + frame_len + 7u) & ~(size_t)7u;
+}
+
+static slot *at(ram_store *s, size_t off) { return (slot *)(void *)(s->arena + off); }
+
+static int key_cmp(twinhub_record_key a, twinhub_record_key b) {
+    if (a.epoch != b.epoch) return a.epoch < b.epoch ? -1 : 1;
+    if (a.seq != b.seq) return a.seq < b.seq ? -1 : 1;
+    return 0;
+}
+
+/* Where a walk for keys above (or at) `key` may start: the cursor when it is not past it. */
+static size_t start_for(ram_store *s, const twinhub_record_key *key) {
+    if (key && s->cursor != NO_SLOT && key_cmp(at(s, s->cursor)->info.key, *key) <= 0)
+        return s->cursor;
+    return s->head;
+}
+
+/* The live slot holding `key`, or NO_SLOT. */
+static size_t find(ram_store *s, twinhub_record_key key) {
+    for (size_t off = start_for(s, &key); off < s->tail;
+         off += slot_len(at(s, off)->info.frame_len)) {
+        int c = key_cmp(at(s, off)->info.key, key);
+        if (c > 0) break;
+        if (c == 0 && at(s, off)->live) {
+            s->cursor = off;
+            return off;
+        }
+    }
+    return NO_SLOT;
+}
+
+static void compact(ram_store *s) {
+    size_t write = 0;
+    for (size_t read = s->head; read < s->tail;) {
+        size_t len = slot_len(at(s, read)->info.frame_len);
+        if (at(s, read)->live) {
+            memmove(s->arena + write, s->arena + read, len);
+            write += len;
+        }
+        read += len;
+    }
+    s->head = 0;
+    s->tail = write;
+    s->cursor = NO_SLOT;
+}
+
+static twinhub_result rs_append(void *u, const twinhub_record_info *info, const uint8_t *frame) {
+    ram_store *s = u;
+    if (s->has_newest && key_cmp(info->key, s->newest) <= 0) return TWINHUB_ERR_OUT_OF_ORDER;
+    size_t need = slot_len(info->frame_len);
+    if (s->used + need > s->size) return TWINHUB_ERR_FULL;
+    if (s->tail + need > s->size) compact(s);
+    slot *sl = at(s, s->tail);
+    sl->info = *info;
+    sl->live = 1;
+    memcpy(sl + 1, frame, info->frame_len);
+    s->tail += need;
+    s->count++;
+    s->used += need;
+    s->newest = info->key;
+    s->has_newest = 1;
+    return TWINHUB_OK;
+}
+
+static twinhub_result rs_next_after(void *u, const twinhub_record_key *after,
+                                    twinhub_record_info *out, bool *found) {
+    ram_store *s = u;
+    *found = false;
+    for (size_t off = start_for(s, after); off < s->tail;
+         off += slot_len(at(s, off)->info.frame_len)) {
+        slot *sl = at(s, off);
+        if (sl->live && (!after || key_cmp(sl->info.key, *after) > 0)) {
+            s->cursor = off;
+            *out = sl->info;
+            *found = true;
+            break;
+        }
+    }
+    return TWINHUB_OK;
+}
+
+static twinhub_result rs_read(void *u, twinhub_record_key key, uint8_t *out, size_t out_len,
+                              size_t *frame_len) {
+    ram_store *s = u;
+    size_t off = find(s, key);
+    if (off == NO_SLOT) return TWINHUB_ERR_NO_SUCH;
+    slot *sl = at(s, off);
+    *frame_len = sl->info.frame_len;
+    if (out_len < sl->info.frame_len) return TWINHUB_ERR_BUFFER_TOO_SMALL;
+    memcpy(out, sl + 1, sl->info.frame_len);
+    return TWINHUB_OK;
+}
+
+static twinhub_result rs_remove(void *u, twinhub_record_key key) {
+    ram_store *s = u;
+    size_t off = find(s, key);
+    if (off == NO_SLOT) return TWINHUB_ERR_NO_SUCH;
+    at(s, off)->live = 0;
+    s->count--;
+    s->used -= slot_len(at(s, off)->info.frame_len);
+    if (s->count == 0) {
+        s->head = s->tail = 0;
+        s->cursor = NO_SLOT;
+        return TWINHUB_OK;
+    }
+    /* Holes at the front are reclaimed at once; a cursor on a hole stays usable until then. */
+    while (s->head < s->tail && !at(s, s->head)->live)
+        s->head += slot_len(at(s, s->head)->info.frame_len);
+    if (s->cursor != NO_SLOT && s->cursor < s->head) s->cursor = NO_SLOT;
+    return TWINHUB_OK;
+}
+
+static size_t rs_len(void *u) { return ((ram_store *)u)->count; }
+static size_t rs_capacity(void *u) { return ((ram_store *)u)->size; }
+static size_t rs_cost(void *u, size_t frame_len) { (void)u; return slot_len(frame_len); }
+static bool rs_fits(void *u, size_t frame_len) {
+    ram_store *s = u;
+    return s->used + slot_len(frame_len) <= s->size;
+}
+
+static twinhub_result rs_next_epoch(void *u, uint32_t *epoch) {
+    ram_store *s = u;
+    *epoch = ++s->epoch;
+    return TWINHUB_OK;
+}
+
+void ram_store_init(ram_store *s, uint8_t *arena, size_t size, uint32_t epoch) {
+    memset(s, 0, sizeof *s);
+    s->arena = arena;
+    s->size = size;
+    s->cursor = NO_SLOT;
+    s->epoch = epoch;
+}
+
+void ram_store_table(ram_store *s, twinhub_store *t, uint8_t *frame_buf, size_t frame_buf_len) {
+    memset(t, 0, sizeof *t);
+    t->userdata = s;
+    t->frame_buf = frame_buf;
+    t->frame_buf_len = frame_buf_len;
+    t->append = rs_append;
+    t->next_after = rs_next_after;
+    t->read = rs_read;
+    t->remove = rs_remove;
+    t->len = rs_len;
+    t->capacity = rs_capacity;
+    t->cost = rs_cost;
+    t->fits = rs_fits;
+    t->next_epoch = rs_next_epoch;
+    /* load_spend/save_spend stay NULL: RAM keeps no spend across a reboot. */
+}
