@@ -3,10 +3,15 @@
 
 #include <string.h>
 
-/* What precedes each frame in the arena. */
+/* What precedes each frame in the arena: the record's info, packed into 32 bytes. */
 typedef struct slot {
-    twinhub_record_info info;
-    uint32_t live;
+    uint64_t seq;
+    uint64_t enqueued_at_ms;
+    uint32_t epoch;
+    uint16_t frame_len;
+    uint16_t payload_len;
+    uint8_t record_class;
+    uint8_t live;
 } slot;
 
 #define NO_SLOT SIZE_MAX
@@ -17,6 +22,13 @@ static size_t slot_len(size_t frame_len) {
 
 static slot *at(ram_store *s, size_t off) { return (slot *)(void *)(s->arena + off); }
 
+static twinhub_record_key key_of(const slot *sl) {
+    twinhub_record_key k = {sl->epoch, sl->seq};
+    return k;
+}
+
+static size_t len_at(ram_store *s, size_t off) { return slot_len(at(s, off)->frame_len); }
+
 static int key_cmp(twinhub_record_key a, twinhub_record_key b) {
     if (a.epoch != b.epoch) return a.epoch < b.epoch ? -1 : 1;
     if (a.seq != b.seq) return a.seq < b.seq ? -1 : 1;
@@ -25,7 +37,7 @@ static int key_cmp(twinhub_record_key a, twinhub_record_key b) {
 
 /* Where a walk for keys above (or at) `key` may start: the cursor when it is not past it. */
 static size_t start_for(ram_store *s, const twinhub_record_key *key) {
-    if (key && s->cursor != NO_SLOT && key_cmp(at(s, s->cursor)->info.key, *key) <= 0)
+    if (key && s->cursor != NO_SLOT && key_cmp(key_of(at(s, s->cursor)), *key) <= 0)
         return s->cursor;
     return s->head;
 }
@@ -33,8 +45,8 @@ static size_t start_for(ram_store *s, const twinhub_record_key *key) {
 /* The live slot holding `key`, or NO_SLOT. */
 static size_t find(ram_store *s, twinhub_record_key key) {
     for (size_t off = start_for(s, &key); off < s->tail;
-         off += slot_len(at(s, off)->info.frame_len)) {
-        int c = key_cmp(at(s, off)->info.key, key);
+         off += len_at(s, off)) {
+        int c = key_cmp(key_of(at(s, off)), key);
         if (c > 0) break;
         if (c == 0 && at(s, off)->live) {
             s->cursor = off;
@@ -47,7 +59,7 @@ static size_t find(ram_store *s, twinhub_record_key key) {
 static void compact(ram_store *s) {
     size_t write = 0;
     for (size_t read = s->head; read < s->tail;) {
-        size_t len = slot_len(at(s, read)->info.frame_len);
+        size_t len = len_at(s, read);
         if (at(s, read)->live) {
             memmove(s->arena + write, s->arena + read, len);
             write += len;
@@ -63,10 +75,15 @@ static twinhub_result rs_append(void *u, const twinhub_record_info *info, const 
     ram_store *s = u;
     if (s->has_newest && key_cmp(info->key, s->newest) <= 0) return TWINHUB_ERR_OUT_OF_ORDER;
     size_t need = slot_len(info->frame_len);
-    if (s->used + need > s->size) return TWINHUB_ERR_FULL;
+    if (info->frame_len > UINT16_MAX || s->used + need > s->size) return TWINHUB_ERR_FULL;
     if (s->tail + need > s->size) compact(s);
     slot *sl = at(s, s->tail);
-    sl->info = *info;
+    sl->seq = info->key.seq;
+    sl->enqueued_at_ms = info->enqueued_at_ms;
+    sl->epoch = info->key.epoch;
+    sl->frame_len = (uint16_t)info->frame_len;
+    sl->payload_len = (uint16_t)info->payload_len;
+    sl->record_class = (uint8_t)info->record_class;
     sl->live = 1;
     memcpy(sl + 1, frame, info->frame_len);
     s->tail += need;
@@ -82,11 +99,15 @@ static twinhub_result rs_next_after(void *u, const twinhub_record_key *after,
     ram_store *s = u;
     *found = false;
     for (size_t off = start_for(s, after); off < s->tail;
-         off += slot_len(at(s, off)->info.frame_len)) {
+         off += len_at(s, off)) {
         slot *sl = at(s, off);
-        if (sl->live && (!after || key_cmp(sl->info.key, *after) > 0)) {
+        if (sl->live && (!after || key_cmp(key_of(sl), *after) > 0)) {
             s->cursor = off;
-            *out = sl->info;
+            out->key = key_of(sl);
+            out->enqueued_at_ms = sl->enqueued_at_ms;
+            out->record_class = sl->record_class;
+            out->payload_len = sl->payload_len;
+            out->frame_len = sl->frame_len;
             *found = true;
             break;
         }
@@ -100,9 +121,9 @@ static twinhub_result rs_read(void *u, twinhub_record_key key, uint8_t *out, siz
     size_t off = find(s, key);
     if (off == NO_SLOT) return TWINHUB_ERR_NO_SUCH;
     slot *sl = at(s, off);
-    *frame_len = sl->info.frame_len;
-    if (out_len < sl->info.frame_len) return TWINHUB_ERR_BUFFER_TOO_SMALL;
-    memcpy(out, sl + 1, sl->info.frame_len);
+    *frame_len = sl->frame_len;
+    if (out_len < sl->frame_len) return TWINHUB_ERR_BUFFER_TOO_SMALL;
+    memcpy(out, sl + 1, sl->frame_len);
     return TWINHUB_OK;
 }
 
@@ -112,7 +133,7 @@ static twinhub_result rs_remove(void *u, twinhub_record_key key) {
     if (off == NO_SLOT) return TWINHUB_ERR_NO_SUCH;
     at(s, off)->live = 0;
     s->count--;
-    s->used -= slot_len(at(s, off)->info.frame_len);
+    s->used -= len_at(s, off);
     if (s->count == 0) {
         s->head = s->tail = 0;
         s->cursor = NO_SLOT;
@@ -120,7 +141,7 @@ static twinhub_result rs_remove(void *u, twinhub_record_key key) {
     }
     /* Holes at the front are reclaimed at once; a cursor on a hole stays usable until then. */
     while (s->head < s->tail && !at(s, s->head)->live)
-        s->head += slot_len(at(s, s->head)->info.frame_len);
+        s->head += len_at(s, s->head);
     if (s->cursor != NO_SLOT && s->cursor < s->head) s->cursor = NO_SLOT;
     return TWINHUB_OK;
 }

@@ -2,7 +2,8 @@
  * A twinhub store in a RAM arena, written against the callback table (twinhub_store) the
  * way a firmware team writes one over its own flash. Records are kept in key order as
  * [header][frame] slots; removing the oldest frees its room at once, removing another
- * leaves a hole that compaction reclaims when an append needs the room. Look-ups go on
+ * leaves a hole that compaction reclaims when an append needs the room. Each record takes
+ * a 32-byte header plus its frame, rounded up to 8 bytes. Look-ups go on
  * from the slot looked up last, so the engine's oldest-to-newest walks cost one step each.
  *
  * It keeps nothing across a reboot; its next_epoch counts starts in RAM only (a device

@@ -16,18 +16,29 @@ use std::process::{Command, ExitCode};
 const BARE_TARGETS: [&str; 2] = ["thumbv7em-none-eabihf", "x86_64-unknown-none"];
 
 /// Debian packages the test suites start for real (added as suites need them), as
-/// (package, binary). mosquitto: the emulator's proxy-mode tests put the fault switch in
-/// front of a real broker (the binary lands in /usr/sbin; the tests look there too).
-/// qemu-system-arm: the firmware demo boots on its Cortex-M4 machine (mps2-an386).
+/// (package, binary, or for a library a file it installs). mosquitto: the emulator's
+/// proxy-mode tests put the fault switch in front of a real broker (the binary lands in
+/// /usr/sbin; the tests look there too). qemu-system-arm: the firmware demos boot on its
+/// Cortex-M4 machine (mps2-an386). gcc-arm-none-eabi, picolibc-arm-none-eabi and make:
+/// the C firmware (firmware-demo-c) is built with them; gcc: the C API's host test.
 const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("mosquitto", "mosquitto"),
     ("qemu-system-arm", "qemu-system-arm"),
+    ("gcc-arm-none-eabi", "arm-none-eabi-gcc"),
+    (
+        "picolibc-arm-none-eabi",
+        "/usr/lib/picolibc/arm-none-eabi/picolibc.specs",
+    ),
+    ("make", "make"),
+    ("gcc", "gcc"),
 ];
 
 /// The firmware demo's image, built by its own manifest for the Cortex-M4 target.
 const FIRMWARE_ELF: &str =
     "firmware-demo/target/thumbv7em-none-eabihf/release/twinhub-firmware-demo";
-/// Footprint budgets of the firmware image (with its 4 KiB outbox arena).
+/// The C firmware's image (firmware-demo-c, built by its Makefile).
+const FIRMWARE_C_ELF: &str = "firmware-demo-c/target/twinhub-firmware-demo-c.elf";
+/// Footprint budgets of each firmware image (with its 4 KiB outbox arena).
 const FLASH_BUDGET: u64 = 64 * 1024;
 const RAM_BUDGET: u64 = 16 * 1024;
 
@@ -126,7 +137,14 @@ fn setup() -> Result {
     }
     let missing: Vec<&str> = DEBIAN_PACKAGES
         .iter()
-        .filter(|(_, bin)| !succeeds(Command::new("sh").args(["-c", &format!("command -v {bin}")])))
+        .filter(|(_, bin)| {
+            let probe = if bin.starts_with('/') {
+                format!("test -e {bin}")
+            } else {
+                format!("command -v {bin}")
+            };
+            !succeeds(Command::new("sh").args(["-c", &probe]))
+        })
         .map(|(pkg, _)| *pkg)
         .collect();
     if !missing.is_empty() {
@@ -259,25 +277,35 @@ fn firmware() -> Result {
     if !status.success() {
         return Err(format!("the firmware build failed ({status})"));
     }
-    let (flash, ram) = footprint()?;
-    eprintln!(
-        "xtask: firmware footprint: flash {flash} B (budget {FLASH_BUDGET}), static RAM {ram} B (budget {RAM_BUDGET})"
-    );
-    if flash > FLASH_BUDGET || ram > RAM_BUDGET {
-        return Err("the firmware image is over its footprint budget".into());
+    // The C firmware on the C API: its Makefile builds the static library for the
+    // Cortex-M4 (in its own target directory) and links it with picolibc. It too is booted
+    // by an end-to-end test (cli/tests/firmware_c_gateway.rs).
+    run(Command::new("make").args(["-C", "firmware-demo-c"]))?;
+    for (name, elf) in [("Rust", FIRMWARE_ELF), ("C", FIRMWARE_C_ELF)] {
+        let (flash, ram) = footprint(elf)?;
+        eprintln!(
+            "xtask: {name} firmware footprint: flash {flash} B (budget {FLASH_BUDGET}), static RAM {ram} B (budget {RAM_BUDGET})"
+        );
+        if flash > FLASH_BUDGET || ram > RAM_BUDGET {
+            return Err(format!(
+                "the {name} firmware image is over its footprint budget"
+            ));
+        }
     }
     Ok(())
 }
 
 /// Flash (vectors, code, read-only data, initialised data) and static RAM (initialised
-/// and zeroed data) of the firmware image, from its ELF sections.
-fn footprint() -> Result<(u64, u64)> {
+/// and zeroed data; not the stack) of a firmware image, from its ELF sections: the Rust
+/// image's (cortex-m-rt's names) or the C one's (picolibc's, whose vectors are in `.init`).
+fn footprint(elf: &str) -> Result<(u64, u64)> {
     use object::{Object, ObjectSection};
-    let path = root().join(FIRMWARE_ELF);
+    let path = root().join(elf);
     let bytes = fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let elf = object::File::parse(&*bytes).map_err(|e| format!("{}: {e}", path.display()))?;
     let size = |name: &str| elf.section_by_name(name).map_or(0, |s| s.size());
-    let flash = size(".vector_table") + size(".text") + size(".rodata") + size(".data");
+    let flash =
+        size(".vector_table") + size(".init") + size(".text") + size(".rodata") + size(".data");
     let ram = size(".data") + size(".bss") + size(".uninit");
     Ok((flash, ram))
 }
@@ -359,7 +387,7 @@ fn bench(extra: &[String]) -> Result {
         "-c",
         "cd firmware-demo && \"${CARGO:-cargo}\" build --release --quiet",
     ]))?;
-    let (flash, ram) = footprint()?;
+    let (flash, ram) = footprint(FIRMWARE_ELF)?;
     rows.push(Row {
         name: "firmware flash (budget as baseline)".into(),
         ours: flash as f64,
@@ -370,6 +398,21 @@ fn bench(extra: &[String]) -> Result {
         name: "firmware static RAM, 4 KiB arena (budget)".into(),
         ours: ram as f64,
         base: RAM_BUDGET as f64,
+        unit: "B".into(),
+    });
+    // The C firmware (the engine through the C API, picolibc) beside the Rust one.
+    run(Command::new("make").args(["--quiet", "-C", "firmware-demo-c"]))?;
+    let (c_flash, c_ram) = footprint(FIRMWARE_C_ELF)?;
+    rows.push(Row {
+        name: "C firmware flash (Rust firmware's as baseline)".into(),
+        ours: c_flash as f64,
+        base: flash as f64,
+        unit: "B".into(),
+    });
+    rows.push(Row {
+        name: "C firmware static RAM (Rust firmware's)".into(),
+        ours: c_ram as f64,
+        base: ram as f64,
         unit: "B".into(),
     });
     println!();
