@@ -17,15 +17,24 @@ use std::process::{Command, ExitCode};
 const BARE_TARGETS: [&str; 2] = ["thumbv7em-none-eabihf", "x86_64-unknown-none"];
 
 /// Debian packages the test suites start for real (added as suites need them), as
-/// (package, binary). mosquitto: the emulator's proxy-mode tests put the fault switch in
-/// front of a real broker (the binary lands in /usr/sbin; the tests look there too).
-/// qemu-system-arm: the firmware demo boots on its Cortex-M4 machine (mps2-an386).
-/// python3-venv: the emulator's conformance suite runs Microsoft's Python clients from a
-/// venv (checked by running `python3 -m venv --help`, see `venv_missing`).
+/// (package, binary, or for a library a file it installs). mosquitto: the emulator's
+/// proxy-mode tests put the fault switch in front of a real broker (the binary lands in
+/// /usr/sbin; the tests look there too). qemu-system-arm: the firmware demos boot on its
+/// Cortex-M4 machine (mps2-an386). python3-venv: the emulator's conformance suite runs
+/// Microsoft's Python clients from a venv (checked by running `python3 -m venv --help`, see
+/// `venv_missing`). gcc-arm-none-eabi, picolibc-arm-none-eabi and make: the C firmware
+/// (firmware-demo-c) is built with them; gcc: the C API's host test.
 const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("mosquitto", "mosquitto"),
     ("qemu-system-arm", "qemu-system-arm"),
     ("python3-venv", "python3"),
+    ("gcc-arm-none-eabi", "arm-none-eabi-gcc"),
+    (
+        "picolibc-arm-none-eabi",
+        "/usr/lib/picolibc/arm-none-eabi/picolibc.specs",
+    ),
+    ("make", "make"),
+    ("gcc", "gcc"),
 ];
 
 /// Microsoft's clients the emulator's conformance suite runs (emulator/tests/conformance.rs),
@@ -35,8 +44,10 @@ const CONFORMANCE_PACKAGES: &[&str] = &["azure-iot-device==2.14.0", "azure-event
 /// The firmware demo's image, built by its own manifest for the Cortex-M4 target.
 const FIRMWARE_ELF: &str =
     "firmware-demo/target/thumbv7em-none-eabihf/release/twinhub-firmware-demo";
-/// Footprint budgets of the firmware image (its outbox is in flash, through the engine's
-/// `FlashStore`; static RAM holds the engine, the store's buffer and the configuration).
+/// The C firmware's image (firmware-demo-c, built by its Makefile).
+const FIRMWARE_C_ELF: &str = "firmware-demo-c/target/twinhub-firmware-demo-c.elf";
+/// Footprint budgets of each firmware image (the Rust one keeps its outbox in flash
+/// through the engine's `FlashStore`, the C one in a RAM store).
 const FLASH_BUDGET: u64 = 64 * 1024;
 const RAM_BUDGET: u64 = 16 * 1024;
 
@@ -46,6 +57,7 @@ fn main() -> ExitCode {
         Some("test") | Some("ci") => test(),
         Some("bench") => bench(&args[1..]),
         Some("setup") => setup(),
+        Some("header") => header(args.get(1).map(String::as_str) == Some("--check")),
         Some("fuzz") => fuzz(&args[1..]),
         Some("chaos") => chaos(&["chaos"]),
         Some("soak") => chaos(&["chaos", "--soak", "30m"]),
@@ -54,6 +66,9 @@ fn main() -> ExitCode {
             eprintln!("  test   install what is missing, then run every check and suite");
             eprintln!("  bench  run every benchmark and print twinhub vs raw baseline");
             eprintln!("  setup  only install what is missing");
+            eprintln!("  header [--check]");
+            eprintln!("         write ffi/include/twinhub.h from twinhub-ffi (cbindgen), or check");
+            eprintln!("         that the committed header is what the code generates");
             eprintln!("  chaos  every reliability scenario at full length (about 30 minutes)");
             eprintln!("  soak   30 minutes at a fixed rate, 10 of them with both regions down");
             eprintln!("  fuzz [SECONDS] [TARGET...]");
@@ -131,7 +146,14 @@ fn setup() -> Result {
     }
     let mut missing: Vec<&str> = DEBIAN_PACKAGES
         .iter()
-        .filter(|(_, bin)| !succeeds(Command::new("sh").args(["-c", &format!("command -v {bin}")])))
+        .filter(|(_, bin)| {
+            let probe = if bin.starts_with('/') {
+                format!("test -e {bin}")
+            } else {
+                format!("command -v {bin}")
+            };
+            !succeeds(Command::new("sh").args(["-c", &probe]))
+        })
         .map(|(pkg, _)| *pkg)
         .collect();
     // python3 may be present without its venv module (Debian splits it out).
@@ -202,6 +224,8 @@ fn conformance_venv() -> Result {
 fn test() -> Result {
     setup()?;
     run(cargo().args(["fmt", "--all", "--check"]))?;
+    // The C header is committed: it must be what the code generates.
+    header(true)?;
     run(cargo().args([
         "clippy",
         "--workspace",
@@ -320,27 +344,80 @@ fn firmware() -> Result {
     if !status.success() {
         return Err(format!("the firmware build failed ({status})"));
     }
-    let (flash, ram) = footprint()?;
-    eprintln!(
-        "xtask: firmware footprint: flash {flash} B (budget {FLASH_BUDGET}), static RAM {ram} B (budget {RAM_BUDGET})"
-    );
-    if flash > FLASH_BUDGET || ram > RAM_BUDGET {
-        return Err("the firmware image is over its footprint budget".into());
+    // The C firmware on the C API: its Makefile builds the static library for the
+    // Cortex-M4 (in its own target directory) and links it with picolibc. It too is booted
+    // by an end-to-end test (cli/tests/firmware_c_gateway.rs).
+    run(Command::new("make").args(["-C", "firmware-demo-c"]))?;
+    for (name, elf) in [("Rust", FIRMWARE_ELF), ("C", FIRMWARE_C_ELF)] {
+        let (flash, ram) = footprint(elf)?;
+        eprintln!(
+            "xtask: {name} firmware footprint: flash {flash} B (budget {FLASH_BUDGET}), static RAM {ram} B (budget {RAM_BUDGET})"
+        );
+        if flash > FLASH_BUDGET || ram > RAM_BUDGET {
+            return Err(format!(
+                "the {name} firmware image is over its footprint budget"
+            ));
+        }
     }
     Ok(())
 }
 
 /// Flash (vectors, code, read-only data, initialised data) and static RAM (initialised
-/// and zeroed data) of the firmware image, from its ELF sections.
-fn footprint() -> Result<(u64, u64)> {
+/// and zeroed data; not the stack) of a firmware image, from its ELF sections: the Rust
+/// image's (cortex-m-rt's names) or the C one's (picolibc's, whose vectors are in `.init`).
+fn footprint(elf: &str) -> Result<(u64, u64)> {
     use object::{Object, ObjectSection};
-    let path = root().join(FIRMWARE_ELF);
+    let path = root().join(elf);
     let bytes = fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let elf = object::File::parse(&*bytes).map_err(|e| format!("{}: {e}", path.display()))?;
     let size = |name: &str| elf.section_by_name(name).map_or(0, |s| s.size());
-    let flash = size(".vector_table") + size(".text") + size(".rodata") + size(".data");
+    let flash =
+        size(".vector_table") + size(".init") + size(".text") + size(".rodata") + size(".data");
     let ram = size(".data") + size(".bss") + size(".uninit");
     Ok((flash, ram))
+}
+
+/// The C header of twinhub-ffi, generated by cbindgen.
+const HEADER: &str = "ffi/include/twinhub.h";
+
+/// Writes the C header from the crate, or with `check` generates it to a temporary file
+/// and fails (showing the difference) when it is not the committed one.
+fn header(check: bool) -> Result {
+    let crate_dir = root().join("ffi");
+    let config = cbindgen::Config::from_file(crate_dir.join("cbindgen.toml"))
+        .map_err(|e| format!("ffi/cbindgen.toml: {e}"))?;
+    let bindings = cbindgen::Builder::new()
+        .with_crate(&crate_dir)
+        .with_config(config)
+        .generate()
+        .map_err(|e| format!("cbindgen: {e}"))?;
+    let committed = root().join(HEADER);
+    if !check {
+        bindings.write_to_file(&committed);
+        eprintln!("xtask: wrote {HEADER}");
+        return Ok(());
+    }
+    let fresh = env::temp_dir().join(format!("twinhub-header-{}.h", std::process::id()));
+    bindings.write_to_file(&fresh);
+    let (want, got) = (fs::read_to_string(&fresh), fs::read_to_string(&committed));
+    let same = matches!((&want, &got), (Ok(w), Ok(g)) if w == g);
+    if !same {
+        // `diff` shows what drifted; its absence only costs the detail.
+        let _ = Command::new("diff")
+            .arg("-u")
+            .arg(&committed)
+            .arg(&fresh)
+            .status();
+    }
+    let _ = fs::remove_file(&fresh);
+    if same {
+        eprintln!("xtask: {HEADER} is what the code generates");
+        Ok(())
+    } else {
+        Err(format!(
+            "{HEADER} differs from what twinhub-ffi generates: run `cargo xtask header` and commit it"
+        ))
+    }
 }
 
 fn bench(extra: &[String]) -> Result {
@@ -377,7 +454,7 @@ fn bench(extra: &[String]) -> Result {
         "-c",
         "cd firmware-demo && \"${CARGO:-cargo}\" build --release --quiet",
     ]))?;
-    let (flash, ram) = footprint()?;
+    let (flash, ram) = footprint(FIRMWARE_ELF)?;
     rows.push(Row {
         name: "firmware flash (budget as baseline)".into(),
         ours: flash as f64,
@@ -388,6 +465,21 @@ fn bench(extra: &[String]) -> Result {
         name: "firmware static RAM, flash outbox (budget)".into(),
         ours: ram as f64,
         base: RAM_BUDGET as f64,
+        unit: "B".into(),
+    });
+    // The C firmware (the engine through the C API, picolibc) beside the Rust one.
+    run(Command::new("make").args(["--quiet", "-C", "firmware-demo-c"]))?;
+    let (c_flash, c_ram) = footprint(FIRMWARE_C_ELF)?;
+    rows.push(Row {
+        name: "C firmware flash (Rust firmware's as baseline)".into(),
+        ours: c_flash as f64,
+        base: flash as f64,
+        unit: "B".into(),
+    });
+    rows.push(Row {
+        name: "C firmware static RAM (Rust firmware's)".into(),
+        ours: c_ram as f64,
+        base: ram as f64,
         unit: "B".into(),
     });
     println!();
