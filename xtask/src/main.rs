@@ -21,6 +21,8 @@ const BARE_TARGETS: [&str; 2] = ["thumbv7em-none-eabihf", "x86_64-unknown-none"]
 /// qemu-system-arm: the firmware demo boots on its Cortex-M4 machine (mps2-an386).
 const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("mosquitto", "mosquitto"),
+    // librdkafka's mock cluster and an independent consumer for the Kafka transport tests.
+    ("kcat", "kcat"),
     ("qemu-system-arm", "qemu-system-arm"),
 ];
 

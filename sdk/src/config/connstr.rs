@@ -467,7 +467,8 @@ mod tests {
             .unwrap();
         assert_eq!(k.bootstrap, [("127.0.0.1".to_string(), 19093)]);
         let k = parse_event_hubs_kafka(
-            &(EH.replace("ns.servicebus.windows.net", "localhost") + ";UseDevelopmentEmulator=true"),
+            &(EH.replace("ns.servicebus.windows.net", "localhost")
+                + ";UseDevelopmentEmulator=true"),
         )
         .unwrap();
         assert_eq!((k.bootstrap[0].1, k.tls), (9092, false));

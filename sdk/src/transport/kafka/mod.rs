@@ -748,6 +748,61 @@ mod tests {
     }
 
     #[test]
+    fn metadata_picks_the_keys_partition_or_says_why_not() {
+        let spec = KafkaSpec {
+            bootstrap: vec![("127.0.0.1".into(), 9092)],
+            topic: "t".into(),
+            tls: false,
+            sasl: None,
+            compression: wire::Compression::None,
+            client_id: None,
+            event_hubs: false,
+        };
+        let device = DeviceId::new("foobar").unwrap();
+        let tls = crate::transport::tls_config(None).unwrap();
+        let t = KafkaTransport::new(&spec, &device, None, tls, Duration::from_secs(1)).unwrap();
+        let broker = |node| wire::Broker {
+            node,
+            host: format!("b{node}"),
+            port: 9092,
+        };
+        let meta = |error, partitions: Vec<(i16, i32, i32)>| wire::Metadata {
+            brokers: vec![broker(1), broker(2)],
+            topic: Some(wire::TopicMetadata { error, partitions }),
+        };
+        // murmur2("foobar") puts it on partition 6 of 10 (Kafka's own arithmetic).
+        let ten: Vec<_> = (0..10).map(|i| (0, i, 1 + i % 2)).collect();
+        let r = t.pick(&meta(0, ten.clone())).unwrap();
+        assert_eq!((r.partition, r.leader.0.as_str()), (6, "b1"));
+        assert_eq!(t.pick(&meta(3, vec![])).unwrap_err(), Outcome::ServerError);
+        assert_eq!(
+            t.pick(&meta(5, ten.clone())).unwrap_err(),
+            Outcome::ServerError
+        );
+        assert_eq!(
+            t.pick(&meta(29, vec![])).unwrap_err(),
+            Outcome::Unauthorized
+        );
+        let mut leaderless = ten.clone();
+        leaderless[6].2 = -1;
+        assert_eq!(
+            t.pick(&meta(0, leaderless)).unwrap_err(),
+            Outcome::ServerError
+        );
+        let mut unknown_broker = ten;
+        unknown_broker[6].2 = 9;
+        assert_eq!(
+            t.pick(&meta(0, unknown_broker)).unwrap_err(),
+            Outcome::ServerError
+        );
+        let none = wire::Metadata {
+            brokers: vec![],
+            topic: None,
+        };
+        assert_eq!(t.pick(&none).unwrap_err(), Outcome::ServerError);
+    }
+
+    #[test]
     fn failures_rank() {
         use Outcome::*;
         assert_eq!(worse(Unreachable, ServerError), ServerError);
