@@ -243,7 +243,7 @@ name = "east"
 protocol = "kafka"
 bootstrap = "k1.example:9093, k2.example"
 topic = "telemetry"
-tls = true
+security_protocol = "sasl_ssl"
 sasl_mechanism = "scram-sha-256"
 username = "fleet"
 password_env = "KAFKA_PW"
@@ -312,6 +312,28 @@ connection_string = "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyNam
     );
     let e = err(&base.replace("username = \"fleet\"\n", ""));
     assert_eq!(e.key.as_deref(), Some("endpoint[0].username"));
+    // SASL credentials without a SASL security protocol, and the reverse.
+    let e = err(&base.replace("\"sasl_ssl\"", "\"ssl\""));
+    assert_eq!(
+        (e.key.as_deref(), e.line),
+        (Some("endpoint[0].security_protocol"), Some(7))
+    );
+    let e = err(&base.replace("security_protocol = \"sasl_ssl\"\n", ""));
+    assert_eq!(
+        (e.key.as_deref(), e.line),
+        (Some("endpoint[0].security_protocol"), Some(7))
+    );
+    let e = err(&base.replace("sasl_mechanism = \"scram-sha-256\"\n", ""));
+    assert_eq!(
+        (e.kind, e.key.as_deref()),
+        (ErrorKind::Missing, Some("endpoint[0].sasl_mechanism"))
+    );
+    let e = err(&base.replace("\"sasl_ssl\"", "\"tls\""));
+    assert!(
+        e.message
+            .contains("plaintext | ssl | sasl_plaintext | sasl_ssl"),
+        "{e}"
+    );
     let e = err(&format!("{base}weird = 1\n"));
     assert_eq!((e.kind, e.line), (ErrorKind::UnknownKey, Some(12)));
     let e = err(&base.replace("compression = \"gzip\"", "compression = \"zstd\""));

@@ -80,7 +80,7 @@ struct RawEndpoint {
     keep_alive: Option<S<String>>,
     headers: Option<S<BTreeMap<String, S<String>>>>,
     bootstrap: Option<S<String>>,
-    tls: Option<S<bool>>,
+    security_protocol: Option<S<String>>,
     sasl_mechanism: Option<S<String>>,
     compression: Option<S<String>>,
 }
@@ -546,7 +546,11 @@ impl Loader<'_> {
             ("keep_alive", e.keep_alive.as_ref().map(S::span), &[P::Mqtt]),
             ("headers", e.headers.as_ref().map(S::span), &[P::Http]),
             ("bootstrap", e.bootstrap.as_ref().map(S::span), &[P::Kafka]),
-            ("tls", e.tls.as_ref().map(S::span), &[P::Kafka]),
+            (
+                "security_protocol",
+                e.security_protocol.as_ref().map(S::span),
+                &[P::Kafka],
+            ),
             (
                 "sasl_mechanism",
                 e.sasl_mechanism.as_ref().map(S::span),
@@ -749,7 +753,10 @@ impl Loader<'_> {
             let given = [
                 ("bootstrap", e.bootstrap.as_ref().map(S::span)),
                 ("topic", e.topic.as_ref().map(S::span)),
-                ("tls", e.tls.as_ref().map(S::span)),
+                (
+                    "security_protocol",
+                    e.security_protocol.as_ref().map(S::span),
+                ),
                 ("sasl_mechanism", e.sasl_mechanism.as_ref().map(S::span)),
                 ("username", e.username.as_ref().map(S::span)),
                 ("password", e.password.as_ref().map(S::span)),
@@ -819,13 +826,20 @@ impl Loader<'_> {
                 "must be 1 to 249 characters of a-z, A-Z, 0-9, `.`, `_` and `-`",
             ));
         }
-        let tls = match &e.tls {
-            None => false,
-            Some(v) => {
-                self.seen(&key("tls"), &v.span());
-                *v.get_ref()
-            }
-        };
+        // Kafka's own `security.protocol`: (TLS, SASL).
+        let (tls, wants_sasl) = self
+            .word(
+                &key("security_protocol"),
+                &e.security_protocol,
+                &[
+                    ("plaintext", (false, false)),
+                    ("ssl", (true, false)),
+                    ("sasl_plaintext", (false, true)),
+                    ("sasl_ssl", (true, true)),
+                ],
+                "a security protocol",
+            )?
+            .unwrap_or((false, false));
         let mechanism = self.word(
             &key("sasl_mechanism"),
             &e.sasl_mechanism,
@@ -845,8 +859,21 @@ impl Loader<'_> {
         if let Some(u) = &e.username {
             self.seen(&key("username"), &u.span());
         }
+        if !wants_sasl
+            && let Some(span) = e
+                .sasl_mechanism
+                .as_ref()
+                .or(e.username.as_ref())
+                .map(S::span)
+        {
+            return Err(self.invalid(
+                &key("security_protocol"),
+                &e.security_protocol.as_ref().map_or(span, S::span),
+                "SASL credentials need security_protocol = \"sasl_ssl\" (or \"sasl_plaintext\" for a local broker)",
+            ));
+        }
         let sasl = match (mechanism, &e.username, password) {
-            (None, None, None) => None,
+            (None, None, None) if !wants_sasl => None,
             (Some(mechanism), Some(user), Some((password, _))) => Some(KafkaSasl {
                 mechanism,
                 username: user.get_ref().clone(),
@@ -856,7 +883,7 @@ impl Loader<'_> {
                 return Err(ConfigError::new(
                     ErrorKind::Missing,
                     key("sasl_mechanism"),
-                    "missing: username and password need sasl_mechanism = \"plain\" | \"scram-sha-256\" | \"scram-sha-512\"",
+                    "missing: SASL needs sasl_mechanism = \"plain\" | \"scram-sha-256\" | \"scram-sha-512\"",
                 )
                 .at(self.line(table)));
             }

@@ -85,9 +85,10 @@
 //!     `password`, `keep_alive` (default 30s);
 //!   * `http`: `url` and an optional `[endpoint.headers]` table;
 //!   * `kafka`: either `bootstrap` (`"host:port,host:port"`, port default 9092) and
-//!     `topic`, with optional `tls` (default `false`), `sasl_mechanism` (`plain` |
-//!     `scram-sha-256` | `scram-sha-512`) with `username` and `password`, and
-//!     `client_id`; or an Event Hubs `connection_string`, which gives the host (port
+//!     `topic`, with optional `security_protocol` (as Kafka's `security.protocol`:
+//!     `plaintext` (default) | `ssl` | `sasl_plaintext` | `sasl_ssl`), for SASL
+//!     `sasl_mechanism` (`plain` | `scram-sha-256` | `scram-sha-512`), `username` and
+//!     `password`, and `client_id`; or an Event Hubs `connection_string`, which gives the host (port
 //!     9093), TLS, SASL PLAIN and the topic (`EntityPath`). Both take `compression`
 //!     (`none` | `gzip`). See [`crate::transport::kafka`].
 //! * `[[link]]`: `name`, `cost` (`free` | `metered` | `costly`, required so a satellite link
