@@ -26,6 +26,11 @@ fn without_secrets(mut config: SdkConfig) -> SdkConfig {
                     *v = Secret::new("x");
                 }
             }
+            ProtocolSpec::Kafka(s) => {
+                if let Some(a) = &mut s.sasl {
+                    a.password = Secret::new("x");
+                }
+            }
         }
     }
     config

@@ -128,6 +128,8 @@ pub enum ProtocolSpec {
     Mqtt(MqttSpec),
     /// A generic HTTPS endpoint taking JSON batches.
     Http(HttpSpec),
+    /// A Kafka cluster, or Event Hubs through its Kafka endpoint.
+    Kafka(KafkaSpec),
 }
 
 /// Event Hubs, from a connection string
@@ -207,6 +209,71 @@ pub struct HttpSpec {
     pub url: String,
     /// Extra headers (for example `Authorization`), values secret.
     pub headers: Vec<(String, Secret)>,
+}
+
+/// A Kafka cluster (or Event Hubs' Kafka endpoint): records go to one topic, keyed by
+/// device id, with the id in the `message-id` header (see
+/// [`crate::transport::kafka`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KafkaSpec {
+    /// Bootstrap brokers as (host, port); metadata names the rest of the cluster.
+    pub bootstrap: Vec<(String, u16)>,
+    /// The topic.
+    pub topic: String,
+    /// TLS on (verification always on; private CAs through the top-level `ca_file`).
+    pub tls: bool,
+    /// SASL credentials, if the cluster asks for them.
+    pub sasl: Option<KafkaSasl>,
+    /// Compression of each record batch.
+    pub compression: KafkaCompression,
+    /// The Kafka client id; default `twinhub-{device_id}`.
+    pub client_id: Option<String>,
+    /// Event Hubs' Kafka endpoint: Azure's documented producer settings apply (see
+    /// [`crate::transport::kafka`]).
+    pub event_hubs: bool,
+}
+
+/// SASL credentials for Kafka.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KafkaSasl {
+    /// The mechanism.
+    pub mechanism: SaslMechanism,
+    /// The user name (`$ConnectionString` for Event Hubs).
+    pub username: String,
+    /// The password (for Event Hubs, the connection string itself).
+    pub password: Secret,
+}
+
+/// A SASL mechanism the Kafka transport speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaslMechanism {
+    /// `PLAIN`: the password travels as is, so only over TLS (or to a loopback broker).
+    Plain,
+    /// `SCRAM-SHA-256` (RFC 7677).
+    ScramSha256,
+    /// `SCRAM-SHA-512`.
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    /// The name brokers know it by, e.g. `SCRAM-SHA-256`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+}
+
+/// Compression of a Kafka record batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KafkaCompression {
+    /// None (the default).
+    #[default]
+    None,
+    /// gzip, the only codec Event Hubs' Kafka endpoint accepts.
+    Gzip,
 }
 
 /// One network path.

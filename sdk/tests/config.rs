@@ -320,7 +320,7 @@ fn bad_values_name_the_key_the_line_and_the_fix() {
         ErrorKind::Invalid,
         Some(5),
         "endpoint[0].protocol",
-        "is not a protocol (use event-hubs | iot-hub | mqtt | http)",
+        "is not a protocol (use event-hubs | iot-hub | mqtt | http | kafka)",
     );
 
     let link = |body: &str| with_mqtt(&format!("[[link]]\nname = \"l\"\n{body}"));

@@ -16,6 +16,7 @@ use twinhub::spec::{ProtocolSpec, SdkConfig, Secret};
 use twinhub::transport::eventhubs::EventHubsTransport;
 use twinhub::transport::http::HttpTransport;
 use twinhub::transport::iothub::iot_hub_transport;
+use twinhub::transport::kafka::KafkaTransport;
 use twinhub::transport::mqtt::MqttTransport;
 use twinhub::transport::{TransportError, limits, tls_config};
 use twinhub::{DeviceId, Producer};
@@ -207,6 +208,9 @@ fn config_and_spec_debug_hide_every_secret() {
             ProtocolSpec::IotHub(s) => exposed.push(s.key.expose().to_owned()),
             ProtocolSpec::Mqtt(s) => exposed.extend(s.password.as_ref().map(|p| p.expose().into())),
             ProtocolSpec::Http(s) => exposed.extend(s.headers.iter().map(|h| h.1.expose().into())),
+            ProtocolSpec::Kafka(s) => {
+                exposed.extend(s.sasl.as_ref().map(|a| a.password.expose().into()))
+            }
         }
         assert_no_secret("EndpointSpec Debug", &format!("{e:?}"));
         assert_no_secret("ProtocolSpec Debug", &format!("{:#?}", e.protocol));
@@ -328,6 +332,10 @@ async fn transports_and_producer_debug_hide_every_secret() {
                     HttpTransport::new(s, None, tls.clone(), timeout).expect("builds")
                 )
             }
+            ProtocolSpec::Kafka(s) => format!(
+                "{:?}",
+                KafkaTransport::new(s, &device, None, tls.clone(), timeout).expect("builds")
+            ),
         };
         assert_no_secret(&format!("transport of {}", e.name), &shown);
     }
@@ -357,6 +365,9 @@ fn build_all(config: &SdkConfig) -> Vec<(String, Result<(), TransportError>)> {
                 }
                 ProtocolSpec::Http(s) => {
                     HttpTransport::new(s, None, tls.clone(), timeout).map(drop)
+                }
+                ProtocolSpec::Kafka(s) => {
+                    KafkaTransport::new(s, &device, None, tls.clone(), timeout).map(drop)
                 }
             };
             (e.name.clone(), built)

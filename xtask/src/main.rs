@@ -26,6 +26,8 @@ const BARE_TARGETS: [&str; 2] = ["thumbv7em-none-eabihf", "x86_64-unknown-none"]
 /// (firmware-demo-c) is built with them; gcc: the C API's host test.
 const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("mosquitto", "mosquitto"),
+    // librdkafka's mock cluster and an independent consumer for the Kafka transport tests.
+    ("kcat", "kcat"),
     ("qemu-system-arm", "qemu-system-arm"),
     ("python3-venv", "python3"),
     ("gcc-arm-none-eabi", "arm-none-eabi-gcc"),

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use base64::Engine as _;
 
-use crate::spec::{EventHubsSpec, IotHubSpec, Secret};
+use crate::spec::{
+    EventHubsSpec, IotHubSpec, KafkaCompression, KafkaSasl, KafkaSpec, SaslMechanism, Secret,
+};
 
 /// Lifetime of the SAS tokens twinhub signs from a connection string's key. One hour keeps
 /// a leaked token short-lived while renewals stay rare.
@@ -172,6 +174,60 @@ pub fn parse_event_hubs(s: &str) -> Result<EventHubsSpec, ConnStrError> {
         key: Secret::new(key),
         development_emulator: p.flag(EMULATOR)?,
         token_ttl: DEFAULT_TOKEN_TTL,
+    })
+}
+
+/// Event Hubs' Kafka port.
+pub const EVENT_HUBS_KAFKA_PORT: u16 = 9093;
+
+/// Plain Kafka port of a local Event Hubs emulator.
+const EMULATOR_KAFKA_PORT: u16 = 9092;
+
+/// Maps an Event Hubs connection string to its Kafka endpoint, as Azure documents it
+/// (<https://learn.microsoft.com/azure/event-hubs/azure-event-hubs-kafka-overview>):
+/// bootstrap `<namespace>:9093`, SASL_SSL with PLAIN, user `$ConnectionString`, the whole
+/// connection string as password, the topic from `EntityPath`.
+///
+/// A port in `Endpoint` is kept (a test broker). `UseDevelopmentEmulator=true` means a
+/// local emulator's plain Kafka port 9092 without TLS (refused by the transport unless the
+/// host is loopback, since the password would travel in clear).
+///
+/// ```
+/// use twinhub::config::connstr::parse_event_hubs_kafka;
+/// use twinhub::spec::SaslMechanism;
+/// let s = "Endpoint=sb://ns-east.servicebus.windows.net/;SharedAccessKeyName=send;\
+///          SharedAccessKey=a2V5=;EntityPath=telemetry";
+/// let k = parse_event_hubs_kafka(s).unwrap();
+/// assert_eq!(k.bootstrap, [("ns-east.servicebus.windows.net".to_string(), 9093)]);
+/// assert_eq!(k.topic, "telemetry");
+/// assert!(k.tls && k.event_hubs);
+/// let sasl = k.sasl.unwrap();
+/// assert_eq!((sasl.mechanism, sasl.username.as_str()), (SaslMechanism::Plain, "$ConnectionString"));
+/// assert_eq!(sasl.password.expose(), s);
+/// ```
+pub fn parse_event_hubs_kafka(s: &str) -> Result<KafkaSpec, ConnStrError> {
+    let eh = parse_event_hubs(s)?;
+    let (host, port) = split_host_port(&eh.host).map_err(|_| ConnStrError::Invalid {
+        key: "Endpoint",
+        problem: "must look like sb://<namespace>.servicebus.windows.net/",
+    })?;
+    let (tls, default_port) = if eh.development_emulator {
+        (false, EMULATOR_KAFKA_PORT)
+    } else {
+        (true, EVENT_HUBS_KAFKA_PORT)
+    };
+    Ok(KafkaSpec {
+        bootstrap: vec![(host, port.unwrap_or(default_port))],
+        topic: eh.entity,
+        tls,
+        sasl: Some(KafkaSasl {
+            mechanism: SaslMechanism::Plain,
+            username: "$ConnectionString".to_owned(),
+            password: Secret::new(s.trim()),
+        }),
+        compression: KafkaCompression::None,
+        client_id: None,
+        event_hubs: true,
     })
 }
 
@@ -387,6 +443,40 @@ mod tests {
         assert_eq!(
             parse_iot_hub("HostName=;DeviceId=d;SharedAccessKey=a2V5"),
             Err(ConnStrError::Empty("HostName"))
+        );
+    }
+
+    #[test]
+    fn event_hubs_kafka_settings() {
+        let k = parse_event_hubs_kafka(EH).unwrap();
+        assert_eq!(
+            k.bootstrap,
+            [("ns.servicebus.windows.net".to_string(), 9093)]
+        );
+        assert_eq!(k.topic, "telemetry");
+        assert!(k.tls && k.event_hubs);
+        assert_eq!(k.compression, KafkaCompression::None);
+        let sasl = k.sasl.as_ref().unwrap();
+        assert_eq!(sasl.mechanism, SaslMechanism::Plain);
+        assert_eq!(sasl.username, "$ConnectionString");
+        assert_eq!(sasl.password.expose(), EH);
+        assert!(!format!("{k:?}").contains("abc=="));
+
+        // A port in Endpoint is kept; the emulator speaks plain Kafka on 9092.
+        let k = parse_event_hubs_kafka(&EH.replace("ns.servicebus.windows.net", "127.0.0.1:19093"))
+            .unwrap();
+        assert_eq!(k.bootstrap, [("127.0.0.1".to_string(), 19093)]);
+        let k = parse_event_hubs_kafka(
+            &(EH.replace("ns.servicebus.windows.net", "localhost")
+                + ";UseDevelopmentEmulator=true"),
+        )
+        .unwrap();
+        assert_eq!((k.bootstrap[0].1, k.tls), (9092, false));
+
+        // What the REST parser refuses, the Kafka mapping refuses too.
+        assert_eq!(
+            parse_event_hubs_kafka(&EH.replace(";EntityPath=telemetry", "")),
+            Err(ConnStrError::Missing("EntityPath"))
         );
     }
 }

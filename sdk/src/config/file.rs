@@ -17,8 +17,8 @@ use super::connstr::{self, split_host_port};
 use super::error::{ConfigError, ErrorKind, line_of};
 use super::units::{self, UnitError};
 use crate::spec::{
-    Bind, EndpointSpec, Fsync, HttpSpec, MqttSpec, MqttVersion, OutboxSpec, ProtocolSpec,
-    SdkConfig, Secret,
+    Bind, EndpointSpec, Fsync, HttpSpec, KafkaCompression, KafkaSasl, KafkaSpec, MqttSpec,
+    MqttVersion, OutboxSpec, ProtocolSpec, SaslMechanism, SdkConfig, Secret,
 };
 
 type S<T> = Spanned<T>;
@@ -29,6 +29,9 @@ pub(crate) const STATE_DIR_WITH_PATH: &str = "applies to the memory outbox only;
 /// Default MQTT keep-alive: short enough to notice a dead broker well inside the failover
 /// objective, long enough not to matter on a metered link.
 pub(crate) const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(30);
+
+/// Kafka's port when `bootstrap` names none.
+const DEFAULT_KAFKA_PORT: u16 = 9092;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -76,6 +79,10 @@ struct RawEndpoint {
     password_file: Option<S<String>>,
     keep_alive: Option<S<String>>,
     headers: Option<S<BTreeMap<String, S<String>>>>,
+    bootstrap: Option<S<String>>,
+    security_protocol: Option<S<String>>,
+    sasl_mechanism: Option<S<String>>,
+    compression: Option<S<String>>,
 }
 
 #[derive(Deserialize)]
@@ -120,6 +127,7 @@ enum P {
     IotHub,
     Mqtt,
     Http,
+    Kafka,
 }
 
 /// A protocol-specific key: its name, where it was given, and the protocols it applies to.
@@ -491,7 +499,7 @@ impl Loader<'_> {
             &key("protocol"),
             &e.protocol,
             &table,
-            "missing: use event-hubs | iot-hub | mqtt | http",
+            "missing: use event-hubs | iot-hub | mqtt | http | kafka",
         )?;
         let p = self
             .word(
@@ -502,46 +510,57 @@ impl Loader<'_> {
                     ("iot-hub", P::IotHub),
                     ("mqtt", P::Mqtt),
                     ("http", P::Http),
+                    ("kafka", P::Kafka),
                 ],
                 "a protocol",
             )?
             .unwrap_or(P::Mqtt);
 
         // Keys that belong to some protocols only: given for another, they are mistakes.
-        let specific: [KeyUse<'_>; 13] = [
+        const CS: &[P] = &[P::EventHubs, P::IotHub, P::Kafka];
+        const MQ_K: &[P] = &[P::Mqtt, P::Kafka];
+        let specific: [KeyUse<'_>; 17] = [
             (
                 "connection_string",
                 e.connection_string.as_ref().map(S::span),
-                &[P::EventHubs, P::IotHub],
+                CS,
             ),
             (
                 "connection_string_env",
                 e.connection_string_env.as_ref().map(S::span),
-                &[P::EventHubs, P::IotHub],
+                CS,
             ),
             (
                 "connection_string_file",
                 e.connection_string_file.as_ref().map(S::span),
-                &[P::EventHubs, P::IotHub],
+                CS,
             ),
             ("url", e.url.as_ref().map(S::span), &[P::Mqtt, P::Http]),
-            ("topic", e.topic.as_ref().map(S::span), &[P::Mqtt]),
+            ("topic", e.topic.as_ref().map(S::span), MQ_K),
             ("version", e.version.as_ref().map(S::span), &[P::Mqtt]),
-            ("client_id", e.client_id.as_ref().map(S::span), &[P::Mqtt]),
-            ("username", e.username.as_ref().map(S::span), &[P::Mqtt]),
-            ("password", e.password.as_ref().map(S::span), &[P::Mqtt]),
-            (
-                "password_env",
-                e.password_env.as_ref().map(S::span),
-                &[P::Mqtt],
-            ),
-            (
-                "password_file",
-                e.password_file.as_ref().map(S::span),
-                &[P::Mqtt],
-            ),
+            ("client_id", e.client_id.as_ref().map(S::span), MQ_K),
+            ("username", e.username.as_ref().map(S::span), MQ_K),
+            ("password", e.password.as_ref().map(S::span), MQ_K),
+            ("password_env", e.password_env.as_ref().map(S::span), MQ_K),
+            ("password_file", e.password_file.as_ref().map(S::span), MQ_K),
             ("keep_alive", e.keep_alive.as_ref().map(S::span), &[P::Mqtt]),
             ("headers", e.headers.as_ref().map(S::span), &[P::Http]),
+            ("bootstrap", e.bootstrap.as_ref().map(S::span), &[P::Kafka]),
+            (
+                "security_protocol",
+                e.security_protocol.as_ref().map(S::span),
+                &[P::Kafka],
+            ),
+            (
+                "sasl_mechanism",
+                e.sasl_mechanism.as_ref().map(S::span),
+                &[P::Kafka],
+            ),
+            (
+                "compression",
+                e.compression.as_ref().map(S::span),
+                &[P::Kafka],
+            ),
         ];
         for (k, span, allowed) in &specific {
             if let Some(span) = span
@@ -591,6 +610,7 @@ impl Loader<'_> {
             }
             P::Mqtt => ProtocolSpec::Mqtt(self.mqtt(&prefix, e, &table)?),
             P::Http => ProtocolSpec::Http(self.http(&prefix, e, &table)?),
+            P::Kafka => ProtocolSpec::Kafka(self.kafka(&prefix, e, &table)?),
         };
 
         let weight = self
@@ -697,6 +717,201 @@ impl Loader<'_> {
             username: text(&e.username),
             password,
             keep_alive,
+        })
+    }
+
+    fn kafka(
+        &mut self,
+        prefix: &str,
+        e: &RawEndpoint,
+        table: &Range<usize>,
+    ) -> Result<KafkaSpec, ConfigError> {
+        let key = |k: &str| format!("{prefix}.{k}");
+        let compression = self
+            .word(
+                &key("compression"),
+                &e.compression,
+                &[
+                    ("none", KafkaCompression::None),
+                    ("gzip", KafkaCompression::Gzip),
+                ],
+                "a compression",
+            )?
+            .unwrap_or_default();
+        let client_id = e.client_id.as_ref().map(|c| {
+            self.seen(&key("client_id"), &c.span());
+            c.get_ref().clone()
+        });
+        let ck = key("connection_string");
+        if let Some((cs, span)) = self.secret(
+            &ck,
+            e.connection_string.as_ref(),
+            e.connection_string_env.as_ref(),
+            e.connection_string_file.as_ref(),
+        )? {
+            // Event Hubs: everything comes from the connection string.
+            let given = [
+                ("bootstrap", e.bootstrap.as_ref().map(S::span)),
+                ("topic", e.topic.as_ref().map(S::span)),
+                (
+                    "security_protocol",
+                    e.security_protocol.as_ref().map(S::span),
+                ),
+                ("sasl_mechanism", e.sasl_mechanism.as_ref().map(S::span)),
+                ("username", e.username.as_ref().map(S::span)),
+                ("password", e.password.as_ref().map(S::span)),
+                ("password_env", e.password_env.as_ref().map(S::span)),
+                ("password_file", e.password_file.as_ref().map(S::span)),
+            ];
+            if let Some((k, Some(span))) = given.into_iter().find(|(_, s)| s.is_some()) {
+                return Err(self.invalid(
+                    &key(k),
+                    &span,
+                    format!(
+                        "`{k}` does not go with connection_string: Event Hubs' Kafka endpoint takes \
+                         host, topic (EntityPath) and credentials from the connection string"
+                    ),
+                ));
+            }
+            let mut spec = connstr::parse_event_hubs_kafka(cs.expose()).map_err(|e| {
+                self.invalid(&ck, &span, format!("Event Hubs connection string {e}"))
+            })?;
+            spec.compression = compression;
+            spec.client_id = client_id;
+            return Ok(spec);
+        }
+        let bootstrap = self.required(
+            &key("bootstrap"),
+            &e.bootstrap,
+            table,
+            "missing: protocol kafka needs bootstrap = \"host:port,...\" (or an Event Hubs connection_string)",
+        )?;
+        self.seen(&key("bootstrap"), &bootstrap.span());
+        let mut brokers = Vec::new();
+        for part in bootstrap.get_ref().split(',') {
+            let part = part.trim();
+            let part = part
+                .strip_prefix("PLAINTEXT://")
+                .or_else(|| part.strip_prefix("SSL://"))
+                .unwrap_or(part);
+            let (host, port) = split_host_port(part).map_err(|m| {
+                self.invalid(
+                    &key("bootstrap"),
+                    &bootstrap.span(),
+                    format!("broker {} {m}", quoted(part)),
+                )
+            })?;
+            brokers.push((host, port.unwrap_or(DEFAULT_KAFKA_PORT)));
+        }
+        let topic = self.required(
+            &key("topic"),
+            &e.topic,
+            table,
+            "missing: protocol kafka needs topic",
+        )?;
+        self.seen(&key("topic"), &topic.span());
+        // Kafka's own rule for topic names.
+        let t = topic.get_ref();
+        if t.is_empty()
+            || t.len() > 249
+            || t == "."
+            || t == ".."
+            || !t
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
+            return Err(self.invalid(
+                &key("topic"),
+                &topic.span(),
+                "must be 1 to 249 characters of a-z, A-Z, 0-9, `.`, `_` and `-`",
+            ));
+        }
+        // Kafka's own `security.protocol`: (TLS, SASL).
+        let (tls, wants_sasl) = self
+            .word(
+                &key("security_protocol"),
+                &e.security_protocol,
+                &[
+                    ("plaintext", (false, false)),
+                    ("ssl", (true, false)),
+                    ("sasl_plaintext", (false, true)),
+                    ("sasl_ssl", (true, true)),
+                ],
+                "a security protocol",
+            )?
+            .unwrap_or((false, false));
+        let mechanism = self.word(
+            &key("sasl_mechanism"),
+            &e.sasl_mechanism,
+            &[
+                ("plain", SaslMechanism::Plain),
+                ("scram-sha-256", SaslMechanism::ScramSha256),
+                ("scram-sha-512", SaslMechanism::ScramSha512),
+            ],
+            "a SASL mechanism",
+        )?;
+        let password = self.secret(
+            &key("password"),
+            e.password.as_ref(),
+            e.password_env.as_ref(),
+            e.password_file.as_ref(),
+        )?;
+        if let Some(u) = &e.username {
+            self.seen(&key("username"), &u.span());
+        }
+        if !wants_sasl
+            && let Some(span) = e
+                .sasl_mechanism
+                .as_ref()
+                .or(e.username.as_ref())
+                .map(S::span)
+        {
+            return Err(self.invalid(
+                &key("security_protocol"),
+                &e.security_protocol.as_ref().map_or(span, S::span),
+                "SASL credentials need security_protocol = \"sasl_ssl\" (or \"sasl_plaintext\" for a local broker)",
+            ));
+        }
+        let sasl = match (mechanism, &e.username, password) {
+            (None, None, None) if !wants_sasl => None,
+            (Some(mechanism), Some(user), Some((password, _))) => Some(KafkaSasl {
+                mechanism,
+                username: user.get_ref().clone(),
+                password,
+            }),
+            (None, _, _) => {
+                return Err(ConfigError::new(
+                    ErrorKind::Missing,
+                    key("sasl_mechanism"),
+                    "missing: SASL needs sasl_mechanism = \"plain\" | \"scram-sha-256\" | \"scram-sha-512\"",
+                )
+                .at(self.line(table)));
+            }
+            (Some(_), None, _) => {
+                return Err(ConfigError::new(
+                    ErrorKind::Missing,
+                    key("username"),
+                    "missing: sasl_mechanism needs username",
+                )
+                .at(self.line(table)));
+            }
+            (Some(_), Some(_), None) => {
+                return Err(ConfigError::new(
+                    ErrorKind::Missing,
+                    key("password"),
+                    "missing: sasl_mechanism needs password (or password_env / password_file)",
+                )
+                .at(self.line(table)));
+            }
+        };
+        Ok(KafkaSpec {
+            bootstrap: brokers,
+            topic: t.clone(),
+            tls,
+            sasl,
+            compression,
+            client_id,
+            event_hubs: false,
         })
     }
 

@@ -21,7 +21,7 @@
 //!
 //! [[endpoint]]
 //! name = "primary"
-//! protocol = "event-hubs"                  # event-hubs | iot-hub | mqtt | http
+//! protocol = "event-hubs"                  # event-hubs | iot-hub | mqtt | http | kafka
 //! connection_string = "Endpoint=sb://ns-east.servicebus.windows.net/;SharedAccessKeyName=send;SharedAccessKey=...;EntityPath=telemetry"
 //!
 //! [[endpoint]]
@@ -83,7 +83,14 @@
 //!   * `mqtt`: `url` (`mqtts://host:8883` or `mqtt://host:1883`), `topic` (`{device_id}` is
 //!     replaced), optional `version` (`5` or `"3.1.1"`), `client_id`, `username`,
 //!     `password`, `keep_alive` (default 30s);
-//!   * `http`: `url` and an optional `[endpoint.headers]` table.
+//!   * `http`: `url` and an optional `[endpoint.headers]` table;
+//!   * `kafka`: either `bootstrap` (`"host:port,host:port"`, port default 9092) and
+//!     `topic`, with optional `security_protocol` (as Kafka's `security.protocol`:
+//!     `plaintext` (default) | `ssl` | `sasl_plaintext` | `sasl_ssl`), for SASL
+//!     `sasl_mechanism` (`plain` | `scram-sha-256` | `scram-sha-512`), `username` and
+//!     `password`, and `client_id`; or an Event Hubs `connection_string`, which gives the host (port
+//!     9093), TLS, SASL PLAIN and the topic (`EntityPath`). Both take `compression`
+//!     (`none` | `gzip`). See [`crate::transport::kafka`].
 //! * `[[link]]`: `name`, `cost` (`free` | `metered` | `costly`, required so a satellite link
 //!   is never free by omission), `budget` (`SIZE/DURATION`), `allow` (classes), `arm_after`,
 //!   `bind` (an IP address, else an interface name). Costly links default to critical
@@ -241,6 +248,19 @@ impl SdkConfig {
                             Invalid,
                             key("url"),
                             "must be an https:// URL (http:// only for local tests)",
+                        ));
+                    }
+                }
+                ProtocolSpec::Kafka(k) => {
+                    let limit = crate::transport::kafka::EVENT_HUBS_MAX_REQUEST;
+                    if k.event_hubs && e.max_batch_bytes.is_some_and(|n| n >= limit) {
+                        return Err(ConfigError::new(
+                            Invalid,
+                            key("max_batch_bytes"),
+                            format!(
+                                "must be under {limit} bytes for Event Hubs' Kafka endpoint, \
+                                 which closes the connection on larger requests"
+                            ),
                         ));
                     }
                 }

@@ -20,6 +20,7 @@ mod common;
 pub mod eventhubs;
 pub mod http;
 pub mod iothub;
+pub mod kafka;
 pub mod mqtt;
 mod tunnel;
 
@@ -66,6 +67,13 @@ pub fn build_with_timeout(
             tls,
             request_timeout,
             limits(endpoint),
+        )?),
+        P::Kafka(spec) => Arc::new(kafka::KafkaTransport::new(
+            spec,
+            device,
+            bind,
+            tls,
+            request_timeout,
         )?),
         P::IotHub(spec) => Arc::new(iothub::iot_hub_transport(
             spec,
@@ -123,6 +131,10 @@ const ENVELOPE_ALLOWANCE: u32 = 512;
 /// * MQTT and IoT Hub send one PUBLISH per record: each record must fit the broker's packet
 ///   limit (default 256 KiB, IoT Hub's device-to-cloud limit); a batch is a burst of
 ///   publishes. MQTT 3.1.1 wraps bodies in a base64 JSON envelope, so its limit is scaled too.
+/// * Kafka sends one Produce request per batch, bodies as they are: the request limit
+///   (default 1,000,000 bytes, Azure's recommended `max.request.size`) less 1 KiB for the
+///   request and batch headers, with `ENVELOPE_ALLOWANCE` per record for key, id and
+///   headers.
 pub fn limits(endpoint: &crate::spec::EndpointSpec) -> Limits {
     use crate::spec::{MqttVersion, ProtocolSpec};
     let base64 = |n: u32| n / 4 * 3;
@@ -135,6 +147,18 @@ pub fn limits(endpoint: &crate::spec::EndpointSpec) -> Limits {
             };
             let wire = endpoint.max_batch_bytes.unwrap_or(default);
             let batch = base64(wire).saturating_sub(ENVELOPE_ALLOWANCE);
+            Limits {
+                max_record_bytes: batch.saturating_sub(ENVELOPE_ALLOWANCE),
+                max_batch_bytes: batch,
+                max_batch_records: endpoint.max_batch_records.unwrap_or(500),
+                record_overhead: ENVELOPE_ALLOWANCE,
+            }
+        }
+        ProtocolSpec::Kafka(_) => {
+            let wire = endpoint
+                .max_batch_bytes
+                .unwrap_or(kafka::DEFAULT_MAX_REQUEST);
+            let batch = wire.saturating_sub(1024);
             Limits {
                 max_record_bytes: batch.saturating_sub(ENVELOPE_ALLOWANCE),
                 max_batch_bytes: batch,
