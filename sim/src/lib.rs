@@ -33,6 +33,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod flash;
 pub mod live;
 pub mod plot;
 pub mod report;
