@@ -1,5 +1,5 @@
-//! A simulated device's flash outbox: [`SimFlash`], the shipped [`FlashStore`]'s
-//! accounting without its bytes.
+//! A simulated device's flash outbox: [`SimFlash`], the shipped `FlashStore`'s accounting
+//! (twinhub-core's `flash` feature) without its bytes.
 //!
 //! The firmware keeps its records in a `sequential-storage` queue on NOR flash: a ring of
 //! erase pages, each item an 8-byte header plus its frame padded to the flash word, a page
@@ -8,8 +8,6 @@
 //! bytes: the world's payloads are synthetic ([`synthetic_payload`]), so the store keeps
 //! 16 bytes per record (key, class, time, length, page) and writes the frame again when the
 //! engine reads it.
-//!
-//! [`FlashStore`]: twinhub_core::flash::FlashStore
 
 use std::collections::VecDeque;
 use std::fmt;
