@@ -55,6 +55,7 @@ pub fn run(args: SimArgs, runtime: &tokio::runtime::Runtime) -> Result<u8, Strin
         devices: args.devices,
         seed: args.seed,
         progress: !args.quiet,
+        ..RunOptions::default()
     };
     let report = match args.live {
         Some(n) => runtime
@@ -86,6 +87,7 @@ pub fn demo(args: DemoArgs, runtime: &tokio::runtime::Runtime) -> Result<u8, Str
         devices: Some(args.devices),
         seed: None,
         progress: true,
+        ..RunOptions::default()
     };
     let sim = twinhub_sim::run(&scenario, &opts).map_err(|e| e.to_string())?;
     print!("{}", sim.summary());

@@ -9,7 +9,9 @@ use std::hint::black_box;
 use std::time::Instant as WallClock;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use twinhub_core::{Class, Config, EndpointConfig, Instant, Outcome, Producer, RamStore};
+use twinhub_core::store::RecordKey;
+use twinhub_core::{Class, Config, EndpointConfig, Instant, Outcome, Producer};
+use twinhub_sim::flash::{DEFAULT_STORE_BYTES, SimFlash, synthetic_payload};
 use twinhub_sim::{RunOptions, Scenario, run};
 
 const DEVICES: u32 = 20_000;
@@ -36,14 +38,16 @@ cost = "free"
     .expect("scenario")
 }
 
-/// The bare engine: `n` records, each enqueued, transmitted and acknowledged.
+/// The bare engine on the devices' simulated outbox: `n` records, each enqueued,
+/// transmitted and acknowledged.
 fn bare(config: &Config, n: u64) {
-    let mut p: Producer<RamStore<320>, &Config> =
-        Producer::new(config, RamStore::new(), Instant::ZERO, 1, 1);
+    let store = SimFlash::new(DEFAULT_STORE_BYTES, 1).expect("store");
+    let mut p: Producer<SimFlash, &Config> = Producer::new(config, store, Instant::ZERO, 1, 1);
     let mut buf = [0u8; 4096];
-    let payload = [0x5a; 48];
+    let mut payload = [0u8; 48];
     for i in 0..n {
         let now = Instant::from_millis(i * 30);
+        synthetic_payload(1, RecordKey { epoch: 1, seq: i }, &mut payload);
         p.enqueue(now, black_box(&payload), Class::Normal)
             .expect("enqueue");
         while let Some(tx) = p.poll_transmit(now, &mut buf).expect("buffer") {

@@ -33,6 +33,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod flash;
 pub mod live;
 pub mod plot;
 pub mod report;
@@ -42,7 +43,7 @@ pub mod world;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant as WallClock};
 
-pub use report::Report;
+pub use report::{Received, Report};
 pub use scenario::{Scenario, ScenarioError};
 
 /// How to run a scenario.
@@ -54,6 +55,9 @@ pub struct RunOptions {
     pub seed: Option<u64>,
     /// Draw a progress bar on the terminal.
     pub progress: bool,
+    /// Keep every record id the regions received in [`Report::received`], checking each
+    /// frame's CRC and payload on arrival (for tests: memory grows with every delivery).
+    pub ledger: bool,
 }
 
 /// Runs a scenario to its end and reports.
@@ -70,6 +74,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<Report, ScenarioErr
         config: world::engine_config(&s)?,
         scenario: &s,
         end_ms: s.duration.as_millis() as u64,
+        ledger: opts.ledger,
     };
     let started = WallClock::now();
     let clocks: Vec<AtomicU64> = (0..s.shards).map(|_| AtomicU64::new(0)).collect();
@@ -95,6 +100,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<Report, ScenarioErr
     report.records_per_s = report.accepted as f64 / wall;
     report.loop_records_per_s = report.accepted as f64 / (wall - report.setup_s).max(1e-9);
     report.peak_rss_bytes = peak_rss();
+    report.peak_rss_per_device = report.peak_rss_bytes.map(|r| r / report.devices.max(1));
     Ok(report)
 }
 

@@ -239,6 +239,7 @@ pub async fn run(s: &Scenario, producers: u32, opts: &RunOptions) -> Result<Repo
                 spend: 0.0,
                 budget_bytes: None,
                 budget_window_s: None,
+                max_per_device: 0,
             },
         )]
         .into_iter()
@@ -247,7 +248,9 @@ pub async fn run(s: &Scenario, producers: u32, opts: &RunOptions) -> Result<Repo
         peak_pending_per_device: 0,
         anomalies: 0,
         engines_agree: true,
+        events_lost: 0,
         bytes_per_device: 0,
+        store_bytes: 0,
         events: accepted,
         wall_s: wall,
         setup_s,
@@ -255,6 +258,8 @@ pub async fn run(s: &Scenario, producers: u32, opts: &RunOptions) -> Result<Repo
         records_per_s: accepted as f64 / wall,
         loop_records_per_s: accepted as f64 / (wall - setup_s).max(1e-9),
         peak_rss_bytes: crate::peak_rss(),
+        peak_rss_per_device: None,
         timeline: Vec::new(),
+        received: Vec::new(),
     })
 }

@@ -22,12 +22,16 @@ pub(crate) struct ShardTally {
     pub dropped_after_delivery: u64,
     pub out_of_window: u64,
     pub corrupt: u64,
+    /// Enqueues a device's store refused for a reason other than room.
+    pub store_errors: u64,
     pub throttled: u64,
     pub failovers: u64,
     pub failbacks: u64,
     pub reboots: u64,
     pub budget_exhausted: u64,
     pub link_bytes: Vec<u64>,
+    /// Per link: the most bytes one device sent over it (budgeted links only).
+    pub link_max_per_device: Vec<u64>,
     pub failover_ms: Vec<u32>,
     pub failback_ms: Vec<u32>,
     pub delivered_per_minute: Vec<Vec<u64>>,
@@ -37,9 +41,13 @@ pub(crate) struct ShardTally {
     pub pending_at_end: u64,
     pub engine_delivered: u64,
     pub engine_dropped: u64,
+    /// Events the engines could not queue (their queue was full).
+    pub events_lost: u64,
     pub device_bytes: u64,
     /// Wall seconds this shard spent building its devices (not part of determinism).
     pub setup_s: f64,
+    /// Every id received, with `RunOptions::ledger`.
+    pub received: Vec<Received>,
 }
 
 impl ShardTally {
@@ -47,6 +55,7 @@ impl ShardTally {
         ShardTally {
             delivered: vec![0; regions],
             link_bytes: vec![0; links],
+            link_max_per_device: vec![0; links],
             delivered_per_minute: vec![vec![0; regions]; minutes],
             at_risk: vec![0; minutes],
             costly_bytes_per_minute: vec![0; minutes],
@@ -75,12 +84,20 @@ impl ShardTally {
         self.dropped_after_delivery += o.dropped_after_delivery;
         self.out_of_window += o.out_of_window;
         self.corrupt += o.corrupt;
+        self.store_errors += o.store_errors;
         self.throttled += o.throttled;
         self.failovers += o.failovers;
         self.reboots += o.reboots;
         self.failbacks += o.failbacks;
         self.budget_exhausted += o.budget_exhausted;
         add(&mut self.link_bytes, &o.link_bytes);
+        for (a, b) in self
+            .link_max_per_device
+            .iter_mut()
+            .zip(&o.link_max_per_device)
+        {
+            *a = (*a).max(*b);
+        }
         self.failover_ms.extend(o.failover_ms);
         self.failback_ms.extend(o.failback_ms);
         for (a, b) in self
@@ -99,8 +116,30 @@ impl ShardTally {
         self.pending_at_end += o.pending_at_end;
         self.engine_delivered += o.engine_delivered;
         self.engine_dropped += o.engine_dropped;
+        self.events_lost += o.events_lost;
         self.device_bytes = self.device_bytes.max(o.device_bytes);
+        self.received.extend(o.received);
     }
+}
+
+/// One record as a region received it (kept with [`RunOptions::ledger`]).
+///
+/// [`RunOptions::ledger`]: crate::RunOptions::ledger
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Received {
+    /// The device's number in the fleet.
+    pub device: u32,
+    /// The id's epoch.
+    pub epoch: u32,
+    /// The id's sequence number within its epoch.
+    pub seq: u64,
+    /// The region (index in scenario order).
+    pub region: u8,
+    /// When it arrived (simulated ms).
+    pub at_ms: u64,
+    /// The epoch the device was running when the record arrived: larger than `epoch` for
+    /// a record that waited in the outbox across a reboot.
+    pub boot_epoch: u32,
 }
 
 /// Latency percentiles in milliseconds over the devices measured.
@@ -165,6 +204,9 @@ pub struct LinkUse {
     pub budget_bytes: Option<u64>,
     /// The budget window in seconds, if any.
     pub budget_window_s: Option<u64>,
+    /// The most bytes one device sent over it (counted for links with a budget, else 0):
+    /// within one budget window, never above `budget_bytes`.
+    pub max_per_device: u64,
 }
 
 /// One minute of the timeline.
@@ -231,12 +273,20 @@ pub struct Report {
     /// Most records pending in one device at once.
     pub peak_pending_per_device: u64,
     /// Checks that must stay 0: arrivals beyond a device's tracking window, frames that
-    /// failed their CRC, drops of already-delivered records.
+    /// failed their CRC, drops of already-delivered records, enqueues a store refused for
+    /// a reason other than room.
     pub anomalies: u64,
     /// Whether the engines' own counts agree with the world's.
     pub engines_agree: bool,
-    /// Engine and world state per device in bytes (the engine, its store, the account).
+    /// Events the engines dropped because their queue was full before the world polled
+    /// it: a drop whose event is lost is one the world cannot attribute to its record, so
+    /// it shows as lost. Must be 0.
+    pub events_lost: u64,
+    /// Engine and world state per device in bytes (the engine, its store's fixed part, the
+    /// account); a store's records take 16 bytes each on top while it holds them.
     pub bytes_per_device: u64,
+    /// Each device's flash outbox in bytes.
+    pub store_bytes: u64,
     /// Events processed.
     pub events: u64,
     /// Wall time in seconds (not part of determinism).
@@ -253,8 +303,17 @@ pub struct Report {
     pub loop_records_per_s: f64,
     /// Peak resident memory of the process in bytes, where the OS tells.
     pub peak_rss_bytes: Option<u64>,
+    /// `peak_rss_bytes` over the devices: what a device costs the whole process.
+    pub peak_rss_per_device: Option<u64>,
     /// The timeline, one entry per simulated minute.
     pub timeline: Vec<Minute>,
+    /// Every record id the regions received, arrivals in each shard's order, shards one
+    /// after another: empty unless the run kept a ledger ([`RunOptions::ledger`]). Not
+    /// written to the JSON report.
+    ///
+    /// [`RunOptions::ledger`]: crate::RunOptions::ledger
+    #[serde(skip)]
+    pub received: Vec<Received>,
 }
 
 impl Report {
@@ -268,8 +327,8 @@ impl Report {
         let links = s
             .links
             .iter()
-            .zip(&t.link_bytes)
-            .map(|(l, b)| {
+            .zip(t.link_bytes.iter().zip(&t.link_max_per_device))
+            .map(|(l, (b, max))| {
                 (
                     l.name.clone(),
                     LinkUse {
@@ -277,6 +336,7 @@ impl Report {
                         spend: *b as f64 / f64::from(1u32 << 20) * l.price_per_mib,
                         budget_bytes: l.budget.map(|b| b.bytes),
                         budget_window_s: l.budget.map(|b| b.window.as_millis() / 1000),
+                        max_per_device: *max,
                     },
                 )
             })
@@ -320,9 +380,11 @@ impl Report {
             links,
             budget_exhausted: t.budget_exhausted,
             peak_pending_per_device: t.peak_pending,
-            anomalies: t.out_of_window + t.corrupt + t.dropped_after_delivery,
+            anomalies: t.out_of_window + t.corrupt + t.dropped_after_delivery + t.store_errors,
             engines_agree: t.engine_delivered == world_delivered && t.engine_dropped == dropped,
+            events_lost: t.events_lost,
             bytes_per_device: t.device_bytes,
+            store_bytes: s.device.store,
             events: t.events,
             wall_s: 0.0,
             setup_s: t.setup_s,
@@ -330,7 +392,9 @@ impl Report {
             records_per_s: 0.0,
             loop_records_per_s: 0.0,
             peak_rss_bytes: None,
+            peak_rss_per_device: None,
             timeline,
+            received: t.received,
         }
     }
 
@@ -343,6 +407,7 @@ impl Report {
             records_per_s: 0.0,
             loop_records_per_s: 0.0,
             peak_rss_bytes: None,
+            peak_rss_per_device: None,
             ..self.clone()
         }
     }
@@ -378,6 +443,13 @@ impl Report {
             "  LOST {} · dropped: expired {}, evicted {}, too large {}, malformed {}, corrupt {} · refused {}",
             self.lost, d.expired, d.evicted, d.too_large, d.malformed, d.corrupt, self.refused
         );
+        if self.anomalies > 0 || self.events_lost > 0 || !self.engines_agree {
+            let _ = writeln!(
+                o,
+                "  ANOMALIES {} · engine events lost {} · engines agree {}",
+                self.anomalies, self.events_lost, self.engines_agree
+            );
+        }
         let f = self.failover_time;
         let b = self.failback_time;
         let _ = writeln!(
@@ -396,7 +468,11 @@ impl Report {
         }
         for (name, l) in &self.links {
             let budget = match (l.budget_bytes, l.budget_window_s) {
-                (Some(b), Some(w)) => format!(" (budget {b} B per {} per device)", hms(w)),
+                (Some(b), Some(w)) => format!(
+                    " (budget {b} B per {} per device; most by one device {} B)",
+                    hms(w),
+                    l.max_per_device
+                ),
                 _ => String::new(),
             };
             let _ = writeln!(
@@ -417,9 +493,19 @@ impl Report {
             self.loop_records_per_s / 1e6,
             self.setup_s,
             match self.peak_rss_bytes {
-                Some(r) => format!(" · peak RSS {} MiB", r >> 20),
+                Some(r) => format!(
+                    " · peak RSS {} MiB ({} B per device)",
+                    r >> 20,
+                    self.peak_rss_per_device.unwrap_or(0)
+                ),
                 None => String::new(),
             }
+        );
+        let _ = writeln!(
+            o,
+            "  device: {} B of engine and account, a {} KiB flash outbox at 16 B of RAM per record held",
+            self.bytes_per_device,
+            self.store_bytes >> 10
         );
         o
     }

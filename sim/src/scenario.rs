@@ -12,6 +12,7 @@
 //! [device]
 //! interval = "30s"
 //! reboot = { share = 0.01, every = "6h" }
+//! store = "128KiB"
 //!
 //! [[region]]
 //! name = "primary"
@@ -26,6 +27,7 @@
 //! "#).unwrap();
 //! assert_eq!(s.devices, 100);
 //! assert_eq!(s.device.reboot.unwrap().every.as_secs(), 6 * 3600);
+//! assert_eq!(s.device.store, 128 * 1024);
 //! assert_eq!(s.regions[0].outages[0].from.as_secs(), 120);
 //! ```
 
@@ -112,6 +114,11 @@ pub struct DeviceSpec {
     pub classes: ClassMix,
     /// Devices that reboot now and then (none by default).
     pub reboot: Option<Reboot>,
+    /// Each device's flash outbox in bytes, like `64KiB` (the default): whole 4 KiB pages,
+    /// at least two. The device holds records as the shipped flash store would, so a
+    /// backlog fills it when it would fill a real device's.
+    #[serde(deserialize_with = "store_size")]
+    pub store: u64,
 }
 
 /// The most devices a scenario may have (far beyond what fits in memory; the world packs
@@ -119,9 +126,11 @@ pub struct DeviceSpec {
 pub const MAX_DEVICES: u32 = 100_000_000;
 
 /// Reboots of a share of the devices: each affected device restarts its engine every
-/// `every` (at its own phase). The outbox survives, as flash or a disk would keep it; the
-/// engine starts a new epoch, forgets what it had in flight (answers to it are ignored, so
-/// those records are sent again) and carries its links' budget spend over.
+/// `every` (at its own phase), as the shipped firmware boots: the flash outbox survives
+/// with its records, the epoch comes from the outbox's boot counter, and the budgeted
+/// links' spend saved after each of their transmits is restored. Everything else the
+/// engine had in RAM is gone: what was in flight is sent again (answers to it are
+/// ignored).
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Reboot {
@@ -139,6 +148,7 @@ impl Default for DeviceSpec {
             payload_bytes: [48, 96],
             classes: ClassMix::default(),
             reboot: None,
+            store: crate::flash::DEFAULT_STORE_BYTES,
         }
     }
 }
@@ -366,6 +376,14 @@ impl Scenario {
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
     parse_duration(&s).map_err(|e| serde::de::Error::custom(format!("{s:?} {e}")))
+}
+
+fn store_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let s = String::deserialize(d)?;
+    let bytes = parse_size(&s).map_err(|e| serde::de::Error::custom(format!("{s:?} {e}")))?;
+    crate::flash::SimFlash::check_size(bytes)
+        .map(|_| bytes)
+        .map_err(|e| serde::de::Error::custom(format!("{s:?}: {e}")))
 }
 
 fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {

@@ -14,24 +14,26 @@
 //!
 //! What the world trusts: only what its regions received. Each device keeps a window of
 //! sequence numbers it has seen resolved (delivered to some region, or reported dropped
-//! with a reason); a record neither resolved nor still in the device's store at the end is
+//! with a reason): 64 in the device, more in a side table while its outbox holds a deeper
+//! backlog; a record neither resolved nor still in the device's store at the end is
 //! *lost*.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use twinhub_core::store::{Persist, RecordKey};
 use twinhub_core::{
     Class, ClassSet, Config, ConfigError, Cost, DropReason, Duration as EDuration, EndpointConfig,
-    Event, Instant, LinkConfig, LinkId, Outcome, Producer, RamStore, Timings, TransmitId, frame,
+    EnqueueError, Event, Instant, LinkConfig, LinkId, Outcome, Producer, Timings, TransmitId,
+    frame,
 };
 
+use crate::flash::{SimFlash, synthetic_payload};
 use crate::report::{Report, ShardTally};
 use crate::scenario::Scenario;
 
-/// Bytes of each device's record store (a `RamStore` arena).
-pub const STORE_BYTES: usize = 320;
-/// Largest payload a scenario may ask for: two such records fit in the store.
+/// Largest payload a scenario may ask for.
 pub const MAX_PAYLOAD: usize = 128;
 /// How long a send over a link that is down takes to fail.
 const LINK_FAIL_MS: u64 = 2_000;
@@ -40,9 +42,9 @@ const THROTTLE_RETRY_MS: u64 = 1_000;
 /// Largest transmit: the engine is told so, and the world's buffer has this room.
 const MAX_BATCH_BYTES: u32 = 4_096;
 
-/// An engine, as every device runs it: sized for at most `E` regions and `L` links.
-pub type Engine<'c, const E: usize, const L: usize> =
-    Producer<RamStore<STORE_BYTES>, &'c Config, E, L>;
+/// An engine, as every device runs it: on a simulated flash outbox, sized for at most `E`
+/// regions and `L` links.
+pub type Engine<'c, const E: usize, const L: usize> = Producer<SimFlash, &'c Config, E, L>;
 
 /// Builds the engine configuration every device shares.
 pub fn engine_config(s: &Scenario) -> Result<Config, crate::ScenarioError> {
@@ -98,6 +100,8 @@ mod salt {
     pub const FAULT_PHASE: u64 = 6;
     pub const ENGINE: u64 = 7;
     pub const REBOOT: u64 = 8;
+    /// Far from `ENGINE + generation`, which grows with every reboot.
+    pub const PAYLOAD: u64 = 1 << 20;
 }
 
 const NONE: u32 = u32::MAX;
@@ -216,7 +220,7 @@ struct Device<'c, const E: usize, const L: usize> {
     timer: u32,
     /// Every sequence number below this is resolved (a fresh engine starts at 0).
     base: u64,
-    /// Resolved flags for `base..base + 64`.
+    /// Resolved flags for `base..base + 64` (later ones in the shard's [`Wide`] table).
     bits: u64,
     /// First transmit to the primary after its outage began.
     first_attempt: u32,
@@ -242,6 +246,8 @@ const GEN_SHIFT: u32 = 28;
 const TX_MASK: u32 = (1 << GEN_SHIFT) - 1;
 /// `Device::measured` flag: it has rebooted (its boots are in the shard's side table).
 const REBOOTED: u8 = 4;
+/// `Device::measured` flag: its resolved window has words in the shard's [`Wide`] table.
+const WIDE: u8 = 8;
 
 /// What a shard keeps about a device that rebooted: rare, so kept aside.
 #[derive(Debug, Default)]
@@ -260,6 +266,8 @@ pub(crate) struct Plan<'s> {
     pub scenario: &'s Scenario,
     pub config: Config,
     pub end_ms: u64,
+    /// Keep every id received (`RunOptions::ledger`).
+    pub ledger: bool,
 }
 
 /// Runs one shard: the devices whose number is `shard` modulo the shard count. Engines are
@@ -303,13 +311,18 @@ fn run_sized<const E: usize, const L: usize>(
     let mut wakes: Vec<u32> = Vec::with_capacity(order.len());
     let mut heap = Queue::new();
     let mut boots: std::collections::HashMap<u32, Boots> = std::collections::HashMap::new();
+    let mut wide = Wide::new();
     let reboot = s.device.reboot.filter(|r| r.share > 0.0);
     for (phase, index) in order {
-        let engine = start(
+        let store = match SimFlash::new(s.device.store, mix(seed, u64::from(index), salt::PAYLOAD))
+        {
+            Ok(store) => store,
+            Err(e) => unreachable!("the scenario's store size was checked: {e}"),
+        };
+        let engine = boot(
             &plan.config,
-            RamStore::new(),
+            store,
             Instant::ZERO,
-            1,
             mix(seed, u64::from(index), salt::ENGINE),
         );
         let slot = devices.len() as u32;
@@ -360,6 +373,15 @@ fn run_sized<const E: usize, const L: usize>(
         })
         .collect();
 
+    let budgeted: Vec<bool> = plan
+        .config
+        .links()
+        .iter()
+        .map(|l| l.budget.is_some())
+        .collect();
+    // Bytes each device sent over each budgeted link (few devices ever do).
+    let mut per_device: std::collections::HashMap<(u32, u8), u64> =
+        std::collections::HashMap::new();
     let mut buf = vec![0u8; MAX_BATCH_BYTES as usize + 64];
     let mut payload = [0u8; MAX_PAYLOAD];
     let [plo, phi] = s.device.payload_bytes;
@@ -383,7 +405,7 @@ fn run_sized<const E: usize, const L: usize>(
                     TransmitId(tx & TX_MASK),
                     outcome_of(kind),
                 );
-                drain_events(dev, &boots, slot, &mut t);
+                drain_events(dev, &boots, &mut wide, slot, &mut t);
                 pending_total = pending_total - before + dev.engine.stats().pending;
             }
             continue;
@@ -416,7 +438,19 @@ fn run_sized<const E: usize, const L: usize>(
                     let n = dev.engine.stats().accepted;
                     let h = mix(seed, u64::from(dev.index), n.wrapping_add(salt::SIZE << 40));
                     let len = plo as usize + (h % u64::from(phi - plo + 1)) as usize;
-                    payload[..8].copy_from_slice(&h.to_le_bytes());
+                    // The record's key is the engine's next one: its epoch, and as many
+                    // records as it accepted since it started (recovered ones aside).
+                    let recovered = if dev.measured & REBOOTED == 0 {
+                        0
+                    } else {
+                        boots.get(&slot).map_or(0, |b| b.recovered)
+                    };
+                    let key = RecordKey {
+                        epoch: dev.engine.epoch(),
+                        seq: n - recovered,
+                    };
+                    let payload_seed = dev.engine.store().payload_seed();
+                    synthetic_payload(payload_seed, key, &mut payload[..len]);
                     let u = unit(mix(
                         seed,
                         u64::from(dev.index),
@@ -425,7 +459,10 @@ fn run_sized<const E: usize, const L: usize>(
                     let class = s.device.classes.pick(u);
                     match dev.engine.enqueue(now, &payload[..len], class) {
                         Ok(_) => t.accepted += 1,
-                        Err(_) => t.refused += 1,
+                        Err(EnqueueError::Full) => t.refused += 1,
+                        // The store refuses a payload that is not the record's own (the
+                        // world predicted the wrong key): must never happen.
+                        Err(_) => t.store_errors += 1,
                     }
                     dev.next_send = dev.next_send.saturating_add(interval as u32);
                 }
@@ -457,6 +494,14 @@ fn run_sized<const E: usize, const L: usize>(
             let l = usize::from(x.link.0);
             let region = &s.regions[e];
             t.link_bytes[l] += x.len as u64;
+            if budgeted[l] {
+                // As the firmware does: the spend is saved before the bytes go out, so a
+                // reboot never hands the link a budget it already spent.
+                if let Some(spend) = dev.engine.link_spend(x.link) {
+                    let _ = dev.engine.store_mut().save_spend(x.link.0, spend);
+                }
+                *per_device.entry((dev.index, x.link.0)).or_default() += x.len as u64;
+            }
             let lat = {
                 let [lo, hi] = region.latency;
                 let (lo, hi) = (lo.as_millis() as u64, hi.as_millis() as u64);
@@ -527,8 +572,26 @@ fn run_sized<const E: usize, const L: usize>(
                         t.corrupt += 1;
                         break;
                     };
+                    if plan.ledger {
+                        let frame = &rest[..n];
+                        let mut want = [0u8; MAX_PAYLOAD];
+                        let want = &mut want[..f.payload.len().min(MAX_PAYLOAD)];
+                        synthetic_payload(dev.engine.store().payload_seed(), f.meta.key(), want);
+                        if frame::decode(frame).is_err() || f.payload != &want[..] {
+                            t.corrupt += 1;
+                        }
+                        t.received.push(crate::report::Received {
+                            device: dev.index,
+                            epoch: f.meta.epoch,
+                            seq: f.meta.seq,
+                            region: e as u8,
+                            at_ms: done,
+                            boot_epoch: dev.engine.epoch(),
+                        });
+                    }
                     rest = &rest[n..];
-                    match resolve(dev, number(dev, &boots, slot, f.meta.epoch, f.meta.seq)) {
+                    let n = number(dev, &boots, slot, f.meta.epoch, f.meta.seq);
+                    match resolve(dev, &mut wide, slot, n) {
                         Resolved::New => {
                             t.resolved += 1;
                             t.delivered[e] += 1;
@@ -589,7 +652,7 @@ fn run_sized<const E: usize, const L: usize>(
             dev.queued += 1;
             heap.push((done.min(u64::from(u32::MAX - 1)) as u32, slot, tx, code));
         }
-        drain_events(dev, &boots, slot, &mut t);
+        drain_events(dev, &boots, &mut wide, slot, &mut t);
         let after = dev.engine.stats().pending;
         // This device's `before` is part of the total, so this never underflows.
         pending_total = pending_total - before + after;
@@ -632,24 +695,44 @@ fn run_sized<const E: usize, const L: usize>(
         t.pending_at_end += stats.pending;
         t.engine_delivered += stats.delivered;
         t.engine_dropped += stats.dropped.total();
+        t.events_lost += u64::from(stats.events_lost);
+    }
+    for ((_, l), bytes) in per_device {
+        let m = &mut t.link_max_per_device[usize::from(l)];
+        *m = (*m).max(bytes);
     }
     t.device_bytes = size_of::<Device<'_, E, L>>() as u64;
     t
 }
 
-/// Starts a device's engine.
-fn start<const E: usize, const L: usize>(
+/// Boots a device as the firmware does: this start's epoch from the outbox's boot
+/// counter, the engine on the records the outbox holds, then each budgeted link's spend as
+/// saved last.
+fn boot<const E: usize, const L: usize>(
     config: &Config,
-    store: RamStore<STORE_BYTES>,
+    mut store: SimFlash,
     now: Instant,
-    epoch: u32,
     seed: u64,
 ) -> Engine<'_, E, L> {
-    match Engine::try_new(config, store, now, epoch, seed) {
+    // The counter reaches u32::MAX only after four billion boots.
+    let epoch = match store.next_epoch() {
+        Ok(epoch) => epoch,
+        Err(e) => unreachable!("the boot counter ran out: {e}"),
+    };
+    let mut engine = match Engine::try_new(config, store, now, epoch, seed) {
         Ok(engine) => engine,
         // `run_shard` picks the sizing from the scenario's region and link counts.
         Err(e) => unreachable!("the engine is sized for the scenario: {e}"),
+    };
+    for (l, link) in config.links().iter().enumerate() {
+        if link.budget.is_none() {
+            continue;
+        }
+        if let Ok(Some(spend)) = engine.store_mut().load_spend(l as u8) {
+            let _ = engine.restore_link_spend(now, LinkId(l as u8), spend);
+        }
     }
+    engine
 }
 
 fn outcome_of(code: u8) -> Outcome {
@@ -666,6 +749,7 @@ fn outcome_of(code: u8) -> Outcome {
 fn drain_events<const E: usize, const L: usize>(
     dev: &mut Device<'_, E, L>,
     boots: &Boots_,
+    wide: &mut Wide,
     slot: u32,
     t: &mut ShardTally,
 ) {
@@ -674,7 +758,7 @@ fn drain_events<const E: usize, const L: usize>(
             Event::Dropped { id, reason } => {
                 t.dropped[reason_index(reason)] += 1;
                 let n = number(dev, boots, slot, id.epoch, id.seq);
-                match resolve(dev, n) {
+                match resolve(dev, wide, slot, n) {
                     Resolved::New => t.resolved += 1,
                     Resolved::Again => t.dropped_after_delivery += 1,
                     Resolved::OutOfWindow => t.out_of_window += 1,
@@ -736,8 +820,8 @@ fn stale<const E: usize, const L: usize>(
     tx >> GEN_SHIFT != generation & 0xf
 }
 
-/// Restarts a device's engine on its store: a new epoch, nothing in flight, the links'
-/// budget spend carried over. The old engine's counts go into the tally first.
+/// Reboots a device: its RAM (the engine) is lost, its outbox survives, and it boots as
+/// the firmware does ([`boot`]). The old engine's counts go into the tally first.
 fn reboot_device<'c, const E: usize, const L: usize>(
     dev: &mut Device<'c, E, L>,
     b: &mut Boots,
@@ -745,16 +829,10 @@ fn reboot_device<'c, const E: usize, const L: usize>(
     now: Instant,
     t: &mut ShardTally,
 ) {
-    let links = plan.config.links().len();
-    let spends: Vec<_> = (0..links)
-        .filter_map(|l| {
-            let id = LinkId(l as u8);
-            dev.engine.link_spend(id).map(|s| (id, s))
-        })
-        .collect();
     let old = dev.engine.stats();
     t.engine_delivered += old.delivered;
     t.engine_dropped += old.dropped.total();
+    t.events_lost += u64::from(old.events_lost);
     let epoch = dev.engine.epoch();
     if b.epochs.is_empty() {
         b.epochs.push((epoch, 0));
@@ -767,12 +845,13 @@ fn reboot_device<'c, const E: usize, const L: usize>(
         u64::from(dev.index),
         salt::ENGINE + u64::from(b.generation),
     );
-    let fresh = start(&plan.config, RamStore::new(), now, epoch + 1, seed);
-    let store = std::mem::replace(&mut dev.engine, fresh).into_store();
-    dev.engine = start(&plan.config, store, now, epoch + 1, seed);
-    for (id, s) in spends {
-        let _ = dev.engine.restore_link_spend(now, id, s);
-    }
+    // An empty stand-in takes the engine's place while the outbox moves to the new one.
+    let stand_in = SimFlash::new(plan.scenario.device.store, 0)
+        .unwrap_or_else(|e| unreachable!("the scenario's store size was checked: {e}"));
+    let stand_in = boot(&plan.config, stand_in, now, seed);
+    let store = std::mem::replace(&mut dev.engine, stand_in).into_store();
+    dev.engine = boot(&plan.config, store, now, seed);
+    debug_assert!(dev.engine.epoch() > epoch, "epochs grow at every boot");
     b.recovered = dev.engine.stats().accepted;
     b.epochs.push((dev.engine.epoch(), offset + used));
     // Epochs with no record left could be forgotten; a device keeps a few at most.
@@ -787,25 +866,89 @@ enum Resolved {
     OutOfWindow,
 }
 
-fn resolve<const E: usize, const L: usize>(dev: &mut Device<'_, E, L>, seq: u64) -> Resolved {
+/// Words of a device's resolved window beyond its first, for devices whose outbox holds
+/// more than 64 records unresolved at once (a backlog): kept aside, as few devices have one.
+type Wide = std::collections::HashMap<u32, VecDeque<u64>>;
+
+/// The widest window, in words beyond the first: far more records than a 16 MiB outbox
+/// holds.
+const MAX_WIDE_WORDS: usize = 1 << 12;
+
+/// Marks record `seq` of a device resolved: `Again` if it was.
+fn resolve<const E: usize, const L: usize>(
+    dev: &mut Device<'_, E, L>,
+    wide: &mut Wide,
+    slot: u32,
+    seq: u64,
+) -> Resolved {
     if seq < dev.base {
         return Resolved::Again;
     }
     let off = seq - dev.base;
-    if off >= 64 {
-        return Resolved::OutOfWindow;
+    if off < 64 {
+        let bit = 1u64 << off;
+        if dev.bits & bit != 0 {
+            return Resolved::Again;
+        }
+        dev.bits |= bit;
+    } else {
+        let word = (off / 64 - 1) as usize;
+        if word >= MAX_WIDE_WORDS {
+            return Resolved::OutOfWindow;
+        }
+        let words = wide.entry(slot).or_default();
+        dev.measured |= WIDE;
+        if words.len() <= word {
+            words.resize(word + 1, 0);
+        }
+        let bit = 1u64 << (off % 64);
+        if words[word] & bit != 0 {
+            return Resolved::Again;
+        }
+        words[word] |= bit;
     }
-    let bit = 1u64 << off;
-    if dev.bits & bit != 0 {
-        return Resolved::Again;
-    }
-    dev.bits |= bit;
-    let run = dev.bits.trailing_ones();
-    if run > 0 {
-        dev.bits = dev.bits.checked_shr(run).unwrap_or(0);
-        dev.base += u64::from(run);
-    }
+    slide(dev, wide, slot);
     Resolved::New
+}
+
+/// Slides a device's window past the resolved records at its front.
+fn slide<const E: usize, const L: usize>(dev: &mut Device<'_, E, L>, wide: &mut Wide, slot: u32) {
+    loop {
+        let run = dev.bits.trailing_ones();
+        if run == 0 {
+            return;
+        }
+        let words = match wide.get_mut(&slot) {
+            Some(words) if dev.measured & WIDE != 0 => words,
+            _ => {
+                dev.bits = dev.bits.checked_shr(run).unwrap_or(0);
+                dev.base += u64::from(run);
+                return;
+            }
+        };
+        if run == 64 {
+            dev.bits = words.pop_front().unwrap_or(0);
+        } else {
+            // Every word moves down by `run` bits, taking the low bits of the next.
+            let mut next = words.front().copied().unwrap_or(0);
+            dev.bits = (dev.bits >> run) | (next << (64 - run));
+            for i in 0..words.len() {
+                let after = words.get(i + 1).copied().unwrap_or(0);
+                words[i] = (next >> run) | (after << (64 - run));
+                next = after;
+            }
+        }
+        dev.base += u64::from(run);
+        while words.back() == Some(&0) {
+            words.pop_back();
+        }
+        if words.is_empty() {
+            wide.remove(&slot);
+            dev.measured &= !WIDE;
+        }
+        // After a partial slide the front record is unresolved; after a whole word the
+        // next word's front may be resolved too.
+    }
 }
 
 fn reason_index(r: DropReason) -> usize {
