@@ -17,19 +17,16 @@
 //! the median of the pairs' ratios, so a burst of noise on a shared machine falls on both
 //! sides alike.
 
-#[path = "../tests/transport_util/mod.rs"]
-mod transport_util;
-
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
 use rumqttc::v5::{AsyncClient, Event, Incoming, MqttOptions};
-use transport_util::*;
 use twinhub::Outcome;
 use twinhub::spec::MqttVersion;
 use twinhub::transport::build;
+use twinhub_testkit::*;
 
 const BATCH: usize = 100;
 const SIZE: usize = 256;
@@ -79,7 +76,7 @@ fn mqtt(c: &mut Criterion) {
     let rt = runtime();
     let broker = Mosquitto::start();
     let batch = records("bench", 1, 0, BATCH, SIZE);
-    let spec = transport_util::mqtt(broker.addr(), "bench/{device_id}", MqttVersion::V5);
+    let spec = twinhub_testkit::mqtt(broker.addr(), "bench/{device_id}", MqttVersion::V5);
     let t = build(&spec, &link(None), &device("bench"), tls()).expect("transport");
 
     // The raw client: one connection, its event loop in a task that counts PUBACKs.
@@ -142,7 +139,7 @@ fn event_hubs(c: &mut Criterion) {
         .expect("emulator");
     let region = &emu["primary"];
     let batch = records("bench", 1, 0, BATCH, SIZE);
-    let spec = transport_util::event_hubs(
+    let spec = twinhub_testkit::event_hubs(
         &region.http_addr().to_string(),
         region.event_hub(),
         region.key_name(),
