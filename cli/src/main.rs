@@ -18,7 +18,6 @@
 //! `twinhub sim --scenario FILE` runs the fleet simulator and prints its summary (exit 4 if
 //! a record was lost); `twinhub demo` runs the fabrikam outage simulated, then live.
 
-mod chaos;
 mod gateway;
 mod send;
 mod sim;
@@ -48,8 +47,6 @@ enum Command {
     Send(send::SendArgs),
     /// Take records from devices' serial lines (over TCP) and forward them with failover.
     Gateway(gateway::GatewayArgs),
-    /// Run the reliability scenarios (faults, crashes, full disks) or the soak.
-    Chaos(chaos::ChaosArgs),
     /// Simulate a fleet (one real engine per virtual device) through a scenario.
     Sim(sim::SimArgs),
     /// The fabrikam outage, simulated for a large fleet and then run live.
@@ -75,9 +72,7 @@ fn main() -> ExitCode {
     // The simulator's own emulator is an implementation detail: keep its logs out of the
     // summary unless asked for (RUST_LOG).
     let default_filter = match cli.command {
-        Command::Sim(_) | Command::Demo(_) | Command::Chaos(_) => {
-            "error,rumqttd=off,twinhub_emulator=off"
-        }
+        Command::Sim(_) | Command::Demo(_) => "error,rumqttd=off,twinhub_emulator=off",
         _ => "warn,twinhub_emulator=info,twinhub=warn",
     };
     tracing_subscriber::fmt()
@@ -104,7 +99,6 @@ fn main() -> ExitCode {
         Command::Gateway(args) => runtime.block_on(gateway::run(args)),
         Command::Sim(args) => sim::run(args, &runtime),
         Command::Demo(args) => sim::demo(args, &runtime),
-        Command::Chaos(args) => chaos::run(args, &runtime),
     };
     match result {
         Ok(code) => ExitCode::from(code),

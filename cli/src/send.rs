@@ -30,7 +30,9 @@ pub struct SendArgs {
     /// Also write the final stats JSON to this file.
     #[arg(long)]
     pub stats_json: Option<PathBuf>,
-    /// Print `accepted <line> <message id>` once each record is in the outbox.
+    /// Print `accepted <line> <message id>` once each record is in the outbox, and
+    /// `dropped <message id> <reason>` for each record dropped by a policy (expired,
+    /// evicted, rejected); `drop-reports-missed <n>` if the event stream lagged.
     #[arg(long)]
     pub echo_ids: bool,
     /// Where a memory outbox (a config without `[outbox] path`) keeps its epoch counter,
@@ -65,16 +67,45 @@ pub async fn run(args: SendArgs) -> Result<u8, String> {
         built => built,
     }
     .map_err(|e| e.to_string())?;
+    // Subscribed before the first record, so every drop is reported by id.
+    let drops = args.echo_ids.then(|| echo_drops(producer.events()));
     let refused = forward_lines(&producer, SendOptions::class(args.class), args.echo_ids).await?;
     let mut extra = serde_json::Map::new();
     extra.insert("refused".into(), refused.into());
-    finish(
+    let code = finish(
         &producer,
         args.drain_timeout,
         args.stats_json.as_deref(),
         extra,
     )
-    .await
+    .await?;
+    // The driver has stopped; with the last handle gone the event stream ends, after
+    // the echo has printed every drop.
+    drop(producer);
+    if let Some(task) = drops {
+        let _ = task.await;
+    }
+    Ok(code)
+}
+
+/// Prints `dropped <id> <reason>` for every record the producer drops, until it stops.
+fn echo_drops(
+    mut events: tokio::sync::broadcast::Receiver<twinhub::Event>,
+) -> tokio::task::JoinHandle<()> {
+    use tokio::sync::broadcast::error::RecvError;
+    tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(twinhub::Event::Dropped { id, reason }) => {
+                    println!("dropped {id} {}", reason.name());
+                }
+                Ok(_) => {}
+                // Which records those were is unknown: say so rather than stay silent.
+                Err(RecvError::Lagged(n)) => println!("drop-reports-missed {n}"),
+                Err(RecvError::Closed) => return,
+            }
+        }
+    })
 }
 
 /// Settles where a memory outbox keeps its epoch counter: `flag`, else the config's

@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -162,6 +163,8 @@ impl State {
 #[derive(Clone)]
 pub struct FaultSwitch {
     tx: Arc<watch::Sender<State>>,
+    /// HTTP requests answered with an injected status (503, 429).
+    statuses: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for FaultSwitch {
@@ -191,7 +194,20 @@ impl FaultSwitch {
             per_source: HashMap::new(),
             per_device: HashMap::new(),
         });
-        FaultSwitch { tx: Arc::new(tx) }
+        FaultSwitch {
+            tx: Arc::new(tx),
+            statuses: Arc::default(),
+        }
+    }
+
+    /// How many HTTP requests this switch has answered with an injected status (503 or
+    /// 429) so far: lets a test wait for a client to have been refused, not for a time.
+    pub fn injected_statuses(&self) -> u64 {
+        self.statuses.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_injected_status(&self) {
+        self.statuses.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Sets the region-wide fault. `Up` also clears every per-source and per-device

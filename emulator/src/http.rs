@@ -88,6 +88,9 @@ async fn status_faults(State(region): State<Shared>, req: Request, next: Next) -
     let fault = peer
         .map(|p| region.switch.effective(p.ip()))
         .unwrap_or_else(|| region.switch.region_fault());
+    if matches!(fault, Fault::Http503 | Fault::Http429 { .. }) {
+        region.switch.count_injected_status();
+    }
     match fault {
         Fault::Http503 => eh_error(
             StatusCode::SERVICE_UNAVAILABLE,

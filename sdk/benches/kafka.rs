@@ -17,8 +17,7 @@
 
 #[path = "../tests/kafka_util/mod.rs"]
 mod kafka_util;
-#[path = "../tests/transport_util/mod.rs"]
-mod transport_util;
+use twinhub_testkit as transport_util;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -712,8 +712,8 @@ impl DiskStore {
 
     /// Leaves the files as a killed process would (nothing synced or closed) but releases
     /// the directory lock, as the operating system does for a dead process: for crash
-    /// tests in one process.
-    #[doc(hidden)]
+    /// tests in one process. Only with the `test-hooks` feature, which no product enables.
+    #[cfg(feature = "test-hooks")]
     pub fn simulate_crash(self) {
         let mut this = std::mem::ManuallyDrop::new(self);
         // Only the lock is dropped; every other handle is leaked.

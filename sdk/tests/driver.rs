@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use twinhub::memstore::MemStore;
+use twinhub::producer::GROUP_COMMIT_MAX;
 use twinhub::transport::{BoxFuture, Transport};
 use twinhub::{Class, Event, FlushError, Outbox, Outcome, Parts, Producer, SendError, SendOptions};
 use twinhub_core::{
@@ -81,6 +82,10 @@ impl Transport for Fake {
 struct Counted {
     inner: MemStore,
     syncs: Arc<AtomicUsize>,
+    /// Records appended since the last sync.
+    unsynced: usize,
+    /// Records each sync made durable, in order.
+    groups: Arc<Mutex<Vec<usize>>>,
 }
 
 impl Store for Counted {
@@ -97,6 +102,7 @@ impl Store for Counted {
         self.inner.fits(n)
     }
     fn append(&mut self, m: &RecordMeta, p: &[u8]) -> Result<(), StoreError> {
+        self.unsynced += 1;
         self.inner.append(m, p)
     }
     fn next_after(&mut self, k: Option<RecordKey>) -> Result<Option<RecordInfo>, StoreError> {
@@ -113,6 +119,10 @@ impl Store for Counted {
 impl Outbox for Counted {
     fn sync(&mut self) -> Result<(), String> {
         self.syncs.fetch_add(1, Ordering::SeqCst);
+        self.groups
+            .lock()
+            .unwrap()
+            .push(std::mem::take(&mut self.unsynced));
         Ok(())
     }
 }
@@ -129,7 +139,8 @@ fn config(max_record: u32, on_full: OnFull) -> Config {
 }
 
 fn start(primary: &Fake, secondary: &Fake, max_bytes: usize) -> (Producer, Arc<AtomicUsize>) {
-    start_with(primary, secondary, max_bytes, OnFull::Evict)
+    let (p, syncs, _) = start_counted(primary, secondary, max_bytes, OnFull::Evict);
+    (p, syncs)
 }
 
 fn start_with(
@@ -138,10 +149,24 @@ fn start_with(
     max_bytes: usize,
     on_full: OnFull,
 ) -> (Producer, Arc<AtomicUsize>) {
+    let (p, syncs, _) = start_counted(primary, secondary, max_bytes, on_full);
+    (p, syncs)
+}
+
+/// A producer whose outbox reports its syncs and the records each sync covered.
+fn start_counted(
+    primary: &Fake,
+    secondary: &Fake,
+    max_bytes: usize,
+    on_full: OnFull,
+) -> (Producer, Arc<AtomicUsize>, Arc<Mutex<Vec<usize>>>) {
     let syncs = Arc::new(AtomicUsize::new(0));
+    let groups = Arc::default();
     let outbox = Counted {
         inner: MemStore::new(max_bytes),
         syncs: syncs.clone(),
+        unsynced: 0,
+        groups: Arc::clone(&groups),
     };
     let p = Producer::start(Parts {
         config: config(4096, on_full),
@@ -153,7 +178,7 @@ fn start_with(
         ],
         seed: 1,
     });
-    (p, syncs)
+    (p, syncs, groups)
 }
 
 #[tokio::test(start_paused = true)]
@@ -182,23 +207,37 @@ async fn sends_are_delivered_with_ids_and_properties() {
     assert_eq!(s.to_json()["delivered_by_endpoint"]["primary"], 1);
 }
 
+/// Group commit's rule: every send already waiting when the driver wakes, up to
+/// `GROUP_COMMIT_MAX`, is made durable by one sync. On this single-threaded runtime all
+/// the spawned sends queue their commands before the driver runs again, so the groups are
+/// exactly known: full groups of `GROUP_COMMIT_MAX`, then the rest.
 #[tokio::test(start_paused = true)]
 async fn concurrent_sends_share_one_sync() {
-    let (a, b) = (Fake::new(), Fake::new());
-    let (p, syncs) = start(&a, &b, 1 << 20);
-    let sends: Vec<_> = (0..200)
-        .map(|i| {
-            let p = p.clone();
-            tokio::spawn(async move { p.send(vec![i as u8; 10]).await })
-        })
-        .collect();
-    for s in sends {
-        s.await.unwrap().unwrap();
+    for n in [200, GROUP_COMMIT_MAX + 176] {
+        let (a, b) = (Fake::new(), Fake::new());
+        let (p, syncs, groups) = start_counted(&a, &b, 1 << 20, OnFull::Evict);
+        let sends: Vec<_> = (0..n)
+            .map(|i| {
+                let p = p.clone();
+                tokio::spawn(async move { p.send(vec![i as u8; 10]).await })
+            })
+            .collect();
+        for s in sends {
+            s.await.unwrap().unwrap();
+        }
+        let want: Vec<usize> = (0..n)
+            .step_by(GROUP_COMMIT_MAX)
+            .map(|first| (n - first).min(GROUP_COMMIT_MAX))
+            .collect();
+        assert_eq!(
+            *groups.lock().unwrap(),
+            want,
+            "records per sync for {n} concurrent sends"
+        );
+        assert_eq!(syncs.load(Ordering::SeqCst), want.len());
+        p.flush(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(a.ids().len(), n);
     }
-    let n = syncs.load(Ordering::SeqCst);
-    assert!((1..200).contains(&n), "{n} syncs for 200 concurrent sends");
-    p.flush(Duration::from_secs(5)).await.unwrap();
-    assert_eq!(a.ids().len(), 200);
 }
 
 #[tokio::test(start_paused = true)]

@@ -2,7 +2,7 @@
 //! client id, user name, SAS token, topic, QoS and size as IoT Hub does (and which
 //! Microsoft's Python device SDK passes: emulator/tests/conformance.rs).
 
-mod transport_util;
+use twinhub_testkit as transport_util;
 
 use std::time::Duration;
 

@@ -4,8 +4,7 @@
 
 #[path = "kafka_util/mod.rs"]
 mod kafka_util;
-#[path = "transport_util/mod.rs"]
-mod transport_util;
+use twinhub_testkit as transport_util;
 
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};

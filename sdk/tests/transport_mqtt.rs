@@ -1,20 +1,18 @@
 //! MQTT (5 and 3.1.1) against a real mosquitto and the emulator's broker; IoT Hub against
 //! the emulator's broker.
 
-mod transport_util;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, Incoming, MqttOptions};
 use tokio::sync::mpsc;
-use transport_util::*;
 use twinhub::Outcome;
 use twinhub::spec::{Bind, IotHubSpec, MqttVersion, ProtocolSpec, Secret};
 use twinhub::transport::{build, build_with_timeout};
 use twinhub_core::sas::{ParsedToken, SasKey};
 use twinhub_emulator::{Emulator, EmulatorConfig, Fault};
+use twinhub_testkit::*;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -27,7 +25,10 @@ type Seen = (String, Vec<(String, String)>, Vec<u8>);
 
 /// Subscribes to `topic` and forwards every publish; returns once the SUBACK arrived.
 async fn subscriber(port: u16, topic: &str) -> (mpsc::UnboundedReceiver<Seen>, AsyncClient) {
-    let mut o = MqttOptions::new(format!("sub-{}", free_port()), "127.0.0.1", port);
+    // A client id of its own per subscriber (the broker drops a duplicate's session).
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut o = MqttOptions::new(format!("sub-{}-{n}", std::process::id()), "127.0.0.1", port);
     o.set_max_packet_size(Some(1 << 20));
     let (client, mut el) = AsyncClient::new(o, 10);
     client.subscribe(topic, QoS::AtLeastOnce).await.unwrap();
@@ -160,12 +161,9 @@ async fn mqtt311_to_mosquitto_uses_the_envelope() {
 
 #[tokio::test]
 async fn mqtt_unreachable_and_refused() {
-    let port = free_port();
-    let spec = mqtt(
-        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-        "t",
-        MqttVersion::V5,
-    );
+    // Held bound but not listening: refused, and no one else can listen there meanwhile.
+    let closed = ClosedPort::new();
+    let spec = mqtt(closed.addr(), "t", MqttVersion::V5);
     let t = build_with_timeout(
         &spec,
         &link(None),
@@ -350,7 +348,12 @@ async fn iot_hub_credentials_and_renewal() {
     // with a fresh token is made.
     assert_eq!(t.send(&batch).await, Outcome::Delivered);
     assert!(rx.try_recv().is_err());
-    tokio::time::sleep(Duration::from_millis(1700)).await;
+    // The connection's age is kept on tokio's clock: move it past 80% of the 2 s life
+    // without waiting. Paused only here, with nothing in flight, so no I/O timeout can
+    // fire early; a renewal rule that ignored the age would never reconnect below.
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_millis(1700)).await;
+    tokio::time::resume();
     assert_eq!(t.send(&batch).await, Outcome::Delivered);
     let (_, _, renewed) = tokio::time::timeout(WAIT, rx.recv())
         .await
@@ -470,13 +473,12 @@ fn private_pki(dir: &std::path::Path) {
 async fn iot_hub_over_tls_trusts_a_private_broker_only_through_its_ca_file() {
     let pki = tempfile::tempdir().unwrap();
     private_pki(pki.path());
-    let plain = free_port();
     // TLS on the broker's port; a plain listener for the test's own subscriber.
-    let broker = Mosquitto::start_with(&format!(
-        "allow_anonymous true\ncafile {0}/ca.pem\ncertfile {0}/broker.pem\nkeyfile {0}/broker.key\n\
-         listener {plain} 127.0.0.1\n",
+    let broker = Mosquitto::start_with_second_listener(&format!(
+        "allow_anonymous true\ncafile {0}/ca.pem\ncertfile {0}/broker.pem\nkeyfile {0}/broker.key\n",
         pki.path().display()
     ));
+    let plain = broker.second_port().expect("a plain listener");
     let (mut rx, _sub) = subscriber(plain, "devices/meter-7/messages/events/#").await;
     let spec = |host: &str| {
         endpoint(ProtocolSpec::IotHub(IotHubSpec {

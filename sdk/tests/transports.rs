@@ -1,15 +1,13 @@
 //! HTTP transports (Event Hubs, generic JSON), TLS settings and link binding, against the
 //! emulator.
 
-mod transport_util;
-
 use std::time::{Duration, Instant};
 
-use transport_util::*;
 use twinhub::spec::Bind;
 use twinhub::transport::{TransportError, build, build_with_timeout, http::idempotency_key};
 use twinhub::{Outcome, RejectReason};
 use twinhub_emulator::{Emulator, EmulatorConfig, Fault};
+use twinhub_testkit::*;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -112,8 +110,9 @@ async fn event_hubs_unknown_entity_is_a_server_error() {
 
 #[tokio::test]
 async fn event_hubs_refused_connection_is_unreachable() {
-    let port = free_port();
-    let spec = event_hubs(&format!("127.0.0.1:{port}"), "hub", "rule", "key");
+    // Held bound but not listening: refused, and no one else can listen there meanwhile.
+    let closed = ClosedPort::new();
+    let spec = event_hubs(&closed.addr().to_string(), "hub", "rule", "key");
     let t = build(&spec, &link(None), &device("dev"), tls()).unwrap();
     assert_eq!(
         t.send(&records("dev", 1, 0, 1, 8)).await,

@@ -1,11 +1,13 @@
-//! `cargo xtask test | bench | ci | fuzz`: one entry point for every check, usable on a fresh
-//! machine.
+//! `cargo xtask test | bench | ci | chaos | soak | fuzz`: one entry point for every check,
+//! usable on a fresh machine: each entry first installs what it needs.
 //!
 //! `test` installs what is missing (rustup targets, cargo-deny, the advisory database copy,
 //! Debian packages the suites need, the Python venv with Microsoft's clients for the
 //! emulator's conformance suite), then runs formatting, clippy, every test, the engine's
 //! bare-metal builds, the docs and `cargo deny`. `bench` runs every benchmark and prints one
-//! table comparing twinhub with the raw baseline measured in the same run. `fuzz` runs every
+//! table comparing twinhub with the raw baseline measured in the same run. `chaos` and
+//! `soak` run the reliability runner of `tests/` (`twinhub-chaos`) at full length against
+//! a release `twinhub`. `fuzz` installs the nightly toolchain and cargo-fuzz, runs every
 //! fuzz target for a while and prints what each did and found.
 
 use std::env;
@@ -61,8 +63,8 @@ fn main() -> ExitCode {
         Some("setup") => setup(),
         Some("header") => header(args.get(1).map(String::as_str) == Some("--check")),
         Some("fuzz") => fuzz(&args[1..]),
-        Some("chaos") => chaos(&["chaos"]),
-        Some("soak") => chaos(&["chaos", "--soak", "30m"]),
+        Some("chaos") => chaos(&[], &args[1..]),
+        Some("soak") => chaos(&["--soak", "30m"], &args[1..]),
         _ => {
             eprintln!("usage: cargo xtask <test|ci|bench|setup|fuzz|chaos|soak>");
             eprintln!("  test   install what is missing, then run every check and suite");
@@ -71,8 +73,13 @@ fn main() -> ExitCode {
             eprintln!("  header [--check]");
             eprintln!("         write ffi/include/twinhub.h from twinhub-ffi (cbindgen), or check");
             eprintln!("         that the committed header is what the code generates");
-            eprintln!("  chaos  every reliability scenario at full length (about 30 minutes)");
-            eprintln!("  soak   30 minutes at a fixed rate, 10 of them with both regions down");
+            eprintln!(
+                "  chaos [ARGS]  every reliability scenario at full length (about 30 minutes);"
+            );
+            eprintln!("         ARGS go to twinhub-chaos (--short, --only kill,flap, --json FILE)");
+            eprintln!(
+                "  soak [ARGS]   30 minutes at a fixed rate, 10 of them with both regions down"
+            );
             eprintln!("  fuzz [SECONDS] [TARGET...]");
             eprintln!("         run each fuzz target (default: all) for SECONDS (default 30),");
             eprintln!("         one after another, and print a summary; fails on any crash");
@@ -117,18 +124,39 @@ fn succeeds(cmd: &mut Command) -> bool {
         .unwrap_or(false)
 }
 
-/// `twinhub chaos` (release build) with these arguments; the suite runs the short version.
-fn chaos(args: &[&str]) -> Result {
-    setup()?;
+/// The reliability runner (`twinhub-chaos` of the `twinhub-tests` crate, release build)
+/// with these arguments, driving a release `twinhub`; the test suite runs the short version.
+fn chaos(args: &[&str], extra: &[String]) -> Result {
+    debian_packages()?;
+    run(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "twinhub-cli",
+        "--bin",
+        "twinhub",
+    ]))?;
+    let twinhub = target_dir().join("release").join("twinhub");
     run(cargo()
-        .args(["run", "--release", "-p", "twinhub-cli", "--"])
-        .args(args))
+        .args([
+            "run",
+            "--release",
+            "-p",
+            "twinhub-tests",
+            "--bin",
+            "twinhub-chaos",
+            "--",
+        ])
+        .args(args)
+        .args(extra)
+        .env("TWINHUB_BIN", twinhub))
 }
 
 fn cargo() -> Command {
     Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
+/// Everything any entry needs.
 fn setup() -> Result {
     // Targets are idempotent to add and cheap when present.
     let mut add = Command::new("rustup");
@@ -137,6 +165,24 @@ fn setup() -> Result {
     if !succeeds(cargo().args(["deny", "--version"])) {
         run(cargo().args(["install", "cargo-deny", "--locked"]))?;
     }
+    nightly()?;
+    debian_packages()?;
+    conformance_venv()?;
+    // The advisory database copy lives beside the repository, in shared/.
+    let installer = root().join("../shared/tools/install-advisory-db");
+    if installer.exists() {
+        run(Command::new("bash").arg(installer))?;
+    } else {
+        return Err(format!(
+            "advisory database installer not found at {}",
+            installer.display()
+        ));
+    }
+    Ok(())
+}
+
+/// The nightly toolchain (minimal profile): the fuzz targets' sanitizer flags need it.
+fn nightly() -> Result {
     if !succeeds(Command::new("rustup").args(["run", "nightly", "rustc", "--version"])) {
         run(Command::new("rustup").args([
             "toolchain",
@@ -146,6 +192,20 @@ fn setup() -> Result {
             "minimal",
         ]))?;
     }
+    Ok(())
+}
+
+/// `cargo fuzz`, installed with the stable toolchain if it is missing.
+fn cargo_fuzz() -> Result {
+    if !succeeds(cargo().args(["fuzz", "--version"])) {
+        run(cargo().args(["install", "cargo-fuzz", "--locked"]))?;
+    }
+    Ok(())
+}
+
+/// The Debian packages the suites and runners start (mosquitto, QEMU, kcat, the C
+/// toolchains, python3-venv).
+fn debian_packages() -> Result {
     let mut missing: Vec<&str> = DEBIAN_PACKAGES
         .iter()
         .filter(|(_, bin)| {
@@ -168,17 +228,6 @@ fn setup() -> Result {
             .args(["install", "-y", "-q", "--no-install-recommends"])
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"))?;
-    }
-    conformance_venv()?;
-    // The advisory database copy lives beside the repository, in shared/.
-    let installer = root().join("../shared/tools/install-advisory-db");
-    if installer.exists() {
-        run(Command::new("bash").arg(installer))?;
-    } else {
-        return Err(format!(
-            "advisory database installer not found at {}",
-            installer.display()
-        ));
     }
     Ok(())
 }
@@ -423,6 +472,8 @@ fn header(check: bool) -> Result {
 }
 
 fn bench(extra: &[String]) -> Result {
+    // The transport benchmarks start a real mosquitto.
+    debian_packages()?;
     let out = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(["bench", "--workspace"])
         .args(extra)
@@ -435,7 +486,7 @@ fn bench(extra: &[String]) -> Result {
     if !out.status.success() {
         return Err("cargo bench failed".into());
     }
-    let mut rows = criterion_rows(&root().join("target/criterion"));
+    let mut rows = criterion_rows(&target_dir().join("criterion"));
     // Benches print extra figures as `ROW<TAB>name<TAB>ours<TAB>baseline<TAB>unit` lines.
     for line in stdout.lines() {
         let f: Vec<&str> = line.split('\t').collect();
@@ -529,11 +580,12 @@ fn criterion_rows(dir: &Path) -> Vec<Row> {
             pe[..end].trim().parse().ok()
         };
         if let (Some(ours), Some(base)) = (mean("twinhub"), mean("baseline")) {
-            let name = g
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned();
+            // The group's full name (it says what the baseline is); criterion shortens the
+            // directory name to 64 bytes.
+            let name = fs::read_to_string(g.join("twinhub/new/benchmark.json"))
+                .ok()
+                .and_then(|t| json_string(&t, "group_id"))
+                .unwrap_or_else(|| g.file_name().unwrap_or_default().to_string_lossy().into());
             rows.push(Row {
                 name,
                 ours,
@@ -543,6 +595,14 @@ fn criterion_rows(dir: &Path) -> Vec<Row> {
         }
     }
     rows
+}
+
+/// The string value of `"key":"..."` in a small JSON text (no escapes expected).
+fn json_string(text: &str, key: &str) -> Option<String> {
+    let pattern = format!("\"{key}\":\"");
+    let start = text.find(&pattern)? + pattern.len();
+    let end = start + text[start..].find('"')?;
+    Some(text[start..end].to_owned())
 }
 
 /// What one fuzz target did, from libFuzzer's output.
@@ -607,6 +667,9 @@ fn fuzz(args: &[String]) -> Result {
             .parse()
             .map_err(|_| format!("fuzz: {s:?} is not a number of seconds"))?,
     };
+    // A fresh machine has neither: `cargo fuzz` would be "no such command".
+    nightly()?;
+    cargo_fuzz()?;
     let dir = root().join("fuzz");
     let manifest = fs::read_to_string(dir.join("Cargo.toml"))
         .map_err(|e| format!("cannot read fuzz/Cargo.toml: {e}"))?;

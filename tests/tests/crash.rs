@@ -8,6 +8,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use twinhub_emulator::{Emulator, EmulatorConfig};
+use twinhub_testkit::twinhub_exe;
 
 const RUNS: usize = 12;
 const LINES_PER_RUN: usize = 400;
@@ -53,7 +54,7 @@ fn sigkill_at_random_points_loses_nothing_accepted() {
     };
     let mut line = 0usize;
     for run in 0..=RUNS {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_twinhub"))
+        let mut child = Command::new(twinhub_exe().expect("the twinhub binary"))
             .args(["send", "--config"])
             .arg(&cfg)
             .args(["--echo-ids", "--drain-timeout", "20s"])
@@ -137,7 +138,7 @@ fn echo_reports_an_acceptance_before_stdin_closes() {
     let region = emu["primary"].clone();
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), &region.event_hubs_connection_string());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_twinhub"))
+    let mut child = Command::new(twinhub_exe().expect("the twinhub binary"))
         .args(["send", "--config"])
         .arg(&cfg)
         .args(["--echo-ids", "--drain-timeout", "20s"])

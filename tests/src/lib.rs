@@ -1,0 +1,5 @@
+//! twinhub's end-to-end suites (in `tests/`) and the reliability runner they share with
+//! `cargo xtask chaos | soak`: real brokers, emulator regions and `twinhub` processes,
+//! killed, starved of disk and cut mid-write. None of this is part of a product crate.
+
+pub mod chaos;
