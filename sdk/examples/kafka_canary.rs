@@ -10,8 +10,7 @@
 //! Without `KAFKA_BLUE`/`KAFKA_GREEN` it starts two librdkafka mock clusters with `kcat`
 //! (Debian package `kcat`), or says how to run it.
 
-#[path = "../tests/kafka_util/mod.rs"]
-mod kafka_util;
+use twinhub_testkit::kafka as kafka_util;
 
 use std::time::Duration;
 

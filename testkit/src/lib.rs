@@ -1,12 +1,13 @@
 //! Fixtures shared by twinhub's test suites, benchmarks and reliability runners: a real
-//! mosquitto broker, listeners on ephemeral ports, records and endpoint specs, the
-//! ledger that tells delivered, dropped and lost records apart by id, and the path of the
-//! `twinhub` binary under test.
+//! mosquitto broker, librdkafka mock clusters read back by `kcat`, listeners on ephemeral
+//! ports, records and endpoint specs, the ledger that tells delivered, dropped and lost
+//! records apart by id, and the path of the `twinhub` binary under test.
 //!
 //! This crate is never a dependency of a product crate: only dev-dependencies and the
 //! `twinhub-tests` crate use it.
 
 pub mod fixtures;
+pub mod kafka;
 pub mod ledger;
 pub mod mosquitto;
 pub mod ports;
