@@ -121,6 +121,14 @@ impl Hub {
         matches!(self, Hub::Kafka(_)) && KafkaHub::loses_log(action)
     }
 
+    /// How the faults were done, where the plan's words do not say it.
+    pub(super) fn note(&self) -> Option<&str> {
+        match self {
+            Hub::Kafka(k) => k.note(),
+            _ => None,
+        }
+    }
+
     /// Every id the regions received so far, with arrival times, sorted by time.
     pub(super) fn arrivals(&self) -> Arrivals {
         let mut out = Arrivals::default();

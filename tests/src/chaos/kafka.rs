@@ -24,6 +24,10 @@ use super::tally::now_ms;
 const TOPIC: &str = "telemetry";
 /// Brokers per cluster: leaders spread over several, as in a real cluster.
 const BROKERS: u32 = 3;
+/// The shortest stall of a flap. A stopped process only delays replies, so a stall
+/// shorter than the runner's 2 s request timeout fails nothing and the producer never
+/// sees the flap; each stall is made long enough to fail the sends it holds.
+const FLAP_MIN_MS: u64 = 2_500;
 
 /// One region: the cluster behind its address now, if any, and what its consumers read.
 struct Region {
@@ -103,7 +107,7 @@ impl Region {
             Fault::Flap { period_ms } => {
                 self.stop_flapping();
                 if let Some(c) = &self.cluster {
-                    self.flapper = Some(Flapper::start(c.pid(), period_ms));
+                    self.flapper = Some(Flapper::start(c.pid(), period_ms.max(FLAP_MIN_MS)));
                 }
                 Ok(())
             }
@@ -155,6 +159,8 @@ impl Flapper {
 /// Kafka's two regions.
 pub(super) struct KafkaHub {
     regions: Vec<Region>,
+    /// What the faults were here, where they differ from the plan's words.
+    note: Option<String>,
 }
 
 impl KafkaHub {
@@ -167,7 +173,10 @@ impl KafkaHub {
         for _ in 0..regions {
             out.push(Region::start().await?);
         }
-        Ok(KafkaHub { regions: out })
+        Ok(KafkaHub {
+            regions: out,
+            note: None,
+        })
     }
 
     /// The endpoint settings of region `i` (its stable address, not its brokers').
@@ -181,6 +190,12 @@ impl KafkaHub {
     /// Applies `action`; starting a cluster blocks for about a second, so inside the
     /// runtime it runs where blocking is allowed.
     pub(super) fn act(&mut self, action: Action) -> Result<(), String> {
+        if let Action::Fault(_, Fault::Flap { period_ms }) = action {
+            self.note = Some(format!(
+                "flap: SIGSTOP and SIGCONT every {} ms",
+                period_ms.max(FLAP_MIN_MS)
+            ));
+        }
         let mut apply = || match action {
             Action::Fault(i, f) => self.regions[i].set(f),
             Action::Kill(i) => {
@@ -195,6 +210,11 @@ impl KafkaHub {
         } else {
             apply()
         }
+    }
+
+    /// How the faults differed from the plan's words, if they did.
+    pub(super) fn note(&self) -> Option<&str> {
+        self.note.as_deref()
     }
 
     /// Whether `action` destroys a cluster and with it the records only its memory holds.

@@ -93,6 +93,9 @@ pub(super) async fn stream_scenario(
             "{catch_ups} SIGKILLs, each once the consumers had read what was delivered (the mock's log lives in memory only)"
         );
     }
+    if let Some(note) = hub.note() {
+        f.note = note.to_string();
+    }
     Ok(f)
 }
 
