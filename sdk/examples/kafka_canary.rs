@@ -85,5 +85,33 @@ max_batch_records = 20
     producer.set_drained("blue", true).await?; // green takes over
     burst(&producer, 500, "drained").await?;
     producer.shutdown(Duration::from_secs(5)).await?;
+    if clusters.len() == 2 {
+        read_back(&clusters)?;
+    }
+    Ok(())
+}
+
+/// What an independent consumer (`kcat`) finds in each cluster, per phase: the split
+/// above is the producer's own count, this one is the clusters'.
+fn read_back(clusters: &[kafka_util::MockCluster]) -> Result<(), Box<dyn std::error::Error>> {
+    let mut per_cluster = Vec::new();
+    for c in clusters {
+        let records = kafka_util::read_all(&c.bootstrap, TOPIC)?;
+        per_cluster.push(records);
+    }
+    println!("read back by kcat:");
+    for label in ["canary", "50/50", "drained"] {
+        let count = |records: &[kafka_util::KafkaRecord]| {
+            records
+                .iter()
+                .filter(|r| r.value.split_once(' ').is_some_and(|(l, _)| l == label))
+                .count()
+        };
+        println!(
+            "{label:>10}: blue {:>4}  green {:>4}",
+            count(&per_cluster[0]),
+            count(&per_cluster[1])
+        );
+    }
     Ok(())
 }
