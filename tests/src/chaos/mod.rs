@@ -66,7 +66,10 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     twinhub::config::units::parse_duration(s).map_err(|e| e.to_string())
 }
 
-/// Every scenario, in the order they run.
+/// Every scenario, in the order they run. A new scenario goes here and either in
+/// `plan::Plan::for_scenario` (a stream with faults along it) or as an arm of `run_one`
+/// (a driver of its own, as `process.rs` has); where a protocol has no counterpart, in
+/// `plan::not_applicable`.
 pub const SCENARIOS: [&str; 10] = [
     "kill",
     "flap",
@@ -276,6 +279,26 @@ mod tests {
         let f = tally(&ledger, &arrivals);
         assert_eq!((f.sent, f.delivered, f.policy_drops, f.lost), (3, 1, 0, 2));
         assert!(!passed(&[f]));
+    }
+
+    /// Every row either has a driver or says why it does not apply, so a scenario added
+    /// without one fails here rather than minutes into a run; the Kafka rows run.
+    #[test]
+    fn every_row_runs_or_says_why_not() {
+        let scale = Scale::new(true);
+        for protocol in PROTOCOLS {
+            for scenario in SCENARIOS {
+                let driven = matches!(scenario, "sigkill" | "disk-full" | "torn-tail")
+                    || Plan::for_scenario(scenario, scale).is_some();
+                assert!(
+                    driven || plan::not_applicable(scenario, protocol).is_some(),
+                    "{scenario} over {protocol}"
+                );
+            }
+        }
+        for scenario in ["kill", "flap", "blackhole", "both-down", "sigkill"] {
+            assert_eq!(plan::not_applicable(scenario, "kafka"), None, "{scenario}");
+        }
     }
 
     #[test]
