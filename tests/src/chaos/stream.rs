@@ -89,8 +89,13 @@ pub(super) async fn stream_scenario(
         );
     }
     if catch_ups > 0 {
+        let kills = if catch_ups == 1 {
+            "1 SIGKILL, once".to_string()
+        } else {
+            format!("{catch_ups} SIGKILLs, each once")
+        };
         f.note = format!(
-            "{catch_ups} SIGKILLs, each once the consumers had read what was delivered (the mock's log lives in memory only)"
+            "{kills} the consumers had read what was delivered (the mock's log lives in memory only)"
         );
     }
     if let Some(note) = hub.note() {
