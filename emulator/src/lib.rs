@@ -44,6 +44,8 @@ pub mod http;
 #[cfg(feature = "server")]
 pub mod iothub;
 #[cfg(feature = "server")]
+pub mod iothub_ws;
+#[cfg(feature = "server")]
 pub mod mqtt;
 #[cfg(feature = "server")]
 pub mod proxy;
@@ -64,3 +66,5 @@ pub use iothub::IotHubEvents;
 pub use proxy::FaultProxy;
 #[cfg(feature = "server")]
 pub use store::{Counts, Protocol, Record, RegionStats};
+#[cfg(feature = "server")]
+pub use tls::DeviceCert;
