@@ -24,6 +24,7 @@ use crate::spec::{
 type S<T> = Spanned<T>;
 
 mod client_auth;
+pub(crate) use client_auth::client_auth_problem;
 
 /// Why `state_dir` and `path` do not go together.
 pub(crate) const STATE_DIR_WITH_PATH: &str = "applies to the memory outbox only; the disk outbox (`path`) keeps its epoch counter in its own directory";

@@ -15,7 +15,7 @@ use std::ops::Range;
 use super::{ConfigError, ErrorKind, Loader, P, RawEndpoint, S};
 use crate::client_cert::{ClientCert, ClientCertError};
 use crate::config::connstr;
-use crate::spec::{IotHubSpec, IotHubTransport, Secret};
+use crate::spec::{IotHubSpec, IotHubTransport, ProtocolSpec, Secret};
 
 /// IoT Hub's MQTT-over-WebSockets port.
 pub(crate) const IOT_HUB_WEBSOCKET_PORT: u16 = 443;
@@ -78,7 +78,8 @@ impl Loader<'_> {
             return Err(self.invalid(
                 &key("client_cert"),
                 &cert.span(),
-                "a client certificate needs TLS (mqtts:// or https://)",
+                "a client certificate needs TLS: an mqtts:// or https:// url, or an IoT Hub \
+                 connection string without UseDevelopmentEmulator=true",
             ));
         }
         if cert.get_ref().is_empty() {
@@ -191,5 +192,44 @@ impl Loader<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// What is inconsistent about a spec's client certificate settings, however it was made
+/// (TOML or code): (kind, setting, message). `None` when nothing is.
+pub(crate) fn client_auth_problem(
+    p: &ProtocolSpec,
+) -> Option<(ErrorKind, &'static str, &'static str)> {
+    match p {
+        ProtocolSpec::IotHub(h) if h.x509 && h.client_cert.is_none() => Some((
+            ErrorKind::Missing,
+            "client_cert",
+            "missing: x509=true needs client_cert and client_key (or client_key_env)",
+        )),
+        ProtocolSpec::IotHub(h) if !h.x509 && h.client_cert.is_some() => Some((
+            ErrorKind::Invalid,
+            "client_cert",
+            "the connection string has a SharedAccessKey; X.509 needs x509=true instead",
+        )),
+        ProtocolSpec::IotHub(h) if h.x509 && !h.tls => Some((
+            ErrorKind::Invalid,
+            "connection_string",
+            "x509=true needs TLS; it does not go with UseDevelopmentEmulator=true",
+        )),
+        ProtocolSpec::Mqtt(m) if m.client_cert.is_some() && !m.tls => Some((
+            ErrorKind::Invalid,
+            "client_cert",
+            "a client certificate needs TLS (an mqtts:// url)",
+        )),
+        ProtocolSpec::Http(h)
+            if h.client_cert.is_some() && !h.url.to_ascii_lowercase().starts_with("https://") =>
+        {
+            Some((
+                ErrorKind::Invalid,
+                "client_cert",
+                "a client certificate needs TLS (an https:// url)",
+            ))
+        }
+        _ => None,
     }
 }
