@@ -394,16 +394,8 @@ async fn handle_tcp(
         .get(&local)
         .copied()
         .unwrap_or(local);
-    let cn = client_common_name(tls.get_ref().1);
+    let cn = crate::tls::client_common_name(tls.get_ref().1);
     serve(tls, peer, &hub, cn.as_deref()).await;
-}
-
-/// The subject CN of the certificate the client presented (verified against the run's
-/// CA by the handshake), if it presented one.
-pub(crate) fn client_common_name(conn: &rustls::ServerConnection) -> Option<String> {
-    conn.peer_certificates()
-        .and_then(|chain| chain.first())
-        .and_then(|c| crate::tls::common_name(c))
 }
 
 /// Runs one MQTT connection to its end and counts why it ended. Generic over the stream

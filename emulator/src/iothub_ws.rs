@@ -4,7 +4,8 @@
 //!
 //! The upgrade must be a `GET` of `/$iothub/websocket` offering the subprotocol `mqtt`;
 //! the answer then names `mqtt`. Anything else is refused with an HTTP error before any
-//! MQTT is read, and counted as `closed-websocket-upgrade`. A client certificate works
+//! MQTT is read, and counted as `closed-websocket-upgrade`; an accepted upgrade is
+//! counted as `websocket-upgraded`. A client certificate works
 //! here too (X.509 device authentication), checked by the same TLS settings.
 
 use std::net::SocketAddr;
@@ -15,7 +16,8 @@ use async_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, 
 use async_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::iothub::{IotHub, client_common_name, serve};
+use crate::iothub::{IotHub, serve};
+use crate::tls::client_common_name;
 
 /// The path IoT Hub serves MQTT over WebSockets on.
 pub const WEBSOCKET_PATH: &str = "/$iothub/websocket";
@@ -74,6 +76,8 @@ async fn handle(
             return;
         }
     };
+    // Counted apart from `connected`, so it shows which listener a device came through.
+    hub.events.bump("websocket-upgraded");
     // The proxy registered the client's address before it forwarded a single byte.
     let peer = hub
         .peers
@@ -92,6 +96,8 @@ async fn handle(
 }
 
 /// Accepts only IoT Hub's path with the `mqtt` subprotocol, and answers with it.
+// The signature is tungstenite's handshake callback's; its error type is not ours to box.
+#[allow(clippy::result_large_err)]
 fn check_upgrade(req: &Request, mut resp: Response) -> Result<Response, ErrorResponse> {
     let refuse = |status: StatusCode, why: &str| {
         let mut r = ErrorResponse::new(Some(why.to_string()));

@@ -139,8 +139,16 @@ impl std::fmt::Debug for DeviceCert {
     }
 }
 
+/// The subject CN of the certificate the client presented (verified against the run's
+/// CA by the handshake), if it presented one.
+pub(crate) fn client_common_name(conn: &rustls::ServerConnection) -> Option<String> {
+    conn.peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|c| common_name(c))
+}
+
 /// The subject common name of a DER certificate, if it has one.
-pub(crate) fn common_name(der: &[u8]) -> Option<String> {
+fn common_name(der: &[u8]) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let cn = cert.subject().iter_common_name().next()?;
     cn.as_str().ok().map(str::to_string)
