@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use twinhub::Outcome;
 use twinhub::SdkConfig;
-use twinhub::spec::{IotHubTransport, ProtocolSpec};
+use twinhub::spec::{Bind, IotHubTransport, ProtocolSpec};
 use twinhub::transport::{build_with_timeout, tls_config};
 use twinhub_emulator::{Emulator, EmulatorConfig, Protocol, Region};
 use twinhub_testkit::{device, link, records};
@@ -60,11 +60,16 @@ fn config(emu: &Emulator, r: &Region, dev: &str, auth: &Auth<'_>, websockets: bo
 }
 
 async fn send(toml: &str, dev: &str, n: usize) -> Outcome {
+    send_over(toml, dev, n, None).await
+}
+
+/// [`send`] over a link bound to the local address `bind`.
+async fn send_over(toml: &str, dev: &str, n: usize, bind: Option<&str>) -> Outcome {
     let cfg = SdkConfig::from_toml_str(toml).unwrap();
     let tls = tls_config(cfg.ca_file.as_deref()).unwrap();
     let t = build_with_timeout(
         &cfg.endpoints[0],
-        &link(None),
+        &link(bind.map(|ip| Bind::Addr(ip.parse().unwrap()))),
         &device(dev),
         tls,
         Duration::from_secs(5),
@@ -187,4 +192,29 @@ async fn websockets_check_credentials_like_mqtt() {
     assert_eq!(send(&toml, "ws-sas", 1).await, Outcome::Unauthorized);
     assert_eq!(r.iot_hub_events().count("connack-5-sas-signature"), 1);
     assert!(r.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_with_x509_over_a_bound_source_address() {
+    let emu = start().await;
+    let r = &emu["primary"];
+    let dev = r.iot_hub_device().to_string();
+    let auth = Auth::X509 {
+        cert: r.iot_hub_device_cert_file(),
+        key: r.iot_hub_device_key_file(),
+    };
+    let toml = config(&emu, r, &dev, &auth, true);
+    // The link's local address goes through the transport's tunnel; TLS and the
+    // WebSocket run end to end inside it.
+    r.set_fault_for("127.0.0.3".parse().unwrap(), twinhub_emulator::Fault::Down);
+    assert_eq!(
+        send_over(&toml, &dev, 1, Some("127.0.0.3")).await,
+        Outcome::Unreachable
+    );
+    assert_eq!(
+        send_over(&toml, &dev, 2, Some("127.0.0.2")).await,
+        Outcome::Delivered
+    );
+    delivered(r, &dev, 2).await;
+    assert_eq!(r.iot_hub_events().count("websocket-upgraded"), 1);
 }
