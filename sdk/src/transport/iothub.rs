@@ -8,7 +8,7 @@
 //!   payload is the body as is;
 //! * TLS on (port 8883) unless the spec turns it off for a local test broker.
 //! * X.509 (`x509=true`): the same user name, no password; the device certificate is the
-//!   credential, presented in the TLS handshake (see [`x509_auth`]).
+//!   credential, presented in the TLS handshake ([`crate::client_cert`]).
 //! * WebSockets (`transport = "websockets"`): the same MQTT inside a WebSocket with
 //!   subprotocol `mqtt` at `wss://{host}:443/$iothub/websocket`.
 
