@@ -6,6 +6,7 @@
 //! outbox and TOML configuration. The engine's types are re-exported here.
 
 pub mod builder;
+pub mod client_cert;
 pub mod config;
 pub mod dedup;
 pub mod epoch;

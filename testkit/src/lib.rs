@@ -10,6 +10,7 @@ pub mod fixtures;
 pub mod kafka;
 pub mod ledger;
 pub mod mosquitto;
+pub mod pki;
 pub mod ports;
 
 use std::path::PathBuf;
@@ -19,6 +20,7 @@ use std::sync::OnceLock;
 pub use fixtures::*;
 pub use ledger::{Arrivals, Ledger, Tally};
 pub use mosquitto::{Mosquitto, collect_ids};
+pub use pki::TestPki;
 pub use ports::{ClosedPort, listener, unused_port};
 
 /// The `twinhub` binary to run: `$TWINHUB_BIN` if set, else the one in the target

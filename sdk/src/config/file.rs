@@ -23,6 +23,9 @@ use crate::spec::{
 
 type S<T> = Spanned<T>;
 
+mod client_auth;
+pub(crate) use client_auth::client_auth_problem;
+
 /// Why `state_dir` and `path` do not go together.
 pub(crate) const STATE_DIR_WITH_PATH: &str = "applies to the memory outbox only; the disk outbox (`path`) keeps its epoch counter in its own directory";
 
@@ -83,6 +86,11 @@ struct RawEndpoint {
     security_protocol: Option<S<String>>,
     sasl_mechanism: Option<S<String>>,
     compression: Option<S<String>>,
+    // Client certificates and IoT Hub's transport: see `client_auth`.
+    client_cert: Option<S<String>>,
+    client_key: Option<S<String>>,
+    client_key_env: Option<S<String>>,
+    transport: Option<S<String>>,
 }
 
 #[derive(Deserialize)]
@@ -574,6 +582,7 @@ impl Loader<'_> {
             }
         }
 
+        self.client_auth_applies(&prefix, e, p, protocol.get_ref())?;
         let protocol = match p {
             P::EventHubs | P::IotHub => {
                 let ck = key("connection_string");
@@ -605,7 +614,9 @@ impl Loader<'_> {
                 if p == P::EventHubs {
                     ProtocolSpec::EventHubs(connstr::parse_event_hubs(cs.expose()).map_err(bad)?)
                 } else {
-                    ProtocolSpec::IotHub(connstr::parse_iot_hub(cs.expose()).map_err(bad)?)
+                    let mut spec = connstr::parse_iot_hub(cs.expose()).map_err(bad)?;
+                    self.iot_hub_options(&prefix, e, &table, cs.expose(), &mut spec)?;
+                    ProtocolSpec::IotHub(spec)
                 }
             }
             P::Mqtt => ProtocolSpec::Mqtt(self.mqtt(&prefix, e, &table)?),
@@ -717,6 +728,7 @@ impl Loader<'_> {
             username: text(&e.username),
             password,
             keep_alive,
+            client_cert: self.client_cert(prefix, e, table, tls)?,
         })
     }
 
@@ -970,9 +982,11 @@ impl Loader<'_> {
                 }
             }
         }
+        let https = url.get_ref().to_ascii_lowercase().starts_with("https://");
         Ok(HttpSpec {
             url: url.get_ref().clone(),
             headers,
+            client_cert: self.client_cert(prefix, e, table, https)?,
         })
     }
 

@@ -217,6 +217,9 @@ impl SdkConfig {
         }
         for (i, e) in self.endpoints.iter().enumerate() {
             let key = |k: &str| format!("endpoint[{i}].{k}");
+            if let Some((kind, k, message)) = file::client_auth_problem(&e.protocol) {
+                return Err(ConfigError::new(kind, key(k), message));
+            }
             match &e.protocol {
                 ProtocolSpec::Mqtt(m) => {
                     if m.topic.is_empty() || m.topic.contains(['+', '#']) {
