@@ -10,6 +10,8 @@ pub mod config;
 pub mod dedup;
 pub mod epoch;
 pub mod memstore;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod outbox;
 pub mod producer;
 pub mod record;
