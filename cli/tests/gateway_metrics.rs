@@ -128,7 +128,10 @@ fn wait_for(
         if done(&m) {
             return m;
         }
-        assert!(Instant::now() < deadline, "never saw {what}; last scrape {m:#?}");
+        assert!(
+            Instant::now() < deadline,
+            "never saw {what}; last scrape {m:#?}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -143,7 +146,9 @@ fn feed(stdin: &mut ChildStdin, from: u32, n: u32) {
 #[test]
 fn metrics_show_the_backlog_grow_in_an_outage_and_drain_after_it() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let emu = rt.block_on(Emulator::start(EmulatorConfig::default())).unwrap();
+    let emu = rt
+        .block_on(Emulator::start(EmulatorConfig::default()))
+        .unwrap();
     let (primary, secondary) = (emu["primary"].clone(), emu["secondary"].clone());
     let dir = tempfile::tempdir().unwrap();
     let mut gw = Reap(
@@ -168,7 +173,10 @@ fn metrics_show_the_backlog_grow_in_an_outage_and_drain_after_it() {
     assert_eq!(get(&m, "twinhub_pending_records"), 0.0);
     assert_eq!(sent(&m, "primary"), 0.0);
     assert_eq!(route(&m, "primary", "healthy"), 1.0);
-    assert_eq!(get(&m, "twinhub_link_budget_bytes{link=\"sat\"}"), 1048576.0);
+    assert_eq!(
+        get(&m, "twinhub_link_budget_bytes{link=\"sat\"}"),
+        1048576.0
+    );
     assert_eq!(
         get(&m, "twinhub_link_budget_window_seconds{link=\"sat\"}"),
         86400.0

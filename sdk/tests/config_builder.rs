@@ -121,13 +121,16 @@ fn http() -> Result<SdkConfig, ConfigError> {
         .build_with_env(env)
 }
 
+/// An example file, its builder twin, and the environment both read secrets from.
+type Twin = (
+    &'static str,
+    fn() -> Result<SdkConfig, ConfigError>,
+    fn(&str) -> Option<String>,
+);
+
 #[test]
 fn every_example_config_built_in_code_equals_the_parsed_file() {
-    let built: [(
-        &str,
-        fn() -> Result<SdkConfig, ConfigError>,
-        fn(&str) -> Option<String>,
-    ); 4] = [
+    let built: [Twin; 4] = [
         ("active-active.toml", active_active, iot_env),
         ("design.toml", design, env),
         ("emulator.toml", emulator, env),

@@ -36,7 +36,7 @@ type Problem = (String, String);
 /// A duration as the file writes it. The engine counts milliseconds, so a finer duration
 /// is refused rather than silently rounded.
 fn duration(key: &str, d: Duration, problem: &mut Option<Problem>) -> String {
-    if d.subsec_nanos() % 1_000_000 != 0 && problem.is_none() {
+    if !d.subsec_nanos().is_multiple_of(1_000_000) && problem.is_none() {
         *problem = Some((
             key.to_owned(),
             format!("{d:?} is finer than the millisecond the engine counts in"),
