@@ -318,3 +318,58 @@ fn family<L: EncodeLabelSet, M: EncodeMetric>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::EndpointBuilder;
+
+    fn scrape(registry: &Registry) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+        text
+    }
+
+    #[tokio::test]
+    async fn a_url_query_never_reaches_a_label_and_every_endpoint_and_route_has_series() {
+        let config = SdkConfig::builder("d")
+            .endpoint(EndpointBuilder::http(
+                "fn",
+                "https://h.example/api?code=s3cret#x",
+            ))
+            .endpoint(EndpointBuilder::kafka("k", "127.0.0.1:1", "telemetry"))
+            .link(crate::config::LinkBuilder::new(
+                "wan",
+                twinhub_core::Cost::Free,
+            ))
+            .link(crate::config::LinkBuilder::new(
+                "cell",
+                twinhub_core::Cost::Metered,
+            ))
+            .build()
+            .unwrap();
+        let producer = Producer::builder(config.clone()).build().await.unwrap();
+        let mut registry = Registry::default();
+        ProducerMetrics::new(producer.clone(), &config).register(&mut registry);
+        let text = scrape(&registry);
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(text.contains("messaging_destination_name=\"https://h.example/api\""));
+        assert!(
+            text.contains("messaging_system=\"kafka\",messaging_destination_name=\"telemetry\"")
+        );
+        // 2 endpoints x 2 links x 4 states; no budgets, so no budget series.
+        assert_eq!(text.matches("twinhub_route_health{").count(), 16, "{text}");
+        assert!(
+            text.contains("twinhub_route_health{endpoint=\"k\",link=\"cell\",state=\"healthy\"} 1")
+        );
+        assert!(!text.contains("twinhub_link_budget_bytes{"));
+        assert_eq!(
+            text.matches("twinhub_records_dropped_total{").count(),
+            DropReason::ALL.len()
+        );
+        producer
+            .shutdown(std::time::Duration::from_millis(100))
+            .await
+            .ok();
+    }
+}

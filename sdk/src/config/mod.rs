@@ -1,5 +1,6 @@
 //! Configuration files: TOML in, [`SdkConfig`] and the engine's [`twinhub_core::Config`]
-//! out.
+//! out. The same settings in code, with the same checks and errors:
+//! [`SdkConfig::builder`].
 //!
 //! The format (shared by the SDK, the CLI, the gateway and the simulator):
 //!
