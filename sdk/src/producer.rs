@@ -212,8 +212,8 @@ enum Command {
 }
 
 struct Shared {
-    /// The counters and the oldest pending record's age, as of the driver's last step
-    /// (the names are fixed, so the driver's steps copy no strings).
+    /// The counters, the oldest pending record's age and the routes, as of the driver's
+    /// last step (the names are fixed, so the driver's steps copy no strings).
     latest: Mutex<(Stats, Option<Duration>, Routes)>,
     endpoints: Vec<String>,
     links: Vec<String>,
