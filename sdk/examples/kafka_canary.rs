@@ -14,7 +14,8 @@ use twinhub_testkit::kafka as kafka_util;
 
 use std::time::Duration;
 
-use twinhub::{Producer, SdkConfig};
+use twinhub::config::EndpointBuilder;
+use twinhub::{EngineDuration, Producer, Routing, SdkConfig, Timings};
 
 const TOPIC: &str = "telemetry";
 
@@ -56,27 +57,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             return Ok(());
         }
     };
-    let config = SdkConfig::from_toml_str(&format!(
-        r#"device_id = "gateway-7"
-routing = "active-active"
-[timings]
-linger = "5ms"
-
-[[endpoint]]
-name = "blue"
-protocol = "kafka"
-bootstrap = "{blue}"
-topic = "{TOPIC}"
-max_batch_records = 20
-
-[[endpoint]]
-name = "green"
-protocol = "kafka"
-bootstrap = "{green}"
-topic = "{TOPIC}"
-max_batch_records = 20
-"#
-    ))?;
+    let config = SdkConfig::builder("gateway-7")
+        .routing(Routing::ActiveActive)
+        .timings(Timings {
+            linger: EngineDuration::from_millis(5),
+            ..Timings::default()
+        })
+        .endpoint(EndpointBuilder::kafka("blue", blue.as_str(), TOPIC).max_batch_records(20))
+        .endpoint(EndpointBuilder::kafka("green", green.as_str(), TOPIC).max_batch_records(20))
+        .build()?;
     let producer = Producer::builder(config).build().await?;
     producer.set_weights(&[9, 1]).await?; // green is the canary
     burst(&producer, 1_000, "canary").await?;

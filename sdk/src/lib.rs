@@ -11,6 +11,8 @@ pub mod config;
 pub mod dedup;
 pub mod epoch;
 pub mod memstore;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod outbox;
 pub mod producer;
 pub mod record;
@@ -32,5 +34,11 @@ pub use twinhub_core::wire;
 pub use twinhub_core::{
     Budget, Class, ClassSet, Cost, DeviceId, DownCause, DropCounts, DropReason,
     Duration as EngineDuration, EndpointId, Event, Instant as EngineInstant, LinkId, LinkSpend,
-    MessageId, OnFull, Outcome, RejectReason, Routing, Stats, Timings, TransmitError,
+    MessageId, OnFull, Outcome, RejectReason, RouteHealth, Routing, Stats, Timings, TransmitError,
 };
+
+// The README's examples (the engine's and the SDK's) run as doctests of this crate, the
+// one that sees both.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

@@ -13,7 +13,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinSet;
 use twinhub_core::{
     Class, Config, ControlError, EndpointId, EnqueueError, Event, Instant, LinkId, LinkSpend,
-    LinkState, MessageId, Outcome, Stats, Store, TransmitId,
+    LinkState, MAX_ENDPOINTS, MAX_LINKS, MessageId, Outcome, RouteHealth, Stats, Store, TransmitId,
 };
 
 use crate::record;
@@ -148,6 +148,11 @@ pub struct Snapshot {
     pub endpoints: Vec<String>,
     /// Link names, by index.
     pub links: Vec<String>,
+    /// Health of each route: `route_health[endpoint][link]`, by index.
+    pub route_health: Vec<Vec<RouteHealth>>,
+    /// Bytes charged to each link's budget in its current window, by index; `None` for a
+    /// link without a budget.
+    pub link_spent: Vec<Option<u64>>,
 }
 
 impl Snapshot {
@@ -207,22 +212,43 @@ enum Command {
 }
 
 struct Shared {
-    /// The counters and the oldest pending record's age, as of the driver's last step
-    /// (the names are fixed, so the driver's steps copy no strings).
-    latest: Mutex<(Stats, Option<Duration>)>,
+    /// The counters, the oldest pending record's age and the routes, as of the driver's
+    /// last step (the names are fixed, so the driver's steps copy no strings).
+    latest: Mutex<(Stats, Option<Duration>, Routes)>,
     endpoints: Vec<String>,
     links: Vec<String>,
     events: broadcast::Sender<Event>,
     max_body: u32,
 }
 
+/// Route health and budget use by index, copied at every driver step into fixed arrays so
+/// the step allocates nothing.
+#[derive(Clone, Copy)]
+struct Routes {
+    health: [[RouteHealth; MAX_LINKS]; MAX_ENDPOINTS],
+    spent: [Option<u64>; MAX_LINKS],
+}
+
+impl Routes {
+    const NEW: Routes = Routes {
+        health: [[RouteHealth::Healthy; MAX_LINKS]; MAX_ENDPOINTS],
+        spent: [None; MAX_LINKS],
+    };
+}
+
 impl Shared {
-    fn snapshot(&self, stats: Stats, oldest_pending_age: Option<Duration>) -> Snapshot {
+    fn snapshot(&self, stats: Stats, oldest_pending_age: Option<Duration>, r: Routes) -> Snapshot {
+        let links = self.links.len();
         Snapshot {
             stats,
             oldest_pending_age,
             endpoints: self.endpoints.clone(),
             links: self.links.clone(),
+            route_health: r.health[..self.endpoints.len()]
+                .iter()
+                .map(|row| row[..links].to_vec())
+                .collect(),
+            link_spent: r.spent[..links].to_vec(),
         }
     }
 }
@@ -279,7 +305,7 @@ impl Producer {
         let (events, _) = broadcast::channel(1024);
         let max_body = config.max_record_bytes();
         let shared = Arc::new(Shared {
-            latest: Mutex::new((engine.stats().clone(), None)),
+            latest: Mutex::new((engine.stats().clone(), None, Routes::NEW)),
             endpoints: config
                 .endpoints()
                 .iter()
@@ -401,13 +427,13 @@ impl Producer {
 
     /// The counters and the data at risk, as of the driver's last step.
     pub fn stats(&self) -> Snapshot {
-        let (stats, oldest) = self
+        let (stats, oldest, routes) = self
             .shared
             .latest
             .lock()
             .map(|s| s.clone())
             .unwrap_or_else(|p| p.into_inner().clone());
-        self.shared.snapshot(stats, oldest)
+        self.shared.snapshot(stats, oldest, routes)
     }
 
     /// Tells the engine a link is up or down (for example from the modem's status).
@@ -744,7 +770,11 @@ impl<S: Outbox> Driver<S> {
             tracing::info!(?event, "twinhub event");
             let _ = self.shared.events.send(event);
         }
-        let latest = (self.engine.stats().clone(), self.oldest_pending_age());
+        let latest = (
+            self.engine.stats().clone(),
+            self.oldest_pending_age(),
+            self.routes(),
+        );
         if let Ok(mut s) = self.shared.latest.lock() {
             *s = latest;
         }
@@ -761,9 +791,27 @@ impl<S: Outbox> Driver<S> {
             .map(|t| Duration::from_millis(now.saturating_since(t).as_millis()))
     }
 
+    fn routes(&self) -> Routes {
+        let mut r = Routes::NEW;
+        let (endpoints, links) = (self.shared.endpoints.len(), self.shared.links.len());
+        for (e, row) in r.health.iter_mut().enumerate().take(endpoints) {
+            for (l, health) in row.iter_mut().enumerate().take(links) {
+                *health = self
+                    .engine
+                    .route_health(EndpointId(e as u8), LinkId(l as u8));
+            }
+        }
+        for (l, spent) in r.spent.iter_mut().enumerate().take(links) {
+            *spent = self.engine.link_spend(LinkId(l as u8)).map(|s| s.spent);
+        }
+        r
+    }
+
     fn snapshot(&mut self) -> Snapshot {
         let oldest = self.oldest_pending_age();
-        self.shared.snapshot(self.engine.stats().clone(), oldest)
+        let routes = self.routes();
+        self.shared
+            .snapshot(self.engine.stats().clone(), oldest, routes)
     }
 }
 

@@ -15,6 +15,7 @@ use std::ops::Range;
 use super::{ConfigError, ErrorKind, Loader, P, RawEndpoint, S};
 use crate::client_cert::{ClientCert, ClientCertError};
 use crate::config::connstr;
+use crate::config::raw::IOT_HUB_TRANSPORT;
 use crate::spec::{IotHubSpec, IotHubTransport, ProtocolSpec, Secret};
 
 /// IoT Hub's MQTT-over-WebSockets port.
@@ -180,10 +181,7 @@ impl Loader<'_> {
         if let Some(t) = self.word(
             &key("transport"),
             &e.transport,
-            &[
-                ("mqtt", IotHubTransport::Mqtt),
-                ("websockets", IotHubTransport::WebSockets),
-            ],
+            IOT_HUB_TRANSPORT,
             "an IoT Hub transport",
         )? {
             spec.transport = t;
