@@ -365,6 +365,7 @@ fn single_event(headers: &HeaderMap, body: &[u8]) -> Result<BatchEvent, String> 
         body: body.to_vec(),
         message_id,
         properties,
+        partition_key: None,
     })
 }
 
@@ -385,6 +386,7 @@ fn to_records(
             message_id: e.message_id,
             body: e.body,
             properties: e.properties,
+            partition_key: e.partition_key,
             peer,
             received_at_ms: at,
         })
