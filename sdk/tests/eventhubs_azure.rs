@@ -159,3 +159,166 @@ async fn server_busy_past_throttle_failover_after_fails_over() {
     );
     assert_eq!(p.stats().stats.failovers, 1);
 }
+
+/// Each event carries `PartitionKey` = its device id by default, so Event Hubs keeps a
+/// device's events on one partition, the same number in both regions; `partition_key =
+/// "none"` leaves it out. Before, no event had a partition key.
+#[tokio::test]
+async fn partition_key_is_the_device_id_unless_turned_off() {
+    let emu = emulator().await;
+    let cs = emu["primary"].event_hubs_connection_string();
+    for (epoch, (setting, want)) in (1..).zip([
+        ("", Some("meter-7")),
+        ("partition_key = \"device\"", Some("meter-7")),
+        ("partition_key = \"none\"", None),
+    ]) {
+        let config = SdkConfig::from_toml_str(&format!(
+            "device_id = \"meter-7\"\n[[endpoint]]\nname = \"eh\"\nprotocol = \"event-hubs\"\n\
+             connection_string = \"{cs}\"\n{setting}\n"
+        ))
+        .unwrap();
+        let twinhub::spec::ProtocolSpec::EventHubs(spec) = &config.endpoints[0].protocol else {
+            panic!("event hubs");
+        };
+        assert_eq!(
+            spec.partition_key,
+            if want.is_some() {
+                twinhub::spec::PartitionKey::Device
+            } else {
+                twinhub::spec::PartitionKey::None
+            }
+        );
+        let t = build(&config.endpoints[0], &link(None), &device("meter-7"), tls()).unwrap();
+        // A new epoch per setting: each round's ids are its own.
+        let batch = records("meter-7", epoch, 0, 4, 8);
+        assert_eq!(t.send(&batch).await, Outcome::Delivered);
+        let got = emu["primary"]
+            .wait_for_ids(&ids(&batch), Duration::from_secs(10))
+            .await
+            .unwrap();
+        for r in got
+            .iter()
+            .filter(|r| ids(&batch).contains(r.message_id.as_ref().unwrap()))
+        {
+            assert_eq!(r.partition_key.as_deref(), want, "{setting:?}");
+        }
+    }
+    let err = SdkConfig::from_toml_str(&format!(
+        "device_id = \"d\"\n[[endpoint]]\nname = \"eh\"\nprotocol = \"event-hubs\"\n\
+         connection_string = \"{cs}\"\npartition_key = \"random\"\n"
+    ))
+    .unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("endpoint[0].partition_key"));
+    assert!(err.to_string().contains("device | none"), "{err}");
+}
+
+/// A namespace-level connection string (a namespace policy's: no `EntityPath`) sends to
+/// the hub named beside it. Before, it was refused as "missing EntityPath".
+#[tokio::test]
+async fn namespace_level_connection_string_with_a_named_hub() {
+    let emu = emulator().await;
+    let r = &emu["primary"];
+    let entity = format!(";EntityPath={}", r.event_hub());
+    let cs = r.event_hubs_connection_string();
+    assert!(cs.contains(&entity), "{cs}");
+    let namespace = cs.replace(&entity, "");
+    let toml = |hub: &str| {
+        format!(
+            "device_id = \"ns-dev\"\n[[endpoint]]\nname = \"eh\"\nprotocol = \"event-hubs\"\n\
+             connection_string = \"{namespace}\"\n{hub}\n"
+        )
+    };
+    let config = SdkConfig::from_toml_str(&toml(&format!("hub = \"{}\"", r.event_hub()))).unwrap();
+    let t = build(&config.endpoints[0], &link(None), &device("ns-dev"), tls()).unwrap();
+    let batch = records("ns-dev", 1, 0, 3, 8);
+    assert_eq!(t.send(&batch).await, Outcome::Delivered);
+    let got = r
+        .wait_for_ids(&ids(&batch), Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(got.iter().all(|x| x.target == r.event_hub()));
+
+    // Without `hub`, the message says what is missing and how to name it.
+    let err = SdkConfig::from_toml_str(&toml("")).unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("endpoint[0].connection_string"));
+    let text = err.to_string();
+    assert!(
+        text.contains("names no event hub") && text.contains("hub = "),
+        "{text}"
+    );
+    assert!(!text.contains(r.key()), "never the key: {text}");
+    // A `hub` that contradicts EntityPath is refused.
+    let err = SdkConfig::from_toml_str(&format!(
+        "device_id = \"d\"\n[[endpoint]]\nname = \"eh\"\nprotocol = \"event-hubs\"\n\
+         connection_string = \"{cs}\"\nhub = \"another\"\n"
+    ))
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("EntityPath naming another"),
+        "{err}"
+    );
+    // `hub` belongs to Event Hubs (and Kafka on Event Hubs) only.
+    let err = SdkConfig::from_toml_str(
+        "device_id = \"d\"\n[[endpoint]]\nname = \"m\"\nprotocol = \"mqtt\"\n\
+         url = \"mqtt://127.0.0.1:1883\"\ntopic = \"t\"\nhub = \"x\"\n",
+    )
+    .unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("endpoint[0].hub"));
+}
+
+/// An IoT Hub `x509=true` device string is refused with a message saying X.509 is not
+/// supported yet, instead of "missing SharedAccessKey".
+#[test]
+fn x509_connection_strings_are_refused_clearly() {
+    let err = SdkConfig::from_toml_str(
+        "device_id = \"d\"\n[[endpoint]]\nname = \"hub\"\nprotocol = \"iot-hub\"\n\
+         connection_string = \"HostName=h.azure-devices.net;DeviceId=d;x509=true\"\n",
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("X.509") && text.contains("not supported yet"),
+        "{text}"
+    );
+    assert!(!text.contains("missing SharedAccessKey"), "{text}");
+}
+
+/// A device id whose message ids (`{device}:{epoch}:{seq}`, up to 32 characters after the
+/// device) could pass Azure's 128-character `MessageId` limit is refused when the config
+/// is read and when a producer is built, naming the problem; 96 characters pass. Before,
+/// such ids were sent, and Azure would refuse them once epoch and sequence grew.
+#[tokio::test]
+async fn device_ids_whose_message_ids_could_pass_128_characters_are_refused() {
+    let emu = emulator().await;
+    let cs = emu["primary"].event_hubs_connection_string();
+    let toml = |dev: &str, protocol: &str| match protocol {
+        "event-hubs" => format!(
+            "device_id = \"{dev}\"\n[[endpoint]]\nname = \"eh\"\nprotocol = \"event-hubs\"\n\
+             connection_string = \"{cs}\"\n"
+        ),
+        _ => format!(
+            "device_id = \"{dev}\"\n[[endpoint]]\nname = \"m\"\nprotocol = \"mqtt\"\n\
+             url = \"mqtt://127.0.0.1:1883\"\ntopic = \"t\"\n"
+        ),
+    };
+    let long = "d".repeat(97);
+    let err = SdkConfig::from_toml_str(&toml(&long, "event-hubs")).unwrap_err();
+    assert_eq!(err.kind, twinhub::config::ErrorKind::Invalid);
+    assert_eq!(err.key.as_deref(), Some("device_id"));
+    let text = err.to_string();
+    assert!(
+        text.contains("97 characters") && text.contains("128-character MessageId"),
+        "{text}"
+    );
+    assert!(SdkConfig::from_toml_str(&toml(&"d".repeat(96), "event-hubs")).is_ok());
+    // MQTT carries the id in a user property with no such limit.
+    let mqtt = SdkConfig::from_toml_str(&toml(&long, "mqtt")).unwrap();
+
+    // A config made in code is checked when the producer is built.
+    let mut config = mqtt;
+    config.endpoints = SdkConfig::from_toml_str(&toml("d", "event-hubs"))
+        .unwrap()
+        .endpoints;
+    let err = Producer::builder(config).build().await.unwrap_err();
+    assert!(err.to_string().contains("128-character MessageId"), "{err}");
+}

@@ -3,7 +3,9 @@
 //!
 //! Each event carries the record's id twice: `BrokerProperties.MessageId` (the service's
 //! own field) and the user property `message-id` (what consumers of the real service
-//! see). Bodies are base64 with `IsBodyBase64`, so any bytes survive.
+//! see), and by default `BrokerProperties.PartitionKey` = the record's device id, so a
+//! device's events stay on one partition in order ([`PartitionKey`]). Bodies are base64
+//! with `IsBodyBase64`, so any bytes survive.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -18,7 +20,7 @@ use super::common::{
 };
 use super::{BoxFuture, Transport};
 use crate::record::Record;
-use crate::spec::{Bind, EventHubsSpec};
+use crate::spec::{Bind, EventHubsSpec, PartitionKey};
 
 /// The API version the REST send pages document.
 const API_VERSION: &str = "2014-01";
@@ -32,6 +34,7 @@ pub struct EventHubsTransport {
     bind: Option<Bind>,
     tls: Arc<rustls::ClientConfig>,
     timeout: Duration,
+    partition_key: PartitionKey,
 }
 
 impl std::fmt::Debug for EventHubsTransport {
@@ -89,6 +92,7 @@ impl EventHubsTransport {
             bind: bind.cloned(),
             tls,
             timeout,
+            partition_key: spec.partition_key,
         })
     }
 
@@ -131,7 +135,7 @@ impl EventHubsTransport {
 
     async fn send_batch(&self, records: &[Record]) -> Outcome {
         // `Bytes`: the one retry below shares the buffer instead of copying it.
-        let body = match encode_batch(records) {
+        let body = match encode_batch_keyed(records, self.partition_key) {
             Ok(b) => bytes::Bytes::from(b),
             Err(_) => return Outcome::Rejected(RejectReason::Malformed),
         };
@@ -271,6 +275,8 @@ impl Transport for EventHubsTransport {
 struct Broker<'a> {
     #[serde(rename = "MessageId")]
     message_id: &'a str,
+    #[serde(rename = "PartitionKey", skip_serializing_if = "Option::is_none")]
+    partition_key: Option<&'a str>,
 }
 
 /// `message-id` first, then the record's properties (a property of that name is skipped:
@@ -293,14 +299,24 @@ impl Serialize for UserProperties<'_> {
     }
 }
 
+/// The JSON array body of a batch, keyed by device ([`encode_batch_keyed`] with
+/// [`PartitionKey::Device`]).
+pub fn encode_batch(records: &[Record]) -> Result<Vec<u8>, serde_json::Error> {
+    encode_batch_keyed(records, PartitionKey::Device)
+}
+
 /// The JSON array body of a batch:
-/// `[{"Body":"<base64>","IsBodyBase64":true,"BrokerProperties":{"MessageId":".."},
-/// "UserProperties":{"message-id":"..",..}},..]`.
+/// `[{"Body":"<base64>","IsBodyBase64":true,"BrokerProperties":{"MessageId":"..",
+/// "PartitionKey":"<device>"},"UserProperties":{"message-id":"..",..}},..]`
+/// (`PartitionKey` left out with [`PartitionKey::None`]).
 ///
 /// Written straight into one buffer: the body is base64-encoded in place (its alphabet
 /// needs no JSON escaping) with SIMD where the CPU has it; ids and properties go through
 /// serde_json, which escapes them.
-pub fn encode_batch(records: &[Record]) -> Result<Vec<u8>, serde_json::Error> {
+pub fn encode_batch_keyed(
+    records: &[Record],
+    key: PartitionKey,
+) -> Result<Vec<u8>, serde_json::Error> {
     let b64 = &base64_simd::STANDARD;
     let guess: usize = records.iter().map(|r| r.body.len() / 3 * 4 + 160).sum();
     let mut out = Vec::with_capacity(guess + 2);
@@ -318,7 +334,14 @@ pub fn encode_batch(records: &[Record]) -> Result<Vec<u8>, serde_json::Error> {
             .len();
         out.truncate(start + written);
         out.extend_from_slice(b"\",\"IsBodyBase64\":true,\"BrokerProperties\":");
-        serde_json::to_writer(&mut out, &Broker { message_id: &id })?;
+        let broker = Broker {
+            message_id: &id,
+            partition_key: match key {
+                PartitionKey::Device => Some(r.id.device.as_str()),
+                PartitionKey::None => None,
+            },
+        };
+        serde_json::to_writer(&mut out, &broker)?;
         out.extend_from_slice(b",\"UserProperties\":");
         serde_json::to_writer(
             &mut out,
@@ -354,7 +377,7 @@ mod tests {
         user: UserProperties<'a>,
     }
 
-    fn reference(records: &[Record]) -> Vec<u8> {
+    fn reference(records: &[Record], key: PartitionKey) -> Vec<u8> {
         let ids: Vec<_> = records.iter().map(|r| r.id.to_text()).collect();
         let events: Vec<Event<'_>> = records
             .iter()
@@ -362,7 +385,10 @@ mod tests {
             .map(|(r, id)| Event {
                 body: b64(&r.body),
                 is_body_base64: true,
-                broker: Broker { message_id: id },
+                broker: Broker {
+                    message_id: id,
+                    partition_key: (key == PartitionKey::Device).then(|| r.id.device.as_str()),
+                },
                 user: UserProperties {
                     id,
                     properties: &r.properties,
@@ -466,7 +492,11 @@ mod tests {
                     body: body.into(),
                 })
                 .collect();
-            prop_assert_eq!(encode_batch(&records).unwrap(), reference(&records));
+            prop_assert_eq!(encode_batch(&records).unwrap(), reference(&records, PartitionKey::Device));
+            prop_assert_eq!(
+                encode_batch_keyed(&records, PartitionKey::None).unwrap(),
+                reference(&records, PartitionKey::None)
+            );
         }
     }
 }
