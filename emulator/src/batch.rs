@@ -9,6 +9,9 @@
 //! when true `Body` is standard base64 and is decoded), `UserProperties` (object of
 //! scalars) and `BrokerProperties` (object). Unknown fields are ignored, as the service does.
 //!
+//! **Partition key**: `BrokerProperties.PartitionKey`, kept on the event. `MessageId` and
+//! `PartitionKey` may be at most 128 characters, as Azure's SDKs enforce.
+//!
 //! **Message id**: `BrokerProperties.MessageId` first, else `UserProperties["message-id"]`.
 //! The twinhub SDK writes both; consumers of the real service see the user property.
 //!
