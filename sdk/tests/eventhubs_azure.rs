@@ -322,3 +322,56 @@ async fn device_ids_whose_message_ids_could_pass_128_characters_are_refused() {
     let err = Producer::builder(config).build().await.unwrap_err();
     assert!(err.to_string().contains("128-character MessageId"), "{err}");
 }
+
+/// Through a producer: a 403 "message too large" drops the record (counted as too
+/// large, health untouched, no failover); a 403 "quota exceeded" keeps it and backs off
+/// on the same region until the quota frees up. Before, both were retried as throttling
+/// for 60 s and then failed over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forbidden_size_drops_the_record_and_quota_backs_off() {
+    let emu = emulator().await;
+    let p = Producer::builder(two_regions(&emu, "forbidden-dev", ""))
+        .build()
+        .await
+        .unwrap();
+    let switch = emu["primary"].switch().clone();
+    emu["primary"].set_fault(Fault::Http403 {
+        reason: Forbidden::MessageTooLarge,
+    });
+    p.send(b"too large, says the hub".to_vec()).await.unwrap();
+    assert!(
+        wait_until(Duration::from_secs(30), || p
+            .stats()
+            .stats
+            .dropped
+            .too_large
+            == 1)
+        .await,
+        "{:?}",
+        p.stats().stats
+    );
+    assert_eq!(p.stats().stats.failovers, 0);
+
+    let before = switch.injected_statuses();
+    emu["primary"].set_fault(Fault::Http403 {
+        reason: Forbidden::QuotaExceeded,
+    });
+    let id = p.send(b"kept".to_vec()).await.unwrap().to_string();
+    assert!(
+        wait_until(Duration::from_secs(30), || switch.injected_statuses()
+            > before)
+        .await
+    );
+    emu["primary"].set_fault(Fault::Up);
+    emu["primary"]
+        .wait_for_ids(&[id.as_str()], Duration::from_secs(30))
+        .await
+        .unwrap();
+    let stats = p.stats().stats;
+    assert_eq!(
+        (stats.failovers, stats.dropped.too_large),
+        (0, 1),
+        "{stats:?}"
+    );
+    assert!(emu["secondary"].ids().is_empty());
+}
