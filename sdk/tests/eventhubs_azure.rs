@@ -375,3 +375,30 @@ async fn forbidden_size_drops_the_record_and_quota_backs_off() {
     );
     assert!(emu["secondary"].ids().is_empty());
 }
+
+/// Kafka on Event Hubs takes the same `hub` beside a namespace-level connection string
+/// (the topic) and the same `partition_key`; a plain Kafka cluster has no `hub`.
+#[test]
+fn kafka_on_event_hubs_takes_hub_and_partition_key() {
+    let ns = "Endpoint=sb://ns-east.servicebus.windows.net/;SharedAccessKeyName=send;\
+              SharedAccessKey=a2V5";
+    let config = SdkConfig::from_toml_str(&format!(
+        "device_id = \"d\"\n[[endpoint]]\nname = \"k\"\nprotocol = \"kafka\"\n\
+         connection_string = \"{ns}\"\nhub = \"telemetry\"\npartition_key = \"none\"\n"
+    ))
+    .unwrap();
+    let twinhub::spec::ProtocolSpec::Kafka(k) = &config.endpoints[0].protocol else {
+        panic!("kafka");
+    };
+    assert_eq!(k.topic, "telemetry");
+    assert_eq!(k.partition_key, twinhub::spec::PartitionKey::None);
+    assert!(k.event_hubs);
+
+    let err = SdkConfig::from_toml_str(
+        "device_id = \"d\"\n[[endpoint]]\nname = \"k\"\nprotocol = \"kafka\"\n\
+         bootstrap = \"127.0.0.1:9092\"\ntopic = \"t\"\nhub = \"x\"\n",
+    )
+    .unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("endpoint[0].hub"));
+    assert!(err.to_string().contains("`topic`"), "{err}");
+}
