@@ -9,6 +9,9 @@
 //! when true `Body` is standard base64 and is decoded), `UserProperties` (object of
 //! scalars) and `BrokerProperties` (object). Unknown fields are ignored, as the service does.
 //!
+//! **Partition key**: `BrokerProperties.PartitionKey`, kept on the event. `MessageId` and
+//! `PartitionKey` may be at most 128 characters, as Azure's SDKs enforce.
+//!
 //! **Message id**: `BrokerProperties.MessageId` first, else `UserProperties["message-id"]`.
 //! The twinhub SDK writes both; consumers of the real service see the user property.
 //!
@@ -37,6 +40,8 @@ pub struct BatchEvent {
     pub message_id: Option<String>,
     /// User properties, values as text.
     pub properties: BTreeMap<String, String>,
+    /// `BrokerProperties.PartitionKey`, if the sender set one.
+    pub partition_key: Option<String>,
 }
 
 /// Why a batch body was refused (the emulator answers 400 with this text).
@@ -146,12 +151,12 @@ pub fn parse_event_hubs_batch(body: &[u8]) -> Result<Vec<BatchEvent>, BatchError
             None => return Err(event_err(index, "has no Body")),
         };
         let properties = properties(index, "UserProperties", obj.get("UserProperties"))?;
-        let broker_id = match obj.get("BrokerProperties") {
-            None | Some(Value::Null) => None,
-            Some(Value::Object(b)) => match b.get("MessageId") {
-                None | Some(Value::Null) => None,
-                Some(v) => Some(id_text(index, "BrokerProperties.MessageId", v)?),
-            },
+        let (broker_id, partition_key) = match obj.get("BrokerProperties") {
+            None | Some(Value::Null) => (None, None),
+            Some(Value::Object(b)) => (
+                broker_text(index, b, "MessageId")?,
+                broker_text(index, b, "PartitionKey")?,
+            ),
             Some(_) => return Err(event_err(index, "BrokerProperties must be an object")),
         };
         let message_id = broker_id.or_else(|| {
@@ -164,9 +169,38 @@ pub fn parse_event_hubs_batch(body: &[u8]) -> Result<Vec<BatchEvent>, BatchError
             body,
             message_id,
             properties,
+            partition_key,
         });
     }
     Ok(out)
+}
+
+/// Longest `MessageId` and `PartitionKey` Service Bus and Event Hubs accept, in
+/// characters (Azure.Messaging.ServiceBus: `MaxMessageIdLength`, `MaxPartitionKeyLength`).
+pub const MAX_BROKER_ID_CHARS: usize = 128;
+
+/// A string field of `BrokerProperties`: absent, or 1 to 128 characters.
+fn broker_text(
+    index: usize,
+    broker: &Map<String, Value>,
+    field: &str,
+) -> Result<Option<String>, BatchError> {
+    match broker.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => {
+            let text = id_text(index, &format!("BrokerProperties.{field}"), v)?;
+            let chars = text.encode_utf16().count();
+            if chars > MAX_BROKER_ID_CHARS {
+                return Err(event_err(
+                    index,
+                    format!(
+                        "BrokerProperties.{field} is {chars} characters; at most {MAX_BROKER_ID_CHARS} are allowed"
+                    ),
+                ));
+            }
+            Ok(Some(text))
+        }
+    }
 }
 
 /// Parses a generic JSON batch body (`POST /ingest/{name}`).
@@ -202,6 +236,7 @@ pub fn parse_generic_batch(body: &[u8]) -> Result<Vec<BatchEvent>, BatchError> {
             body,
             message_id: Some(id),
             properties,
+            partition_key: None,
         });
     }
     Ok(out)
@@ -235,6 +270,31 @@ mod tests {
         assert_eq!(v[0].body, b"hi");
         assert_eq!(v[0].message_id.as_deref(), Some("b"));
         assert_eq!(v[1].message_id.as_deref(), Some("u2"));
+    }
+
+    #[test]
+    fn partition_key_is_read_and_ids_are_limited_to_128_characters() {
+        let v = parse_event_hubs_batch(
+            br#"[{"Body":"a","BrokerProperties":{"MessageId":"d:1:0","PartitionKey":"d"}},{"Body":"b"}]"#,
+        )
+        .unwrap();
+        assert_eq!(v[0].partition_key.as_deref(), Some("d"));
+        assert_eq!(v[1].partition_key, None);
+        for field in ["MessageId", "PartitionKey"] {
+            let ok = format!(
+                r#"[{{"Body":"a","BrokerProperties":{{"{field}":"{}"}}}}]"#,
+                "x".repeat(128)
+            );
+            assert!(parse_event_hubs_batch(ok.as_bytes()).is_ok(), "{field}");
+            let long = format!(
+                r#"[{{"Body":"a","BrokerProperties":{{"{field}":"{}"}}}}]"#,
+                "x".repeat(129)
+            );
+            let e = parse_event_hubs_batch(long.as_bytes())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("129 characters"), "{e}");
+        }
     }
 
     #[test]

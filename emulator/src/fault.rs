@@ -21,7 +21,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// One fault mode. JSON form (admin API): `{"mode":"down"}`, `{"mode":"latency","ms":200}`,
-/// `{"mode":"flap","period_ms":1000}`, `{"mode":"http-429","retry_after_s":2}`.
+/// `{"mode":"flap","period_ms":1000}`, `{"mode":"http-429","retry_after_s":2}`,
+/// `{"mode":"http-403","reason":"quota-exceeded"}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "mode", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Fault {
@@ -44,6 +45,14 @@ pub enum Fault {
         /// Seconds sent in `Retry-After`.
         #[serde(default = "default_retry_after")]
         retry_after_s: u32,
+    },
+    /// Every HTTP request is answered `403 Forbidden` with the error text Service Bus and
+    /// Event Hubs use for `reason` (HTTP listener only). JSON:
+    /// `{"mode":"http-403","reason":"quota-exceeded"}`.
+    #[serde(rename = "http-403")]
+    Http403 {
+        /// Which 403 the service means.
+        reason: Forbidden,
     },
     /// Every chunk of bytes, in each direction, is delayed by this many milliseconds.
     Latency {
@@ -69,6 +78,37 @@ pub enum Fault {
         #[serde(default = "default_throttle_acks")]
         acks: u32,
     },
+}
+
+/// The reasons a Service Bus / Event Hubs send is answered 403 (the REST batch send
+/// documents 403 as "quota exceeded or message too large"; a rule without `Send` rights
+/// or a network rule is the third case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Forbidden {
+    /// The namespace or entity is over a quota.
+    QuotaExceeded,
+    /// The publication is over the size limit.
+    MessageTooLarge,
+    /// The credentials do not grant sending (or a network rule refuses the client).
+    Denied,
+}
+
+impl Forbidden {
+    /// The error text sent in the response's `<Detail>`.
+    pub fn detail(self) -> &'static str {
+        match self {
+            Forbidden::QuotaExceeded => {
+                "injected fault: QuotaExceeded: the namespace has exceeded its quota"
+            }
+            Forbidden::MessageTooLarge => {
+                "injected fault: the message size exceeds the limit allowed for this entity"
+            }
+            Forbidden::Denied => {
+                "injected fault: 'Send' claim(s) are required to perform this operation"
+            }
+        }
+    }
 }
 
 fn default_throttle_delay() -> u64 {
@@ -315,6 +355,7 @@ impl FaultSwitch {
             Fault::Latency { ms } => Action::Pass(Some(Duration::from_millis(ms))),
             Fault::Up
             | Fault::Http503
+            | Fault::Http403 { .. }
             | Fault::Http429 { .. }
             | Fault::Flap { .. }
             | Fault::IotHubRefuse
@@ -416,8 +457,18 @@ mod tests {
                 .fault,
             Fault::Http503
         );
+        assert_eq!(
+            FaultRequest::from_json(br#"{"mode":"http-403","reason":"message-too-large"}"#)
+                .unwrap()
+                .fault,
+            Fault::Http403 {
+                reason: Forbidden::MessageTooLarge
+            }
+        );
         for bad in [
-            &br#"{"mode":"sideways"}"#[..],
+            &br#"{"mode":"http-403"}"#[..],
+            br#"{"mode":"http-403","reason":"sideways"}"#,
+            br#"{"mode":"sideways"}"#,
             br#"{"mode":"latency"}"#,
             br#"{"mode":"down","extra":1}"#,
             br#"{"mode":"flap","period_ms":0}"#,

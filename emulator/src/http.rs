@@ -13,7 +13,7 @@
 //! | 413 | the request body exceeds the tier's publication limit (Basic 256 KB, Standard 1 MB) |
 //! | 415 | wrong or missing `Content-Type` |
 //! | 422 | generic: an `Idempotency-Key` reused with a different body |
-//! | 429 / 503 | injected by the fault switch (`Retry-After` on 429) |
+//! | 403 / 429 / 503 | injected by the fault switch (`Retry-After` on 429; a 403's detail names quota, size or rights) |
 //!
 //! Event Hubs errors carry the service's XML shape `<Error><Code>..</Code><Detail>..</Detail></Error>`;
 //! generic ones carry `{"error": "..."}`.
@@ -88,7 +88,10 @@ async fn status_faults(State(region): State<Shared>, req: Request, next: Next) -
     let fault = peer
         .map(|p| region.switch.effective(p.ip()))
         .unwrap_or_else(|| region.switch.region_fault());
-    if matches!(fault, Fault::Http503 | Fault::Http429 { .. }) {
+    if matches!(
+        fault,
+        Fault::Http503 | Fault::Http429 { .. } | Fault::Http403 { .. }
+    ) {
         region.switch.count_injected_status();
     }
     match fault {
@@ -96,6 +99,7 @@ async fn status_faults(State(region): State<Shared>, req: Request, next: Next) -
             StatusCode::SERVICE_UNAVAILABLE,
             "injected fault: server busy",
         ),
+        Fault::Http403 { reason } => eh_error(StatusCode::FORBIDDEN, reason.detail()),
         Fault::Http429 { retry_after_s } => {
             let mut r = eh_error(StatusCode::TOO_MANY_REQUESTS, "injected fault: throttled");
             r.headers_mut()
@@ -361,6 +365,7 @@ fn single_event(headers: &HeaderMap, body: &[u8]) -> Result<BatchEvent, String> 
         body: body.to_vec(),
         message_id,
         properties,
+        partition_key: None,
     })
 }
 
@@ -381,6 +386,7 @@ fn to_records(
             message_id: e.message_id,
             body: e.body,
             properties: e.properties,
+            partition_key: e.partition_key,
             peer,
             received_at_ms: at,
         })

@@ -667,6 +667,7 @@ fn record(hub: &IotHub, identity: &Identity, peer: SocketAddr, p: &Publish) -> R
         message_id: properties.get("$.mid").filter(|s| !s.is_empty()).cloned(),
         body: p.payload.to_vec(),
         properties,
+        partition_key: None,
         peer: Some(peer),
         received_at_ms: now_ms(),
     }

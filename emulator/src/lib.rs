@@ -62,7 +62,7 @@ pub use config::{EmulatorConfig, ProxyConfig, RegionConfig, Tier};
 #[cfg(feature = "server")]
 pub use emulator::{Emulator, Region, StartError, WaitTimeout};
 #[cfg(feature = "server")]
-pub use fault::{Fault, FaultRequest, FaultSwitch};
+pub use fault::{Fault, FaultRequest, FaultSwitch, Forbidden};
 #[cfg(feature = "server")]
 pub use iothub::IotHubEvents;
 #[cfg(feature = "server")]

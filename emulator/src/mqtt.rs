@@ -190,6 +190,7 @@ fn record_publish(
         message_id: parsed.message_id,
         body: parsed.body,
         properties: parsed.properties,
+        partition_key: None,
         peer: None,
         received_at_ms: now_ms(),
     }

@@ -63,6 +63,10 @@ pub struct Record {
     /// User properties (Event Hubs `UserProperties`, generic `properties`, MQTT 5 user
     /// properties), values as text.
     pub properties: BTreeMap<String, String>,
+    /// Event Hubs: the event's `BrokerProperties.PartitionKey`, if it had one (what an
+    /// Event Hubs consumer reads as the event's partition key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition_key: Option<String>,
     /// The client's address as seen by the public (proxy) listener; HTTP and IoT Hub only
     /// (the embedded broker does not expose it).
     pub peer: Option<SocketAddr>,
@@ -339,6 +343,7 @@ mod tests {
             message_id: id.map(str::to_string),
             body: b"x".to_vec(),
             properties: BTreeMap::new(),
+            partition_key: None,
             peer: None,
             received_at_ms: 0,
         }

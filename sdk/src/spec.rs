@@ -149,6 +149,25 @@ pub struct EventHubsSpec {
     pub development_emulator: bool,
     /// Lifetime of each SAS token.
     pub token_ttl: Duration,
+    /// What each event's `PartitionKey` is (default: the device id).
+    pub partition_key: PartitionKey,
+}
+
+/// How records are keyed for partitioning (`partition_key` in an `event-hubs` or `kafka`
+/// endpoint table).
+///
+/// Keying by device keeps one device's records on one partition, in order, and on the
+/// same partition number in every region or cluster with as many partitions (Event Hubs
+/// and Kafka both hash the key), which lets a consumer dedupe across regions per
+/// partition. Without a key the service spreads records over its partitions (higher
+/// availability when a partition is busy, no per-device order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PartitionKey {
+    /// The device id of the record's message id (`partition_key = "device"`, the default).
+    #[default]
+    Device,
+    /// No key (`partition_key = "none"`).
+    None,
 }
 
 /// IoT Hub device, from `HostName=..;DeviceId=..;SharedAccessKey=..`.
@@ -257,6 +276,8 @@ pub struct KafkaSpec {
     /// Event Hubs' Kafka endpoint: Azure's documented producer settings apply (see
     /// [`crate::transport::kafka`]).
     pub event_hubs: bool,
+    /// The record key: the device id (default) or none.
+    pub partition_key: PartitionKey,
 }
 
 /// SASL credentials for Kafka.

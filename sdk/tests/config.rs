@@ -583,7 +583,7 @@ fn connection_strings_as_is_and_their_errors() {
         ),
         (
             "Endpoint=sb://ns/;SharedAccessKeyName=send;SharedAccessKey=c2VjcmV0",
-            "is missing EntityPath",
+            "names no event hub: a namespace-level connection string (without EntityPath) needs the hub named in the endpoint",
         ),
         (
             "Endpoint=sb://ns/;SharedAccessKey=c2VjcmV0;EntityPath=t",

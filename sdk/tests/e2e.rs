@@ -186,7 +186,7 @@ async fn stream(p: &Producer, n: usize, gap: Duration) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn event_hubs_503_storm_fails_over_429_does_not() {
+async fn event_hubs_429_storm_backs_off_without_failover() {
     let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
     let p = Producer::builder(eh_config(&emu, None, ""))
         .build()
@@ -229,15 +229,6 @@ async fn event_hubs_503_storm_fails_over_429_does_not() {
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
     emu["primary"]
         .wait_for_ids(&refs, Duration::from_secs(30))
-        .await
-        .unwrap();
-
-    emu["primary"].set_fault(Fault::Http503);
-    let ids = stream(&p, 20, Duration::from_millis(100)).await;
-    assert_eq!(p.stats().stats.failovers, 1);
-    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-    emu["secondary"]
-        .wait_for_ids(&refs[refs.len() - 5..], Duration::from_secs(30))
         .await
         .unwrap();
 }

@@ -31,6 +31,7 @@ fn spec(bootstrap: &str, topic: &str) -> KafkaSpec {
         compression: KafkaCompression::None,
         client_id: None,
         event_hubs: false,
+        partition_key: Default::default(),
     }
 }
 
@@ -361,4 +362,31 @@ connection_string = "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyNam
         (e.key.as_deref(), e.line),
         (Some("endpoint[0].bootstrap"), Some(7))
     );
+}
+
+/// `partition_key = "none"`: records carry no key (kcat prints an empty key) and still
+/// arrive, each with its id. The setting is read from an endpoint table too.
+#[tokio::test]
+async fn keyless_records_when_partition_key_is_none() {
+    need_kcat!();
+    let toml = "device_id = \"d\"\n[[endpoint]]\nname = \"k\"\nprotocol = \"kafka\"\n\
+                bootstrap = \"127.0.0.1:9092\"\ntopic = \"t\"\npartition_key = \"none\"\n";
+    let config = SdkConfig::from_toml_str(toml).unwrap();
+    let ProtocolSpec::Kafka(k) = &config.endpoints[0].protocol else {
+        panic!("kafka");
+    };
+    assert_eq!(k.partition_key, twinhub::spec::PartitionKey::None);
+
+    let cluster = MockCluster::start("telemetry", 3);
+    let mut s = spec(&cluster.bootstrap, "telemetry");
+    s.partition_key = twinhub::spec::PartitionKey::None;
+    let t = transport(&s, "sensor-0002", Duration::from_secs(5));
+    let records = transport_util::records("sensor-0002", 1, 0, 20, 16);
+    assert_eq!(t.send(&records).await, Outcome::Delivered);
+    let got = cluster.read_all();
+    assert_eq!(got.len(), records.len());
+    for r in &got {
+        assert_eq!(r.key, "", "no key");
+        assert!(r.id().is_some_and(|id| id.starts_with("sensor-0002:1:")));
+    }
 }

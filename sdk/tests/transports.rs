@@ -70,8 +70,12 @@ async fn event_hubs_status_mapping() {
         Outcome::Rejected(RejectReason::TooLarge)
     );
 
+    // 503 is Event Hubs' "server busy": throttling, not a failed region.
     r.set_fault(Fault::Http503);
-    assert_eq!(t.send(&batch).await, Outcome::ServerError);
+    assert_eq!(
+        t.send(&batch).await,
+        Outcome::Throttled { retry_after: None }
+    );
     r.set_fault(Fault::Http429 { retry_after_s: 2 });
     assert_eq!(
         t.send(&batch).await,

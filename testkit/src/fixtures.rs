@@ -73,6 +73,7 @@ pub fn event_hubs(host: &str, entity: &str, key_name: &str, key: &str) -> Endpoi
         key: Secret::new(key),
         development_emulator: true,
         token_ttl: Duration::from_secs(3600),
+        partition_key: Default::default(),
     }))
 }
 

@@ -16,14 +16,15 @@ use std::time::Duration;
 use toml::Value;
 use twinhub_core::{Budget, Class, ClassSet, Cost, OnFull, Routing, Timings};
 
+use super::azure::PARTITION_KEYS;
 use super::raw::{
     COMPRESSION, COST, FSYNC, IOT_HUB_TRANSPORT, ON_FULL, ROUTING, RawEndpoint, RawFile, RawLink,
     RawOutbox, RawTimings, RawTtl, S, SASL_MECHANISM, word_for,
 };
 use super::{ConfigError, ErrorKind};
 use crate::spec::{
-    Bind, Fsync, IotHubTransport, KafkaCompression, MqttVersion, SaslMechanism, SdkConfig, Secret,
-    class_names,
+    Bind, Fsync, IotHubTransport, KafkaCompression, MqttVersion, PartitionKey, SaslMechanism,
+    SdkConfig, Secret, class_names,
 };
 
 /// A value set in code: it has no place in a file, so its span is empty.
@@ -525,6 +526,20 @@ impl EndpointBuilder {
     /// of [`client_key`](Self::client_key).
     pub fn client_key_env(mut self, var: impl Into<String>) -> Self {
         self.raw.client_key_env = code(var.into());
+        self
+    }
+
+    /// `hub` (event-hubs, kafka on Event Hubs): the event hub's name, for a namespace-level
+    /// connection string that has no `EntityPath`.
+    pub fn hub(mut self, hub: impl Into<String>) -> Self {
+        self.raw.hub = code(hub.into());
+        self
+    }
+
+    /// `partition_key` (event-hubs, kafka): the device id (the default, per-device order and
+    /// the same partition in both regions) or none.
+    pub fn partition_key(mut self, key: PartitionKey) -> Self {
+        self.raw.partition_key = code(word_for(&PARTITION_KEYS, &key).to_owned());
         self
     }
 

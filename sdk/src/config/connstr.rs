@@ -11,7 +11,8 @@ use std::time::Duration;
 use base64::Engine as _;
 
 use crate::spec::{
-    EventHubsSpec, IotHubSpec, KafkaCompression, KafkaSasl, KafkaSpec, SaslMechanism, Secret,
+    EventHubsSpec, IotHubSpec, KafkaCompression, KafkaSasl, KafkaSpec, PartitionKey, SaslMechanism,
+    Secret,
 };
 
 /// Lifetime of the SAS tokens twinhub signs from a connection string's key. One hour keeps
@@ -59,6 +60,15 @@ pub enum ConnStrError {
          SharedAccessKey (IoT Hub)"
     )]
     SignatureUnsupported,
+    /// A namespace-level Event Hubs string (no `EntityPath`) and no hub named beside it.
+    #[error(
+        "names no event hub: a namespace-level connection string (without EntityPath) needs \
+         the hub named in the endpoint, e.g. hub = \"telemetry\""
+    )]
+    NoEventHub,
+    /// `EntityPath` and the endpoint's `hub` name different event hubs.
+    #[error("has EntityPath naming another event hub than the endpoint's `hub`")]
+    HubMismatch,
 }
 
 /// The recognised values of one connection string, by key index.
@@ -119,7 +129,8 @@ impl<'a, const N: usize> Pairs<'a, N> {
 /// Parses an Event Hubs connection string, entity level:
 /// `Endpoint=sb://{namespace}.servicebus.windows.net/;SharedAccessKeyName=..;SharedAccessKey=..;EntityPath=..`.
 ///
-/// `EntityPath` is required (a namespace-level string does not say which hub to send to).
+/// `EntityPath` is required here; a namespace-level string (no `EntityPath`) goes with a
+/// hub named beside it, see [`parse_event_hubs_with_hub`].
 /// `UseDevelopmentEmulator=true` marks a local emulator, reached over plain HTTP at the
 /// endpoint's host and port. Since its tokens then travel unencrypted, the transport
 /// accepts it only for a loopback host (`localhost`, `127.0.0.0/8`, `::1`); publish a
@@ -136,6 +147,26 @@ impl<'a, const N: usize> Pairs<'a, N> {
 /// assert!(eh.development_emulator);
 /// ```
 pub fn parse_event_hubs(s: &str) -> Result<EventHubsSpec, ConnStrError> {
+    parse_event_hubs_with_hub(s, None)
+}
+
+/// Parses an Event Hubs connection string with the event hub possibly named beside it
+/// (`hub` in the endpoint table): a namespace-level string (a namespace policy's, without
+/// `EntityPath`) takes its hub from `hub`; an entity-level one may repeat it (the same
+/// name, compared as the service does, case-insensitively) but not contradict it.
+///
+/// The SAS token then covers the hub's URI, which a namespace-level policy's key may sign.
+///
+/// ```
+/// use twinhub::config::connstr::parse_event_hubs_with_hub;
+/// let s = "Endpoint=sb://ns-east.servicebus.windows.net/;SharedAccessKeyName=send;SharedAccessKey=a2V5=";
+/// let eh = parse_event_hubs_with_hub(s, Some("telemetry")).unwrap();
+/// assert_eq!((eh.host.as_str(), eh.entity.as_str()), ("ns-east.servicebus.windows.net", "telemetry"));
+/// ```
+pub fn parse_event_hubs_with_hub(
+    s: &str,
+    hub: Option<&str>,
+) -> Result<EventHubsSpec, ConnStrError> {
     const ENDPOINT: usize = 0;
     const KEY_NAME: usize = 1;
     const KEY: usize = 2;
@@ -160,8 +191,16 @@ pub fn parse_event_hubs(s: &str) -> Result<EventHubsSpec, ConnStrError> {
     }
     let key_name = p.require(KEY_NAME)?;
     let key = p.require(KEY)?;
-    let entity = p.require(ENTITY)?;
-    if entity.contains('/') || entity.contains(char::is_whitespace) {
+    let entity = match (p.get(ENTITY), hub) {
+        (Some(""), _) => return Err(ConnStrError::Empty("EntityPath")),
+        (Some(e), Some(h)) if !e.eq_ignore_ascii_case(h) => {
+            return Err(ConnStrError::HubMismatch);
+        }
+        (Some(e), _) => e,
+        (None, Some(h)) => h,
+        (None, None) => return Err(ConnStrError::NoEventHub),
+    };
+    if entity.is_empty() || entity.contains('/') || entity.contains(char::is_whitespace) {
         return Err(ConnStrError::Invalid {
             key: "EntityPath",
             problem: "must be an event hub name without `/` or spaces",
@@ -174,6 +213,7 @@ pub fn parse_event_hubs(s: &str) -> Result<EventHubsSpec, ConnStrError> {
         key: Secret::new(key),
         development_emulator: p.flag(EMULATOR)?,
         token_ttl: DEFAULT_TOKEN_TTL,
+        partition_key: PartitionKey::Device,
     })
 }
 
@@ -206,7 +246,16 @@ const EMULATOR_KAFKA_PORT: u16 = 9092;
 /// assert_eq!(sasl.password.expose(), s);
 /// ```
 pub fn parse_event_hubs_kafka(s: &str) -> Result<KafkaSpec, ConnStrError> {
-    let eh = parse_event_hubs(s)?;
+    parse_event_hubs_kafka_with_hub(s, None)
+}
+
+/// [`parse_event_hubs_kafka`] with the event hub (the Kafka topic) possibly named beside
+/// a namespace-level connection string, as in [`parse_event_hubs_with_hub`].
+pub fn parse_event_hubs_kafka_with_hub(
+    s: &str,
+    hub: Option<&str>,
+) -> Result<KafkaSpec, ConnStrError> {
+    let eh = parse_event_hubs_with_hub(s, hub)?;
     let (host, port) = split_host_port(&eh.host).map_err(|_| ConnStrError::Invalid {
         key: "Endpoint",
         problem: "must look like sb://<namespace>.servicebus.windows.net/",
@@ -228,6 +277,7 @@ pub fn parse_event_hubs_kafka(s: &str) -> Result<KafkaSpec, ConnStrError> {
         compression: KafkaCompression::None,
         client_id: None,
         event_hubs: true,
+        partition_key: PartitionKey::Device,
     })
 }
 
@@ -411,9 +461,12 @@ mod tests {
         );
         assert_eq!(parse_event_hubs(""), Err(ConnStrError::Missing("Endpoint")));
         let no_entity = EH.replace(";EntityPath=telemetry", "");
-        assert_eq!(
-            parse_event_hubs(&no_entity),
-            Err(ConnStrError::Missing("EntityPath"))
+        assert_eq!(parse_event_hubs(&no_entity), Err(ConnStrError::NoEventHub));
+        assert!(
+            ConnStrError::NoEventHub
+                .to_string()
+                .contains("hub = \"telemetry\""),
+            "the message says how to name the hub"
         );
         assert_eq!(
             parse_event_hubs(&EH.replace("sb://", "")),
@@ -502,7 +555,39 @@ mod tests {
         // What the REST parser refuses, the Kafka mapping refuses too.
         assert_eq!(
             parse_event_hubs_kafka(&EH.replace(";EntityPath=telemetry", "")),
-            Err(ConnStrError::Missing("EntityPath"))
+            Err(ConnStrError::NoEventHub)
         );
+        let k =
+            parse_event_hubs_kafka_with_hub(&EH.replace(";EntityPath=telemetry", ""), Some("t2"))
+                .unwrap();
+        assert_eq!(k.topic, "t2");
+    }
+
+    #[test]
+    fn namespace_level_strings_take_the_hub_beside_them() {
+        let ns = EH.replace(";EntityPath=telemetry", "");
+        let e = parse_event_hubs_with_hub(&ns, Some("telemetry")).unwrap();
+        assert_eq!(
+            (e.entity.as_str(), e.key_name.as_str()),
+            ("telemetry", "send")
+        );
+        // Repeating the string's own hub is fine; naming another is a mistake.
+        assert_eq!(
+            parse_event_hubs_with_hub(EH, Some("Telemetry"))
+                .unwrap()
+                .entity,
+            "telemetry"
+        );
+        assert_eq!(
+            parse_event_hubs_with_hub(EH, Some("other")),
+            Err(ConnStrError::HubMismatch)
+        );
+        assert!(matches!(
+            parse_event_hubs_with_hub(&ns, Some("a/b")),
+            Err(ConnStrError::Invalid {
+                key: "EntityPath",
+                ..
+            })
+        ));
     }
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use toml::Value;
 use twinhub_core::{Class, ClassSet, Cost, LinkConfig, Timings};
 
+use super::azure;
 use super::connstr::{self, split_host_port};
 use super::error::{ConfigError, ErrorKind, line_of};
 use super::raw::{
@@ -261,6 +262,13 @@ impl Loader<'_> {
             .ok_or_else(|| ConfigError::new(ErrorKind::Missing, key, message).at(self.line(table)))
     }
 
+    /// The endpoint's `hub` (the event hub beside a namespace-level connection string).
+    fn hub<'e>(&mut self, prefix: &str, e: &'e RawEndpoint) -> Option<&'e str> {
+        let h = e.hub.as_ref()?;
+        self.seen(&format!("{prefix}.hub"), &h.span());
+        Some(h.get_ref().as_str())
+    }
+
     /// Converts the whole file.
     pub(crate) fn convert(&mut self, raw: RawFile) -> Result<SdkConfig, ConfigError> {
         let device_id = raw.device_id.as_ref().ok_or_else(|| {
@@ -419,7 +427,10 @@ impl Loader<'_> {
         // Keys that belong to some protocols only: given for another, they are mistakes.
         const CS: &[P] = &[P::EventHubs, P::IotHub, P::Kafka];
         const MQ_K: &[P] = &[P::Mqtt, P::Kafka];
-        let specific: [KeyUse<'_>; 17] = [
+        const EH_K: &[P] = &[P::EventHubs, P::Kafka];
+        let specific: [KeyUse<'_>; 19] = [
+            ("hub", e.hub.as_ref().map(S::span), EH_K),
+            ("partition_key", e.partition_key.as_ref().map(S::span), EH_K),
             (
                 "connection_string",
                 e.connection_string.as_ref().map(S::span),
@@ -500,11 +511,14 @@ impl Loader<'_> {
                 } else {
                     "IoT Hub"
                 };
+                let hub = self.hub(&prefix, e);
                 let bad = |e: connstr::ConnStrError| {
                     self.invalid(&ck, &span, format!("{what} connection string {e}"))
                 };
                 if p == P::EventHubs {
-                    ProtocolSpec::EventHubs(connstr::parse_event_hubs(cs.expose()).map_err(bad)?)
+                    ProtocolSpec::EventHubs(
+                        connstr::parse_event_hubs_with_hub(cs.expose(), hub).map_err(bad)?,
+                    )
                 } else {
                     let mut spec = connstr::parse_iot_hub(cs.expose()).map_err(bad)?;
                     self.iot_hub_options(&prefix, e, &table, cs.expose(), &mut spec)?;
@@ -515,6 +529,15 @@ impl Loader<'_> {
             P::Http => ProtocolSpec::Http(self.http(&prefix, e, &table)?),
             P::Kafka => ProtocolSpec::Kafka(self.kafka(&prefix, e, &table)?),
         };
+        let mut protocol = protocol;
+        if let Some(k) = self.word(
+            &key("partition_key"),
+            &e.partition_key,
+            &azure::PARTITION_KEYS,
+            "a partition key",
+        )? {
+            azure::set_partition_key(&mut protocol, k);
+        }
 
         let weight = self
             .int::<u16>(&key("weight"), &e.weight, "0 to 65535")?
@@ -674,12 +697,21 @@ impl Loader<'_> {
                     ),
                 ));
             }
-            let mut spec = connstr::parse_event_hubs_kafka(cs.expose()).map_err(|e| {
-                self.invalid(&ck, &span, format!("Event Hubs connection string {e}"))
-            })?;
+            let hub = self.hub(prefix, e);
+            let mut spec =
+                connstr::parse_event_hubs_kafka_with_hub(cs.expose(), hub).map_err(|e| {
+                    self.invalid(&ck, &span, format!("Event Hubs connection string {e}"))
+                })?;
             spec.compression = compression;
             spec.client_id = client_id;
             return Ok(spec);
+        }
+        if let Some(h) = &e.hub {
+            return Err(self.invalid(
+                &key("hub"),
+                &h.span(),
+                "`hub` names the event hub of an Event Hubs connection_string; a Kafka cluster's topic is `topic`",
+            ));
         }
         let bootstrap = self.required(
             &key("bootstrap"),
@@ -804,6 +836,7 @@ impl Loader<'_> {
             compression,
             client_id,
             event_hubs: false,
+            partition_key: Default::default(),
         })
     }
 

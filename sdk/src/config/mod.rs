@@ -80,7 +80,9 @@
 //!   (active-active share, default 1), `max_batch_bytes` (the hub's publication limit) and
 //!   `max_batch_records`; then per protocol:
 //!   * `event-hubs`, `iot-hub`: `connection_string`, exactly as Azure or the emulator prints
-//!     it (see [`connstr`]);
+//!     it (see [`connstr`]); for `event-hubs` also `hub` (the event hub, required with a
+//!     namespace-level connection string, which has no `EntityPath`) and `partition_key`
+//!     (`device`, the default: each event's `PartitionKey` is its device id; or `none`);
 //!   * `mqtt`: `url` (`mqtts://host:8883` or `mqtt://host:1883`), `topic` (`{device_id}` is
 //!     replaced), optional `version` (`5` or `"3.1.1"`), `client_id`, `username`,
 //!     `password`, `keep_alive` (default 30s);
@@ -90,8 +92,14 @@
 //!     `plaintext` (default) | `ssl` | `sasl_plaintext` | `sasl_ssl`), for SASL
 //!     `sasl_mechanism` (`plain` | `scram-sha-256` | `scram-sha-512`), `username` and
 //!     `password`, and `client_id`; or an Event Hubs `connection_string`, which gives the host (port
-//!     9093), TLS, SASL PLAIN and the topic (`EntityPath`). Both take `compression`
-//!     (`none` | `gzip`). See [`crate::transport::kafka`].
+//!     9093), TLS, SASL PLAIN and the topic (`EntityPath`, or `hub` beside a
+//!     namespace-level string). Both take `compression` (`none` | `gzip`) and
+//!     `partition_key` (`device`, the default: the record key is the device id; or `none`).
+//!     See [`crate::transport::kafka`].
+//!
+//! With an `event-hubs` or `iot-hub` endpoint (or Kafka on Event Hubs), `device_id` may
+//! be at most 96 characters, so that every message id fits Azure's 128-character
+//! `MessageId` ([`azure::check_message_id`]).
 //! * `[[link]]`: `name`, `cost` (`free` | `metered` | `costly`, required so a satellite link
 //!   is never free by omission), `budget` (`SIZE/DURATION`), `allow` (classes), `arm_after`,
 //!   `bind` (an IP address, else an interface name). Costly links default to critical
@@ -117,6 +125,7 @@
 //! directory when loaded with [`SdkConfig::from_toml_file`], else from the working
 //! directory.
 
+pub mod azure;
 mod builder;
 pub mod connstr;
 mod error;
@@ -283,6 +292,16 @@ impl SdkConfig {
     ///
     /// Errors name the field as a key path (`endpoint[1].max_batch_bytes`).
     pub fn engine_config(&self) -> Result<twinhub_core::Config, ConfigError> {
+        // Before the engine: an id the hub would refuse must stop a build, not a send.
+        for (i, e) in self.endpoints.iter().enumerate() {
+            azure::check_message_id(&self.device_id, &e.protocol).map_err(|err| {
+                ConfigError::new(
+                    ErrorKind::Invalid,
+                    "device_id",
+                    format!("{err} (endpoint[{i}] {:?})", e.name),
+                )
+            })?;
+        }
         let mut b = twinhub_core::Config::builder(&self.device_id)
             .routing(self.routing)
             .on_full(self.outbox.on_full)

@@ -70,6 +70,9 @@ pub(crate) struct RawEndpoint {
     pub(crate) client_key: Option<S<String>>,
     pub(crate) client_key_env: Option<S<String>>,
     pub(crate) transport: Option<S<String>>,
+    // Event Hubs (and Kafka on Event Hubs): see `azure`.
+    pub(crate) hub: Option<S<String>>,
+    pub(crate) partition_key: Option<S<String>>,
 }
 
 #[derive(Deserialize, Default)]

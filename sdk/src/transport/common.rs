@@ -274,7 +274,7 @@ pub(crate) fn classify_status(status: u16, retry_after: Option<&str>) -> Outcome
 }
 
 /// `Retry-After` in delta-seconds; the HTTP-date form is rare for throttling and ignored.
-fn parse_retry_after(v: &str) -> Option<twinhub_core::Duration> {
+pub(crate) fn parse_retry_after(v: &str) -> Option<twinhub_core::Duration> {
     v.trim()
         .parse::<u64>()
         .ok()

@@ -3,21 +3,24 @@
 //!
 //! Each event carries the record's id twice: `BrokerProperties.MessageId` (the service's
 //! own field) and the user property `message-id` (what consumers of the real service
-//! see). Bodies are base64 with `IsBodyBase64`, so any bytes survive.
+//! see), and by default `BrokerProperties.PartitionKey` = the record's device id, so a
+//! device's events stay on one partition in order ([`PartitionKey`]). Bodies are base64
+//! with `IsBodyBase64`, so any bytes survive.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use serde::Serialize;
 use serde::ser::SerializeMap;
-use twinhub_core::Outcome;
+use twinhub_core::{Outcome, RejectReason};
 
 use super::common::{
-    TokenCache, TransportError, classify_error, classify_status, http_client, plaintext_credentials,
+    TokenCache, TransportError, classify_error, classify_status, http_client, parse_retry_after,
+    plaintext_credentials,
 };
 use super::{BoxFuture, Transport};
 use crate::record::Record;
-use crate::spec::{Bind, EventHubsSpec};
+use crate::spec::{Bind, EventHubsSpec, PartitionKey};
 
 /// The API version the REST send pages document.
 const API_VERSION: &str = "2014-01";
@@ -31,6 +34,7 @@ pub struct EventHubsTransport {
     bind: Option<Bind>,
     tls: Arc<rustls::ClientConfig>,
     timeout: Duration,
+    partition_key: PartitionKey,
 }
 
 impl std::fmt::Debug for EventHubsTransport {
@@ -88,6 +92,7 @@ impl EventHubsTransport {
             bind: bind.cloned(),
             tls,
             timeout,
+            partition_key: spec.partition_key,
         })
     }
 
@@ -98,11 +103,7 @@ impl EventHubsTransport {
             .clone()
     }
 
-    async fn post(
-        &self,
-        token: &str,
-        body: bytes::Bytes,
-    ) -> Result<(u16, Option<String>), Outcome> {
+    async fn post(&self, token: &str, body: bytes::Bytes) -> Result<Reply, Outcome> {
         let resp = self
             .client()
             .post(&self.url)
@@ -121,43 +122,131 @@ impl EventHubsTransport {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        // Reading the (empty or small) body lets the connection be reused.
-        let _ = resp.bytes().await;
-        Ok((status, retry_after))
+        // Reading the (empty or small) body lets the connection be reused; a 403 is
+        // classified by what it says.
+        let body = resp.bytes().await.unwrap_or_default();
+        let reply = Reply {
+            status,
+            retry_after,
+            detail: (status == 403).then(|| error_detail(&body)),
+        };
+        Ok(reply)
     }
 
     async fn send_batch(&self, records: &[Record]) -> Outcome {
         // `Bytes`: the one retry below shares the buffer instead of copying it.
-        let body = match encode_batch(records) {
+        let body = match encode_batch_keyed(records, self.partition_key) {
             Ok(b) => bytes::Bytes::from(b),
-            Err(_) => return Outcome::Rejected(twinhub_core::RejectReason::Malformed),
+            Err(_) => return Outcome::Rejected(RejectReason::Malformed),
         };
         let Ok(token) = self.tokens.get() else {
             return Outcome::Unauthorized;
         };
-        let (status, retry_after) = match self.post(&token, body.clone()).await {
+        let reply = match self.post(&token, body.clone()).await {
             Ok(r) => r,
             Err(o) => return o,
         };
-        if status != 401 {
-            return self.finish(status, retry_after.as_deref());
+        if reply.status != 401 {
+            return self.finish(&reply);
         }
         // The cached token may have expired in flight or the clock jumped: one fresh try.
         let Ok(token) = self.tokens.refresh() else {
             return Outcome::Unauthorized;
         };
         match self.post(&token, body).await {
-            Ok((status, retry_after)) => self.finish(status, retry_after.as_deref()),
+            Ok(reply) => self.finish(&reply),
             Err(o) => o,
         }
     }
 
-    fn finish(&self, status: u16, retry_after: Option<&str>) -> Outcome {
-        let outcome = classify_status(status, retry_after);
+    fn finish(&self, reply: &Reply) -> Outcome {
+        let outcome = classify(reply);
         if outcome != Outcome::Delivered {
-            tracing::debug!(url = %self.url, status, ?outcome, "event hubs send not delivered");
+            tracing::debug!(url = %self.url, status = reply.status, detail = ?reply.detail, ?outcome, "event hubs send not delivered");
         }
         outcome
+    }
+}
+
+/// What the service answered: the status, `Retry-After`, and for a 403 the error text.
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    retry_after: Option<String>,
+    detail: Option<String>,
+}
+
+/// The shortest back-off Event Hubs asks for when it is busy ("wait at least 4 seconds",
+/// the server-busy error's own text): a shorter `Retry-After` on a 503 is not trusted.
+pub const SERVER_BUSY_MIN_WAIT: twinhub_core::Duration = twinhub_core::Duration::from_secs(4);
+
+/// How Event Hubs' answers map to outcomes. Beyond [`classify_status`]:
+///
+/// * 503 is the service's "server busy" (throttling; the AMQP path calls it
+///   `ServerBusyException`, error 50002): back off on the same namespace. With no usable
+///   `Retry-After` (or one under 4 s) the engine's own throttle back-off applies
+///   (`throttle_backoff`, 4 s, plus jitter); it fails over only once throttling has lasted
+///   `throttle_failover_after`.
+/// * 403 is "quota exceeded or message too large" (the REST batch send's documented
+///   meaning), told apart by its error text, see [`classify_forbidden`].
+fn classify(reply: &Reply) -> Outcome {
+    match reply.status {
+        503 => Outcome::Throttled {
+            retry_after: reply
+                .retry_after
+                .as_deref()
+                .and_then(parse_retry_after)
+                .filter(|d| *d >= SERVER_BUSY_MIN_WAIT),
+        },
+        403 => classify_forbidden(reply.detail.as_deref().unwrap_or("")),
+        status => classify_status(status, reply.retry_after.as_deref()),
+    }
+}
+
+/// Why a 403 came back, from its error text (case-insensitive):
+///
+/// * a quota or throttling message (`quota`, `entity size`, `throttl`, `server busy`,
+///   error codes 50002 / 50008): the namespace is full or over its throughput for now, so
+///   [`Outcome::Throttled`] (back off, fail over only if it persists);
+/// * a size message (`too large`, `message size`, `MessageSizeExceeded`, `exceeds the
+///   limit`, `exceeds the maximum`): the batch is over the publication limit, so
+///   [`Outcome::Rejected`] with [`RejectReason::TooLarge`] (the engine resends a batch's
+///   records one by one and drops only a record that is too large alone);
+/// * anything else (a rule without `Send` rights, a network rule refusing this client):
+///   [`Outcome::Unauthorized`], the endpoint is unusable with these credentials.
+pub fn classify_forbidden(detail: &str) -> Outcome {
+    let d = detail.to_ascii_lowercase();
+    let has = |words: &[&str]| words.iter().any(|w| d.contains(w));
+    if has(&[
+        "quota",
+        "entity size",
+        "throttl",
+        "server busy",
+        "50002",
+        "50008",
+    ]) {
+        Outcome::Throttled { retry_after: None }
+    } else if has(&[
+        "too large",
+        "message size",
+        "messagesizeexceeded",
+        "exceeds the limit",
+        "exceeds the maximum",
+    ]) {
+        Outcome::Rejected(RejectReason::TooLarge)
+    } else {
+        Outcome::Unauthorized
+    }
+}
+
+/// The text of an error body: the `<Detail>` of the service's XML error
+/// (`<Error><Code>403</Code><Detail>..</Detail></Error>`) when there is one, else the body
+/// itself, cut to 1 KiB (it only goes into a classification and a debug log).
+fn error_detail(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(1024)]).into_owned();
+    match text.split_once("<Detail>") {
+        Some((_, rest)) => rest.split("</Detail>").next().unwrap_or(rest).to_string(),
+        None => text,
     }
 }
 
@@ -186,6 +275,8 @@ impl Transport for EventHubsTransport {
 struct Broker<'a> {
     #[serde(rename = "MessageId")]
     message_id: &'a str,
+    #[serde(rename = "PartitionKey", skip_serializing_if = "Option::is_none")]
+    partition_key: Option<&'a str>,
 }
 
 /// `message-id` first, then the record's properties (a property of that name is skipped:
@@ -208,14 +299,24 @@ impl Serialize for UserProperties<'_> {
     }
 }
 
+/// The JSON array body of a batch, keyed by device ([`encode_batch_keyed`] with
+/// [`PartitionKey::Device`]).
+pub fn encode_batch(records: &[Record]) -> Result<Vec<u8>, serde_json::Error> {
+    encode_batch_keyed(records, PartitionKey::Device)
+}
+
 /// The JSON array body of a batch:
-/// `[{"Body":"<base64>","IsBodyBase64":true,"BrokerProperties":{"MessageId":".."},
-/// "UserProperties":{"message-id":"..",..}},..]`.
+/// `[{"Body":"<base64>","IsBodyBase64":true,"BrokerProperties":{"MessageId":"..",
+/// "PartitionKey":"<device>"},"UserProperties":{"message-id":"..",..}},..]`
+/// (`PartitionKey` left out with [`PartitionKey::None`]).
 ///
 /// Written straight into one buffer: the body is base64-encoded in place (its alphabet
 /// needs no JSON escaping) with SIMD where the CPU has it; ids and properties go through
 /// serde_json, which escapes them.
-pub fn encode_batch(records: &[Record]) -> Result<Vec<u8>, serde_json::Error> {
+pub fn encode_batch_keyed(
+    records: &[Record],
+    key: PartitionKey,
+) -> Result<Vec<u8>, serde_json::Error> {
     let b64 = &base64_simd::STANDARD;
     let guess: usize = records.iter().map(|r| r.body.len() / 3 * 4 + 160).sum();
     let mut out = Vec::with_capacity(guess + 2);
@@ -233,7 +334,14 @@ pub fn encode_batch(records: &[Record]) -> Result<Vec<u8>, serde_json::Error> {
             .len();
         out.truncate(start + written);
         out.extend_from_slice(b"\",\"IsBodyBase64\":true,\"BrokerProperties\":");
-        serde_json::to_writer(&mut out, &Broker { message_id: &id })?;
+        let broker = Broker {
+            message_id: &id,
+            partition_key: match key {
+                PartitionKey::Device => Some(r.id.device.as_str()),
+                PartitionKey::None => None,
+            },
+        };
+        serde_json::to_writer(&mut out, &broker)?;
         out.extend_from_slice(b",\"UserProperties\":");
         serde_json::to_writer(
             &mut out,
@@ -269,7 +377,7 @@ mod tests {
         user: UserProperties<'a>,
     }
 
-    fn reference(records: &[Record]) -> Vec<u8> {
+    fn reference(records: &[Record], key: PartitionKey) -> Vec<u8> {
         let ids: Vec<_> = records.iter().map(|r| r.id.to_text()).collect();
         let events: Vec<Event<'_>> = records
             .iter()
@@ -277,7 +385,10 @@ mod tests {
             .map(|(r, id)| Event {
                 body: b64(&r.body),
                 is_body_base64: true,
-                broker: Broker { message_id: id },
+                broker: Broker {
+                    message_id: id,
+                    partition_key: (key == PartitionKey::Device).then(|| r.id.device.as_str()),
+                },
                 user: UserProperties {
                     id,
                     properties: &r.properties,
@@ -287,7 +398,83 @@ mod tests {
         serde_json::to_vec(&events).unwrap()
     }
 
+    fn reply(status: u16, retry_after: Option<&str>, body: &str) -> Outcome {
+        classify(&Reply {
+            status,
+            retry_after: retry_after.map(str::to_string),
+            detail: (status == 403).then(|| error_detail(body.as_bytes())),
+        })
+    }
+
+    #[test]
+    fn server_busy_backs_off_at_least_four_seconds() {
+        let engine_backoff = Outcome::Throttled { retry_after: None };
+        assert_eq!(reply(503, None, ""), engine_backoff);
+        // Shorter than the service's own advice, or a date: the engine's jittered >= 4 s.
+        assert_eq!(reply(503, Some("1"), ""), engine_backoff);
+        assert_eq!(
+            reply(503, Some("Wed, 21 Oct 2015 07:28:00 GMT"), ""),
+            engine_backoff
+        );
+        assert_eq!(
+            reply(503, Some("9"), ""),
+            Outcome::Throttled {
+                retry_after: Some(twinhub_core::Duration::from_secs(9))
+            }
+        );
+        // 500 stays a server error: it says nothing about load.
+        assert_eq!(reply(500, None, ""), Outcome::ServerError);
+    }
+
+    #[test]
+    fn forbidden_is_classified_by_its_text() {
+        let xml = |d: &str| format!("<Error><Code>403</Code><Detail>{d}</Detail></Error>");
+        for quota in [
+            "SubCode=40300. QuotaExceeded: the namespace is over its quota.",
+            "The maximum entity size has been reached or exceeded for Topic: 'x'.",
+            "The request was terminated because the entity is being throttled. Error code : 50002.",
+        ] {
+            assert_eq!(
+                reply(403, None, &xml(quota)),
+                Outcome::Throttled { retry_after: None },
+                "{quota}"
+            );
+        }
+        for size in [
+            "The received message (size: 1048700 bytes) exceeds the limit (1048576 bytes).",
+            "MessageSizeExceeded: batch too large",
+            "Message size exceeds the maximum allowed.",
+        ] {
+            assert_eq!(
+                reply(403, None, &xml(size)),
+                Outcome::Rejected(RejectReason::TooLarge),
+                "{size}"
+            );
+        }
+        for other in [
+            "Unauthorized access. 'Send' claim(s) are required to perform this operation.",
+            "Ip has been prevented to connect to the endpoint.",
+            "",
+        ] {
+            assert_eq!(
+                reply(403, None, &xml(other)),
+                Outcome::Unauthorized,
+                "{other}"
+            );
+        }
+        // A body that is not the XML shape is read as it is.
+        assert_eq!(
+            reply(403, None, "quota exceeded"),
+            Outcome::Throttled { retry_after: None }
+        );
+    }
+
     proptest! {
+        #[test]
+        fn forbidden_text_never_panics(body in prop::collection::vec(any::<u8>(), 0..2048)) {
+            let _ = classify_forbidden(&error_detail(&body));
+        }
+
         #[test]
         fn encoding_matches_serde_json(
             device in "[a-zA-Z0-9:.@$'()*!=,%_-]{1,20}",
@@ -305,7 +492,11 @@ mod tests {
                     body: body.into(),
                 })
                 .collect();
-            prop_assert_eq!(encode_batch(&records).unwrap(), reference(&records));
+            prop_assert_eq!(encode_batch(&records).unwrap(), reference(&records, PartitionKey::Device));
+            prop_assert_eq!(
+                encode_batch_keyed(&records, PartitionKey::None).unwrap(),
+                reference(&records, PartitionKey::None)
+            );
         }
     }
 }

@@ -6,7 +6,9 @@
 //! * key = the device id, so one device stays on one partition (per-device order, and the
 //!   same partition in every cluster for consumers that dedupe). The partition is Kafka's
 //!   default partitioner's, `toPositive(murmur2(key)) % partitions` ([`partition_for`]),
-//!   so other producers and consumers agree on it;
+//!   so other producers and consumers agree on it. With `partition_key = "none"` records
+//!   carry no key, and the partition moves on (round robin) at every metadata refresh,
+//!   as Kafka's sticky partitioner spreads keyless records;
 //! * value = the payload;
 //! * headers: `message-id` = the twinhub id, `class` = `critical` | `normal` | `bulk`,
 //!   then the record's properties (a property named `message-id` or `class` is skipped:
@@ -64,7 +66,7 @@ use twinhub_core::{DeviceId, Outcome, RejectReason};
 use super::common::{TransportError, plaintext_credentials};
 use super::{BoxFuture, Transport};
 use crate::record::Record;
-use crate::spec::{Bind, KafkaSpec, SaslMechanism, Secret};
+use crate::spec::{Bind, KafkaSpec, PartitionKey, SaslMechanism, Secret};
 pub use wire::{murmur2, partition_for};
 
 /// Azure's limit: Event Hubs closes the connection on a request of this many bytes or more.
@@ -137,7 +139,8 @@ fn throttle(ms: i32) -> Option<twinhub_core::Duration> {
 struct Settings {
     bootstrap: Vec<(String, u16)>,
     topic: String,
-    key: Vec<u8>,
+    /// The record key; `None` sends keyless records.
+    key: Option<Vec<u8>>,
     tls: Option<tokio_rustls::TlsConnector>,
     sasl: Option<(SaslMechanism, String, Secret)>,
     compression: wire::Compression,
@@ -160,6 +163,8 @@ struct State {
     route: Option<Route>,
     idle: Vec<Conn>,
     throttled_until: Option<Instant>,
+    /// Keyless records only: advanced at each metadata refresh.
+    next_partition: u32,
 }
 
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -277,7 +282,10 @@ impl KafkaTransport {
             s: Settings {
                 bootstrap: spec.bootstrap.clone(),
                 topic: spec.topic.clone(),
-                key: device.as_str().as_bytes().to_vec(),
+                key: match spec.partition_key {
+                    PartitionKey::Device => Some(device.as_str().as_bytes().to_vec()),
+                    PartitionKey::None => None,
+                },
                 tls: spec.tls.then(|| tokio_rustls::TlsConnector::from(tls)),
                 sasl: spec
                     .sasl
@@ -292,7 +300,11 @@ impl KafkaTransport {
                 timeout,
                 produce_timeout_ms: i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX),
             },
-            state: Mutex::new(State::default()),
+            // Keyless devices start at different partitions (a hash of the device id).
+            state: Mutex::new(State {
+                next_partition: partition_for(device.as_str().as_bytes(), u32::MAX),
+                ..State::default()
+            }),
         })
     }
 
@@ -354,7 +366,7 @@ impl KafkaTransport {
                     }
                 }
                 wire::OutRecord {
-                    key: &self.s.key,
+                    key: self.s.key.as_deref(),
                     value: &r.body,
                     headers,
                 }
@@ -484,7 +496,15 @@ impl KafkaTransport {
         if count == 0 {
             return Err(Outcome::ServerError);
         }
-        let p = partition_for(&self.s.key, count) as usize;
+        let p = match &self.s.key {
+            Some(key) => partition_for(key, count),
+            None => {
+                // Keyless: the next partition at each refresh, so keyless devices spread.
+                let mut state = self.state();
+                state.next_partition = state.next_partition.wrapping_add(1);
+                state.next_partition % count
+            }
+        } as usize;
         let (_, index, leader) = topic.partitions[p];
         // Partitions are numbered 0..count; a gap would put the key elsewhere than other
         // producers put it.
@@ -757,6 +777,7 @@ mod tests {
             compression: wire::Compression::None,
             client_id: None,
             event_hubs: false,
+            partition_key: Default::default(),
         };
         let device = DeviceId::new("foobar").unwrap();
         let tls = crate::transport::tls_config(None).unwrap();

@@ -297,7 +297,8 @@ pub(crate) use crate::spec::KafkaCompression as Compression;
 
 /// One record to write into a batch.
 pub(crate) struct OutRecord<'a> {
-    pub(crate) key: &'a [u8],
+    /// `None` writes a null key (length -1), which Kafka reads as "no key".
+    pub(crate) key: Option<&'a [u8]>,
     pub(crate) value: &'a [u8],
     pub(crate) headers: Vec<(&'a str, &'a [u8])>,
 }
@@ -318,7 +319,10 @@ pub(crate) fn encode_batch(
         rec.i8(0); // attributes
         rec.varint(0); // timestamp delta
         rec.varint(i as i64); // offset delta
-        rec.var_bytes(r.key);
+        match r.key {
+            Some(key) => rec.var_bytes(key),
+            None => rec.varint(-1),
+        }
         rec.var_bytes(r.value);
         rec.varint(r.headers.len() as i64);
         for (k, v) in &r.headers {
@@ -532,7 +536,7 @@ mod tests {
     #[test]
     fn batch_layout() {
         let rec = OutRecord {
-            key: b"k",
+            key: Some(b"k"),
             value: b"v",
             headers: vec![("h", b"x")],
         };
@@ -566,13 +570,27 @@ mod tests {
         assert!(r.buf.is_empty());
     }
 
+    /// `partition_key = "none"`: the key is null (length -1, zigzag 1), not empty.
+    #[test]
+    fn keyless_record_has_a_null_key() {
+        let rec = OutRecord {
+            key: None,
+            value: b"v",
+            headers: Vec::new(),
+        };
+        let b = encode_batch(&[rec], 1000, Compression::None).unwrap();
+        let record: &[u8] = &[0, 0, 0, 1, 2, b'v', 0];
+        assert!(b.ends_with(record), "{b:?}");
+        assert_eq!(b[b.len() - record.len() - 1], (record.len() as u8) << 1);
+    }
+
     #[test]
     fn gzip_batch_decompresses_to_the_plain_records() {
         use std::io::Read as _;
         let recs = || {
             (0..3)
                 .map(|_| OutRecord {
-                    key: b"dev",
+                    key: Some(b"dev"),
                     value: b"payload payload payload",
                     headers: vec![("message-id", b"dev:1:1")],
                 })
