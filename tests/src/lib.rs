@@ -3,3 +3,4 @@
 //! killed, starved of disk and cut mid-write. None of this is part of a product crate.
 
 pub mod chaos;
+pub mod firmware;
