@@ -25,6 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 use twinhub::Class;
 use twinhub::wire::{self, Uplink};
 use twinhub_emulator::{Emulator, EmulatorConfig, Fault, Record, Region};
+use twinhub_testkit::write_config;
 
 /// The property that carries a record's id as the device gave it.
 pub const ORIGIN_ID: &str = "twinhub-origin-id";
@@ -348,35 +349,6 @@ pub fn summary(console: &str) -> String {
         .join("\n")
 }
 
-/// The gateway's configuration: its disk outbox in `dir`, the two regions as endpoints.
-fn gateway_config(dir: &Path, primary: &Region, secondary: &Region) -> PathBuf {
-    let cfg = dir.join("gateway.toml");
-    let text = format!(
-        r#"device_id = "gateway-1"
-
-[outbox]
-path = "{}"
-max_bytes = "16MiB"
-fsync = "batch"
-
-[[endpoint]]
-name = "primary"
-protocol = "event-hubs"
-connection_string = "{}"
-
-[[endpoint]]
-name = "secondary"
-protocol = "event-hubs"
-connection_string = "{}"
-"#,
-        dir.join("outbox").display(),
-        primary.event_hubs_connection_string(),
-        secondary.event_hubs_connection_string(),
-    );
-    std::fs::write(&cfg, text).expect("the gateway's config is written");
-    cfg
-}
-
 /// The emulator's two regions, `twinhub gateway` in front of them, and a relay per device
 /// line; the device's flash file lives in `dir`, QEMU's working directory.
 pub struct Rig {
@@ -411,7 +383,12 @@ impl Rig {
             .expect("the emulator starts");
         let (primary, secondary) = (emu["primary"].clone(), emu["secondary"].clone());
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let cfg = gateway_config(dir.path(), &primary, &secondary);
+        let endpoints = [
+            ("primary", primary.event_hubs_connection_string()),
+            ("secondary", secondary.event_hubs_connection_string()),
+        ];
+        let outbox = "max_bytes = \"16MiB\"\nfsync = \"batch\"";
+        let cfg = write_config(dir.path(), "gateway.toml", "gateway-1", outbox, &endpoints);
         let exe = twinhub_testkit::twinhub_exe().expect("the twinhub binary");
         let mut gateway = Reap(
             Command::new(exe)
