@@ -1,10 +1,10 @@
-//! The discrete-event world: one engine per device, regions and links as models
-//! ([`crate::network`]), and an independent account of what every region received
-//! ([`crate::ledger`]).
+//! The discrete-event world: one engine per device, regions and links as models (the
+//! `network` module), and an independent account of what every region received (the
+//! `ledger` module).
 //!
-//! Time is in milliseconds. Each shard of the fleet has one event queue
-//! ([`crate::queue`]) and is run on its own thread; shards never interact, so a report
-//! depends only on the scenario (shard count included) and its seed.
+//! Time is in milliseconds. Each shard of the fleet has one event queue (the `queue`
+//! module) and is run on its own thread; shards never interact, so a report depends only
+//! on the scenario (shard count included) and its seed.
 //!
 //! What keeps two million engines fast: device slots are laid out in the order devices
 //! first wake, so the queue walks device memory almost in sequence; a wake-up made useless
