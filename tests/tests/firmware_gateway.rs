@@ -96,74 +96,47 @@ enum Phase {
     Healed,
 }
 
-#[test]
-fn device_killed_at_random_points_loses_nothing_and_spends_one_budget() {
-    let seed = std::env::var("FIRMWARE_KILL_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    eprintln!("firmware_reboot: seed {seed} (FIRMWARE_KILL_SEED={seed} replays its kill points)");
-    let mut rng = SplitMix(seed);
-    let began = Instant::now();
-    let mut rig = Rig::start(Firmware::rust());
-    let plan = [
-        [Phase::Up; 4].as_slice(),
-        &[Phase::Cut; 5],
-        &[Phase::Healed; 3],
-    ]
-    .concat();
+/// Boots the device with the UART as `phase` wants it and kills it (SIGKILL of QEMU) at a
+/// point drawn from `rng`; returns what the boot printed and the satellite bytes it spent.
+fn killed_boot(rig: &Rig, rng: &mut SplitMix, i: usize, phase: Phase) -> (Boot, u64) {
+    rig.uart.set_cut(phase == Phase::Cut);
+    // How many readings the device accepts in this boot before it dies. In a cut: enough
+    // for the satellite to arm (about 35), and few enough (at most 12 critical ones, some
+    // 350 bytes) that one boot cannot use up the budget, so a later one meets a budget an
+    // earlier boot spent.
+    let readings = match phase {
+        Phase::Cut => rng.within(45..=60),
+        Phase::Up | Phase::Healed => rng.within(1..=25),
+    };
+    let sat_before = rig.satellite.device_bytes();
+    let crit_before = rig.satellite.critical();
+    let (mut qemu, console) = rig.boot();
+    console.wait_quietly("readings before the kill", || {
+        console.count("firmware: accepted ") >= readings
+    });
+    // A few milliseconds more, drawn from the seed: the kill lands anywhere in the
+    // transmit, ack and flash removal that follow a reading, not only right after it.
+    std::thread::sleep(Duration::from_millis(rng.within(0..=40) as u64));
+    // SIGKILL: no chance to finish a flash write or say goodbye.
+    qemu.0.kill().unwrap();
+    qemu.0.wait().unwrap();
+    console.wait_quietly("the console to close", || console.closed());
+    let text = console.text();
+    let boot = parse_boot(&text)
+        .unwrap_or_else(|| panic!("boot {i} printed no boot line:\n{}", summary(&text)));
+    let sat = rig.satellite.device_bytes() - sat_before;
+    let crit = rig.satellite.critical() - crit_before;
+    eprintln!(
+        "firmware_reboot: boot {i} ({phase:?}): epoch {} recovered {} accepted {} (killed after {readings}), satellite +{sat} B ({crit} critical records)",
+        boot.epoch,
+        boot.recovered,
+        boot.accepted.len(),
+    );
+    (boot, sat)
+}
 
-    let mut boots: Vec<Boot> = Vec::new();
-    let mut satellite_boots = 0;
-    let mut first_satellite_boot = None;
-    for (i, &phase) in plan.iter().enumerate() {
-        rig.uart.set_cut(phase == Phase::Cut);
-        // How many readings the device accepts in this boot before it dies. In a cut:
-        // enough for the satellite to arm (about 35), and few enough (at most 12 critical
-        // ones, some 350 bytes) that one boot cannot use up the budget, so a later one
-        // meets a budget an earlier boot spent.
-        let readings = match phase {
-            Phase::Cut => rng.within(45..=60),
-            Phase::Up | Phase::Healed => rng.within(1..=25),
-        };
-        let sat_before = rig.satellite.device_bytes();
-        let crit_before = rig.satellite.critical();
-        let (mut qemu, console) = rig.boot();
-        console.wait_quietly("readings before the kill", || {
-            console.count("firmware: accepted ") >= readings
-        });
-        // A few milliseconds more, drawn from the seed: the kill lands anywhere in the
-        // transmit, ack and flash removal that follow a reading, not only right after it.
-        std::thread::sleep(Duration::from_millis(rng.within(0..=40) as u64));
-        // SIGKILL: no chance to finish a flash write or say goodbye.
-        qemu.0.kill().unwrap();
-        qemu.0.wait().unwrap();
-        console.wait_quietly("the console to close", || console.closed());
-        let text = console.text();
-        let boot = parse_boot(&text)
-            .unwrap_or_else(|| panic!("boot {i} printed no boot line:\n{}", summary(&text)));
-        let sat = rig.satellite.device_bytes() - sat_before;
-        let crit = rig.satellite.critical() - crit_before;
-        if sat > 0 {
-            satellite_boots += 1;
-            first_satellite_boot.get_or_insert(i);
-        }
-        eprintln!(
-            "firmware_reboot: boot {i} ({phase:?}): epoch {} recovered {} accepted {} (killed after {readings}), satellite +{sat} B ({crit} critical records), {:.1} s in",
-            boot.epoch,
-            boot.recovered,
-            boot.accepted.len(),
-            began.elapsed().as_secs_f64()
-        );
-        boots.push(boot);
-    }
-
-    // The last boot runs its course on the healed UART, drains and checks itself.
+/// The last boot runs its course on the healed UART, drains and checks itself.
+fn last_boot(rig: &Rig) -> Boot {
     rig.uart.set_cut(false);
     let (mut qemu, console) = rig.boot();
     console.wait("the last boot to finish", || console.closed());
@@ -177,9 +150,12 @@ fn device_killed_at_random_points_loses_nothing_and_spends_one_budget() {
     );
     let last = parse_boot(&report).expect("the last boot's line");
     assert!(last.accepted.len() >= 100, "the device ran its course");
-    boots.push(last);
+    last
+}
 
-    // Epochs strictly grow from boot to boot, so no id is ever used twice.
+/// Every id the boots accepted, having checked that epochs strictly grow from boot to boot
+/// and that no id was accepted twice.
+fn accepted_once(boots: &[Boot]) -> BTreeSet<(u32, u64)> {
     for pair in boots.windows(2) {
         assert!(
             pair[1].epoch > pair[0].epoch,
@@ -189,7 +165,7 @@ fn device_killed_at_random_points_loses_nothing_and_spends_one_budget() {
         );
     }
     let mut accepted = BTreeSet::new();
-    for b in &boots {
+    for b in boots {
         for &(epoch, seq) in &b.accepted {
             assert_eq!(epoch, b.epoch, "an accepted id of another epoch");
             assert!(
@@ -198,11 +174,12 @@ fn device_killed_at_random_points_loses_nothing_and_spends_one_budget() {
             );
         }
     }
-    let recovered: u64 = boots.iter().map(|b| b.recovered).sum();
-    let discarded: u64 = boots.iter().map(|b| b.discarded).sum();
-    assert!(recovered > 0, "some kills caught records pending");
+    accepted
+}
 
-    // Every accepted record is at a region, under its id.
+/// Checks that every accepted record is at a region under its id, and that nothing else
+/// arrived but what a kill may catch; returns the distinct ids and the copies beyond them.
+fn check_arrivals(rig: &Rig, boots: &[Boot], accepted: &BTreeSet<(u32, u64)>) -> (usize, usize) {
     let want: BTreeSet<String> = accepted
         .iter()
         .map(|(e, s)| format!("{}:{e}:{s}", rig.firmware.device))
@@ -234,7 +211,48 @@ fn device_killed_at_random_points_loses_nothing_and_spends_one_budget() {
             key.1
         );
     }
-    let duplicates = received.len() - copies.len();
+    (copies.len(), received.len() - copies.len())
+}
+
+#[test]
+fn device_killed_at_random_points_loses_nothing_and_spends_one_budget() {
+    let seed = std::env::var("FIRMWARE_KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("firmware_reboot: seed {seed} (FIRMWARE_KILL_SEED={seed} replays its kill points)");
+    let mut rng = SplitMix(seed);
+    let began = Instant::now();
+    let mut rig = Rig::start(Firmware::rust());
+    let plan = [
+        [Phase::Up; 4].as_slice(),
+        &[Phase::Cut; 5],
+        &[Phase::Healed; 3],
+    ]
+    .concat();
+
+    let mut boots: Vec<Boot> = Vec::new();
+    let mut satellite_boots = 0;
+    let mut first_satellite_boot = None;
+    for (i, &phase) in plan.iter().enumerate() {
+        let (boot, sat) = killed_boot(&rig, &mut rng, i, phase);
+        if sat > 0 {
+            satellite_boots += 1;
+            first_satellite_boot.get_or_insert(i);
+        }
+        boots.push(boot);
+    }
+    boots.push(last_boot(&rig));
+    let accepted = accepted_once(&boots);
+    let recovered: u64 = boots.iter().map(|b| b.recovered).sum();
+    let discarded: u64 = boots.iter().map(|b| b.discarded).sum();
+    assert!(recovered > 0, "some kills caught records pending");
+    let (delivered, duplicates) = check_arrivals(&rig, &boots, &accepted);
 
     // The satellite: critical records only, and one budget for every boot together.
     assert_eq!(rig.satellite.normal(), 0);
@@ -257,13 +275,12 @@ fn device_killed_at_random_points_loses_nothing_and_spends_one_budget() {
 
     let stats = rig.stop_gateway();
     eprintln!(
-        "firmware_reboot: seed {seed}: {} kills, {} boots, {} records accepted, {} recovered at boots, {} delivered ids ({} not printed before a kill), {duplicates} duplicates at the regions, {} resent by the device and absorbed by the gateway, {discarded} discarded at open, satellite {sat_bytes} B of {SAT_BUDGET} in {satellite_boots} boots ({} critical records), {:.0} s",
+        "firmware_reboot: seed {seed}: {} kills, {} boots, {} records accepted, {} recovered at boots, {delivered} delivered ids ({} not printed before a kill), {duplicates} duplicates at the regions, {} resent by the device and absorbed by the gateway, {discarded} discarded at open, satellite {sat_bytes} B of {SAT_BUDGET} in {satellite_boots} boots ({} critical records), {:.0} s",
         plan.len(),
         boots.len(),
         accepted.len(),
         recovered,
-        copies.len(),
-        copies.len() - accepted.len(),
+        delivered - accepted.len(),
         stats["device_resent"],
         rig.satellite.critical(),
         began.elapsed().as_secs_f64()
