@@ -381,9 +381,10 @@ fn firmware() -> Result {
         .args(["--", "-D", "warnings"]))?;
     // Built from its own folder, whose cargo config names the target and the linker
     // script. It is booted in QEMU, wired to `twinhub gateway`, by the end-to-end tests
-    // (tests/tests/firmware_gateway.rs, crate twinhub-tests) that `cargo test` ran above: one run on fresh flash,
-    // and one killed at random points and booted again on the same flash file. Each test
-    // runs QEMU in its own temporary directory, where the firmware keeps its flash file.
+    // (tests/tests/firmware_gateway.rs in twinhub-tests) that `cargo test` ran above: one
+    // run on fresh flash, and one killed at random points and booted again on the same
+    // flash file. Each test runs QEMU in its own temporary directory, where the firmware
+    // keeps its flash file.
     let mut build = cargo();
     build
         .args(["build", "--release"])
