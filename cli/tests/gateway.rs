@@ -10,6 +10,7 @@ use std::time::Duration;
 use twinhub::Class;
 use twinhub::wire::{self, Downlink, Uplink};
 use twinhub_emulator::{Emulator, EmulatorConfig, Region};
+use twinhub_testkit::write_config;
 
 struct Reap(Child);
 
@@ -21,27 +22,14 @@ impl Drop for Reap {
 }
 
 fn config(dir: &Path, region: &Region) -> std::path::PathBuf {
-    let path = dir.join("gateway.toml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"device_id = "gateway-1"
-
-[outbox]
-path = "{}"
-fsync = "always"
-
-[[endpoint]]
-name = "primary"
-protocol = "event-hubs"
-connection_string = "{}"
-"#,
-            dir.join("outbox").display(),
-            region.event_hubs_connection_string()
-        ),
+    let endpoints = [("primary", region.event_hubs_connection_string())];
+    write_config(
+        dir,
+        "gateway.toml",
+        "gateway-1",
+        "fsync = \"always\"",
+        &endpoints,
     )
-    .unwrap();
-    path
 }
 
 fn send(stream: &mut TcpStream, msg: &Uplink<'_>) {

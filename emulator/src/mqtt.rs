@@ -46,19 +46,79 @@ pub(crate) struct Broker {
 /// Why the broker did not start.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum BrokerError {
-    #[error("cannot reserve a loopback port: {0}")]
+    #[error("cannot find a loopback port: {0}")]
     Port(#[from] std::io::Error),
     #[error("cannot attach the recorder to the broker: {0}")]
     Link(String),
+    #[error(
+        "the broker's {name} listener could not bind in {attempts} attempts, last on {addr}: {reason}"
+    )]
+    Bind {
+        name: &'static str,
+        attempts: usize,
+        addr: SocketAddr,
+        reason: String,
+    },
     #[error("the broker's listener on {0} did not come up")]
     NotListening(SocketAddr),
 }
 
-/// Binds port 0 and frees it. rumqttd binds its listeners itself from a fixed address, so
-/// this is the only way to give it an ephemeral port; the bind is then verified.
+/// Ports a listener is offered before the broker gives up: each is taken from under it
+/// only if another process binds it in the instant after [`free_port`] let it go.
+const BIND_ATTEMPTS: usize = 8;
+
+/// Binds port 0 and lets it go, for rumqttd to bind. rumqttd 0.20 cannot be handed a
+/// listener, nor asked which port it bound: `Server::start` binds `ServerSettings::listen`
+/// itself, its connection handler is private, and the bound address goes only to a log
+/// line. So the port is chosen here, and [`listen`] tries another when it was taken.
 fn free_port() -> std::io::Result<SocketAddr> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     l.local_addr()
+}
+
+/// Starts a rumqttd listener (`server` builds it for an address) on a port from `ports`,
+/// and returns the address once it is listening. rumqttd binds at the first poll of
+/// `Server::start` (tokio binds a `SocketAddr` without yielding) and returns from it only
+/// if that bind fails: a port taken in between is seen as that error, before any connect
+/// could reach the process that took it, and the next port is tried.
+async fn listen<P>(
+    name: &'static str,
+    mut ports: impl FnMut() -> std::io::Result<SocketAddr>,
+    server: impl Fn(SocketAddr) -> Server<P>,
+) -> Result<SocketAddr, BrokerError>
+where
+    P: rumqttd::protocol::Protocol + Clone + Send + Sync + 'static,
+{
+    let mut last = None;
+    for _ in 0..BIND_ATTEMPTS {
+        let addr = ports()?;
+        let mut server = server(addr);
+        let mut serving = Box::pin(async move { server.start(LinkType::Remote).await });
+        let failed = tokio::select! {
+            biased;
+            // Only a failed bind ends `start`; it never returns `Ok`.
+            r = &mut serving => r.err().map_or_else(|| "stopped".to_string(), |e| format!("{e:?}")),
+            up = wait_listening(addr) => {
+                up?;
+                tokio::spawn(async move {
+                    if let Err(e) = serving.await {
+                        tracing::error!(error = ?e, listener = name, "MQTT listener stopped");
+                    }
+                });
+                return Ok(addr);
+            }
+        };
+        tracing::debug!(listener = name, %addr, reason = %failed, "port taken; trying another");
+        last = Some((addr, failed));
+    }
+    let (addr, reason) =
+        last.unwrap_or_else(|| (SocketAddr::from(([127, 0, 0, 1], 0)), String::new()));
+    Err(BrokerError::Bind {
+        name,
+        attempts: BIND_ATTEMPTS,
+        addr,
+        reason,
+    })
 }
 
 fn settings(name: &str, listen: SocketAddr, max_payload: usize) -> ServerSettings {
@@ -93,28 +153,16 @@ pub(crate) async fn start(store: Store, max_payload: usize) -> Result<Broker, Br
         },
     );
     let router_tx = router.spawn();
-    let v4 = free_port()?;
-    let v5 = free_port()?;
-    let mut s4 = Server::new(
-        settings("v4", v4, max_payload),
-        router_tx.clone(),
-        rumqttd::protocol::v4::V4,
-    );
-    let mut s5 = Server::new(
-        settings("v5", v5, max_payload),
-        router_tx.clone(),
-        rumqttd::protocol::v5::V5,
-    );
-    tokio::spawn(async move {
-        if let Err(e) = s4.start(LinkType::Remote).await {
-            tracing::error!(error = ?e, "MQTT 3.1.1 listener stopped");
-        }
-    });
-    tokio::spawn(async move {
-        if let Err(e) = s5.start(LinkType::Remote).await {
-            tracing::error!(error = ?e, "MQTT 5 listener stopped");
-        }
-    });
+    let v4 = listen("MQTT 3.1.1", free_port, |addr| {
+        let settings = settings("v4", addr, max_payload);
+        Server::new(settings, router_tx.clone(), rumqttd::protocol::v4::V4)
+    })
+    .await?;
+    let v5 = listen("MQTT 5", free_port, |addr| {
+        let settings = settings("v5", addr, max_payload);
+        Server::new(settings, router_tx.clone(), rumqttd::protocol::v5::V5)
+    })
+    .await?;
     // Building a local link blocks until the router answers.
     let (mut link_tx, mut link_rx, _) = tokio::task::spawn_blocking(move || {
         LinkBuilder::new("twinhub-emulator-recorder", router_tx)
@@ -156,9 +204,6 @@ pub(crate) async fn start(store: Store, max_payload: usize) -> Result<Broker, Br
             }
         }
     });
-    for addr in [v4, v5] {
-        wait_listening(addr).await?;
-    }
     Ok(Broker { v4, v5 })
 }
 
@@ -365,5 +410,71 @@ mod tests {
                 "{topic} {payload:?}"
             );
         }
+    }
+}
+
+/// The listener start-up: a port taken before rumqttd binds it is given up for another.
+#[cfg(test)]
+mod listen_tests {
+    use super::*;
+
+    fn server(addr: SocketAddr) -> Server<rumqttd::protocol::v4::V4> {
+        let router = Router::new(0, RouterConfig::default());
+        Server::new(
+            settings("t", addr, 1024),
+            router.spawn(),
+            rumqttd::protocol::v4::V4,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_taken_port_is_given_up_for_the_next() {
+        // Another process's listener holds the first port offered.
+        let thief = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken = thief.local_addr().unwrap();
+        let mut offered = Vec::new();
+        let addr = listen(
+            "test",
+            || {
+                let next = if offered.is_empty() {
+                    taken
+                } else {
+                    free_port()?
+                };
+                offered.push(next);
+                Ok(next)
+            },
+            server,
+        )
+        .await
+        .unwrap();
+        assert_eq!(offered.len(), 2, "one port refused, the next one bound");
+        assert_eq!(addr, offered[1]);
+        // The thief still has its port, and the broker answers on its own.
+        assert_eq!(thief.local_addr().unwrap(), taken);
+        tokio::net::TcpStream::connect(addr).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn only_taken_ports_give_an_error_that_names_the_last() {
+        let thief = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken = thief.local_addr().unwrap();
+        let mut offers = 0;
+        let e = listen(
+            "test",
+            || {
+                offers += 1;
+                Ok(taken)
+            },
+            server,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(offers, BIND_ATTEMPTS);
+        let text = e.to_string();
+        assert!(
+            text.contains(&taken.to_string()) && text.contains("8 attempts"),
+            "{text}"
+        );
     }
 }

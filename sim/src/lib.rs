@@ -33,9 +33,16 @@
 //! ```
 #![forbid(unsafe_code)]
 
+// Dependencies flow one way: `scenario` (plain data) ← `network` ← `plan` ← `world`,
+// which also uses `queue`, `ledger` and `report`; `report` reads only the scenario.
+mod draw;
 pub mod flash;
+mod ledger;
 pub mod live;
+mod network;
+pub mod plan;
 pub mod plot;
+mod queue;
 pub mod report;
 pub mod scenario;
 pub mod world;
@@ -69,13 +76,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<Report, ScenarioErr
     if let Some(seed) = opts.seed {
         s.seed = seed;
     }
-    s.validate()?;
-    let plan = world::Plan {
-        config: world::engine_config(&s)?,
-        scenario: &s,
-        end_ms: s.duration.as_millis() as u64,
-        ledger: opts.ledger,
-    };
+    let plan = plan::Plan::new(&s, opts.ledger)?;
     let started = WallClock::now();
     let clocks: Vec<AtomicU64> = (0..s.shards).map(|_| AtomicU64::new(0)).collect();
     let runs = std::thread::scope(|scope| {

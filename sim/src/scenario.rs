@@ -1,7 +1,9 @@
 //! Scenario files: the fleet, its regions, links and faults, in TOML.
 //!
 //! Durations, sizes and budgets are written as in the SDK's config (`30s`, `64KiB`,
-//! `64KiB/1d`). Unknown keys are errors that name the key and the line.
+//! `64KiB/1d`). Unknown keys are errors that name the key and the line. A scenario is
+//! plain data: [`Scenario::from_toml_str`] parses it and checks it by building the
+//! [plan](crate::plan) a run follows.
 //!
 //! ```
 //! let s = twinhub_sim::Scenario::from_toml_str(r#"
@@ -31,7 +33,6 @@
 //! assert_eq!(s.regions[0].outages[0].from.as_secs(), 120);
 //! ```
 
-use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
@@ -120,6 +121,9 @@ pub struct DeviceSpec {
     #[serde(deserialize_with = "store_size")]
     pub store: u64,
 }
+
+/// Largest payload a scenario may ask for.
+pub const MAX_PAYLOAD: usize = 128;
 
 /// The most devices a scenario may have (far beyond what fits in memory; the world packs
 /// a device's slot into 29 bits).
@@ -274,103 +278,6 @@ pub struct LinkFault {
     /// Time down in each cycle.
     #[serde(deserialize_with = "duration")]
     pub down: Duration,
-}
-
-impl Scenario {
-    /// Parses and validates a scenario.
-    pub fn from_toml_str(text: &str) -> Result<Scenario, ScenarioError> {
-        let s: Scenario = toml::from_str(text)?;
-        s.validate()?;
-        Ok(s)
-    }
-
-    /// Reads, parses and validates a scenario file.
-    pub fn from_file(path: &Path) -> Result<Scenario, ScenarioError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::from_toml_str(&text)
-    }
-
-    pub(crate) fn validate(&self) -> Result<(), ScenarioError> {
-        let bad = |m: String| Err(ScenarioError::Invalid(m));
-        if self.devices == 0 || self.devices > MAX_DEVICES {
-            return bad(format!(
-                "devices = {} must be within 1..={MAX_DEVICES}",
-                self.devices
-            ));
-        }
-        if self.shards == 0 || self.shards > 64 {
-            return bad(format!("shards = {} must be within 1..=64", self.shards));
-        }
-        if self.duration.is_zero() || self.duration > Duration::from_secs(40 * 86_400) {
-            return bad("duration must be within (0, 40d]".into());
-        }
-        if self.regions.is_empty() || self.regions.len() > twinhub_core::MAX_ENDPOINTS {
-            return bad(format!(
-                "between 1 and {} regions are needed",
-                twinhub_core::MAX_ENDPOINTS
-            ));
-        }
-        if self.links.is_empty() || self.links.len() > twinhub_core::MAX_LINKS {
-            return bad(format!(
-                "between 1 and {} links are needed",
-                twinhub_core::MAX_LINKS
-            ));
-        }
-        let d = &self.device;
-        if d.interval < Duration::from_millis(10) {
-            return bad("device.interval must be at least 10ms".into());
-        }
-        let [lo, hi] = d.payload_bytes;
-        if lo == 0 || lo > hi || hi > crate::world::MAX_PAYLOAD as u32 {
-            return bad(format!(
-                "device.payload_bytes must be 1 ≤ min ≤ max ≤ {}",
-                crate::world::MAX_PAYLOAD
-            ));
-        }
-        let c = d.classes;
-        let shares = [c.critical, c.normal, c.bulk];
-        if shares.iter().any(|s| !s.is_finite() || *s < 0.0) || shares.iter().sum::<f64>() <= 0.0 {
-            return bad("device.classes must be non-negative and not all 0".into());
-        }
-        if let Some(r) = d.reboot
-            && (!(0.0..=1.0).contains(&r.share) || r.every < Duration::from_secs(1))
-        {
-            return bad("device.reboot: share must be in [0, 1] and every at least 1s".into());
-        }
-        for r in &self.regions {
-            if r.latency[0] > r.latency[1] {
-                return bad(format!("region {}: latency min > max", r.name));
-            }
-            for w in r.outages.iter().chain(&r.refusals) {
-                if w.from >= w.to {
-                    return bad(format!("region {}: a window ends before it starts", r.name));
-                }
-            }
-        }
-        for l in &self.links {
-            for c in l.classes.iter().flatten() {
-                if Class::from_name(c).is_none() {
-                    return bad(format!("link {}: unknown class {c:?}", l.name));
-                }
-            }
-        }
-        for f in &self.link_faults {
-            if !self.links.iter().any(|l| l.name == f.link) {
-                return bad(format!("link_fault: no link named {:?}", f.link));
-            }
-            if !(0.0..=1.0).contains(&f.share) {
-                return bad(format!("link_fault {}: share must be in [0, 1]", f.link));
-            }
-            if f.up.is_zero() || f.down.is_zero() {
-                return bad(format!("link_fault {}: up and down must be > 0", f.link));
-            }
-        }
-        // The engine's own checks (names, budgets) run when the world builds its config.
-        crate::world::engine_config(self).map(|_| ())
-    }
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {

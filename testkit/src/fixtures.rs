@@ -106,3 +106,28 @@ pub fn mqtt(addr: SocketAddr, topic: &str, version: MqttVersion) -> EndpointSpec
 pub fn tls() -> std::sync::Arc<rustls::ClientConfig> {
     twinhub::transport::tls_config(None).expect("tls config")
 }
+
+/// Writes `dir/twinhub.toml`-style configuration for a `twinhub` process under test and
+/// returns its path: `device_id`, a disk outbox in `dir/outbox` with the extra `[outbox]`
+/// lines `outbox_keys` (like `fsync = "batch"`), and one Event Hubs endpoint per
+/// `(name, connection string)`.
+pub fn write_config(
+    dir: &std::path::Path,
+    file: &str,
+    device_id: &str,
+    outbox_keys: &str,
+    endpoints: &[(&str, String)],
+) -> std::path::PathBuf {
+    let mut text = format!(
+        "device_id = \"{device_id}\"\n\n[outbox]\npath = \"{}\"\n{outbox_keys}\n",
+        dir.join("outbox").display()
+    );
+    for (name, conn) in endpoints {
+        text.push_str(&format!(
+            "\n[[endpoint]]\nname = \"{name}\"\nprotocol = \"event-hubs\"\nconnection_string = \"{conn}\"\n"
+        ));
+    }
+    let path = dir.join(file);
+    std::fs::write(&path, text).expect("the configuration is written");
+    path
+}

@@ -8,30 +8,20 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use twinhub_emulator::{Emulator, EmulatorConfig};
-use twinhub_testkit::twinhub_exe;
+use twinhub_testkit::{twinhub_exe, write_config};
 
 const RUNS: usize = 12;
 const LINES_PER_RUN: usize = 400;
 
-fn config(dir: &std::path::Path, conn: &str) -> std::path::PathBuf {
-    let path = dir.join("twinhub.toml");
-    let text = format!(
-        r#"device_id = "crash-test"
-
-[outbox]
-path = "{}"
-max_bytes = "16MiB"
-fsync = "batch"
-
-[[endpoint]]
-name = "primary"
-protocol = "event-hubs"
-connection_string = "{conn}"
-"#,
-        dir.join("outbox").display()
-    );
-    std::fs::write(&path, text).unwrap();
-    path
+fn config(dir: &std::path::Path, conn: String) -> std::path::PathBuf {
+    let outbox = "max_bytes = \"16MiB\"\nfsync = \"batch\"";
+    write_config(
+        dir,
+        "twinhub.toml",
+        "crash-test",
+        outbox,
+        &[("primary", conn)],
+    )
 }
 
 #[test]
@@ -42,7 +32,7 @@ fn sigkill_at_random_points_loses_nothing_accepted() {
         .unwrap();
     let region = emu["primary"].clone();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), &region.event_hubs_connection_string());
+    let cfg = config(dir.path(), region.event_hubs_connection_string());
     let mut accepted: Vec<String> = Vec::new();
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;
     let mut next = || {
@@ -137,7 +127,7 @@ fn echo_reports_an_acceptance_before_stdin_closes() {
         .unwrap();
     let region = emu["primary"].clone();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), &region.event_hubs_connection_string());
+    let cfg = config(dir.path(), region.event_hubs_connection_string());
     let mut child = Command::new(twinhub_exe().expect("the twinhub binary"))
         .args(["send", "--config"])
         .arg(&cfg)

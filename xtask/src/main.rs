@@ -383,9 +383,10 @@ fn firmware() -> Result {
         .args(["--", "-D", "warnings"]))?;
     // Built from its own folder, whose cargo config names the target and the linker
     // script. It is booted in QEMU, wired to `twinhub gateway`, by the end-to-end tests
-    // (cli/tests/firmware_gateway.rs) that `cargo test` ran above: one run on fresh flash,
-    // and one killed at random points and booted again on the same flash file. Each test
-    // runs QEMU in its own temporary directory, where the firmware keeps its flash file.
+    // (tests/tests/firmware_gateway.rs in twinhub-tests) that `cargo test` ran above: one
+    // run on fresh flash, and one killed at random points and booted again on the same
+    // flash file. Each test runs QEMU in its own temporary directory, where the firmware
+    // keeps its flash file.
     let mut build = cargo();
     build
         .args(["build", "--release"])
@@ -399,7 +400,7 @@ fn firmware() -> Result {
     }
     // The C firmware on the C API: its Makefile builds the static library for the
     // Cortex-M4 (in its own target directory) and links it with picolibc. It too is booted
-    // by an end-to-end test (cli/tests/firmware_c_gateway.rs).
+    // by an end-to-end test (tests/tests/firmware_c_gateway.rs).
     run(Command::new("make").args(["-C", "firmware-demo-c"]))?;
     for (name, elf) in [("Rust", FIRMWARE_ELF), ("C", FIRMWARE_C_ELF)] {
         let (flash, ram) = footprint(elf)?;
