@@ -21,6 +21,7 @@
 //! iot_hub_port = 8883         # default 8883, IoT Hub's; 0 = ephemeral
 //! iot_hub_key = "cGFzc3dvcmQ="   # base64; any device id signed with it is accepted
 //! iot_hub_device = "meter-1"  # device of the printed connection string
+//! iot_hub_name = "hub.example" # optional: act as an IoT Edge gateway for this hub name
 //!
 //! [[proxy]]               # a fault switch in front of something else (e.g. a mosquitto)
 //! name = "mosquitto"
@@ -133,6 +134,12 @@ pub struct RegionConfig {
     /// the cap act in a test.
     #[serde(default)]
     pub iot_hub_max_idle_ms: Option<u64>,
+    /// The hub host name devices authenticate for (user name and SAS scope). `None`: the
+    /// endpoint's IP address. With a name (which need not resolve) the endpoint acts as an
+    /// IoT Edge gateway in front of that hub: devices reach it through `GatewayHostName`,
+    /// which the printed connection string then carries.
+    #[serde(default)]
+    pub iot_hub_name: Option<String>,
 }
 
 impl RegionConfig {
@@ -153,6 +160,7 @@ impl RegionConfig {
             iot_hub_key: None,
             iot_hub_device: default_iot_hub_device(),
             iot_hub_max_idle_ms: None,
+            iot_hub_name: None,
         }
     }
 
@@ -166,6 +174,12 @@ impl RegionConfig {
     /// Sets a fixed IoT Hub signing key (base64).
     pub fn iot_hub_key(mut self, key: impl Into<String>) -> Self {
         self.iot_hub_key = Some(key.into());
+        self
+    }
+
+    /// Makes the IoT Hub endpoint a gateway for hub `name` (see [`RegionConfig::iot_hub_name`]).
+    pub fn iot_hub_name(mut self, name: impl Into<String>) -> Self {
+        self.iot_hub_name = Some(name.into());
         self
     }
 
@@ -358,6 +372,14 @@ impl EmulatorConfig {
                         twinhub_core::sas::MAX_KEY_BYTES
                     )));
                 }
+            }
+            if r.iot_hub_name.as_deref().is_some_and(|n| {
+                n.is_empty() || n.contains(['/', ';', ':']) || n.contains(char::is_whitespace)
+            }) {
+                return Err(ConfigError::Invalid(format!(
+                    "region {:?}: `iot_hub_name` must be a host name (no `/`, `;`, `:` or spaces)",
+                    r.name
+                )));
             }
             if !crate::iothub::valid_device_id(&r.iot_hub_device) {
                 return Err(ConfigError::Invalid(format!(

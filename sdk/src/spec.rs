@@ -166,6 +166,10 @@ pub struct IotHubSpec {
     pub tls: bool,
     /// Lifetime of each SAS token; renewed before it expires.
     pub token_ttl: Duration,
+    /// `GatewayHostName` (IoT Edge): the host connected to instead of `host`, whose name
+    /// TLS verifies; `host` stays the identity (user name and SAS scope), as Azure's
+    /// device SDKs do. `port` is then the gateway's.
+    pub gateway_host: Option<String>,
 }
 
 /// MQTT version.

@@ -254,6 +254,7 @@ fn iot_hub_spec(
         port: addr.port(),
         tls: false,
         token_ttl: ttl,
+        gateway_host: None,
     }))
 }
 
@@ -488,6 +489,7 @@ async fn iot_hub_over_tls_trusts_a_private_broker_only_through_its_ca_file() {
             port: broker.port,
             tls: true,
             token_ttl: Duration::from_secs(3600),
+            gateway_host: None,
         }))
     };
     let with_ca = twinhub::transport::tls_config(Some(&pki.path().join("ca.pem"))).unwrap();
