@@ -24,6 +24,7 @@ fn spec_for(r: &Region, dev: &str, key: &str) -> twinhub::spec::EndpointSpec {
         tls: true,
         token_ttl: Duration::from_secs(3600),
         gateway_host: None,
+        reject_after_closes: twinhub::spec::DEFAULT_REJECT_AFTER_CLOSES,
     }))
 }
 

@@ -255,6 +255,7 @@ fn iot_hub_spec(
         tls: false,
         token_ttl: ttl,
         gateway_host: None,
+        reject_after_closes: twinhub::spec::DEFAULT_REJECT_AFTER_CLOSES,
     }))
 }
 
@@ -490,6 +491,7 @@ async fn iot_hub_over_tls_trusts_a_private_broker_only_through_its_ca_file() {
             tls: true,
             token_ttl: Duration::from_secs(3600),
             gateway_host: None,
+            reject_after_closes: twinhub::spec::DEFAULT_REJECT_AFTER_CLOSES,
         }))
     };
     let with_ca = twinhub::transport::tls_config(Some(&pki.path().join("ca.pem"))).unwrap();

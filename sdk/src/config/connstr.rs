@@ -338,6 +338,7 @@ pub fn parse_iot_hub(s: &str) -> Result<IotHubSpec, ConnStrError> {
         tls: !emulator,
         token_ttl: DEFAULT_TOKEN_TTL,
         gateway_host,
+        reject_after_closes: crate::spec::DEFAULT_REJECT_AFTER_CLOSES,
     })
 }
 

@@ -13,7 +13,10 @@
 //!   ([`TransportError::WildcardInDeviceId`]): the id goes into the publish topic as is,
 //!   where MQTT forbids wildcards. Azure's own SDKs put it there unencoded too
 //!   (azure-sdk-for-c copies it; azure-iot-sdk-python stopped URL-encoding it because the
-//!   hub does not decode ids in topics), so no encoding would reach the right device.
+//!   hub does not decode ids in topics), so no encoding would reach the right device;
+//! * a record on whose publish the hub closed `reject_after_closes` accepted connections in
+//!   a row is answered [`Outcome::Rejected`](twinhub_core::Outcome::Rejected) (see
+//!   `mqtt::refusal`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,6 +92,7 @@ pub fn iot_hub_transport(
             max_age: Some(max_age),
             max_packet: record.saturating_add(8192),
             max_batch: usize::from(limits.max_batch_records),
+            reject_after_closes: spec.reject_after_closes,
         },
         timeout,
     )

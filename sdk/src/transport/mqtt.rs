@@ -42,6 +42,9 @@ use super::{BoxFuture, Limits, Transport};
 use crate::record::Record;
 use crate::spec::{Bind, MqttSpec, MqttVersion, Secret};
 
+mod refusal;
+use refusal::{Blame, CloseWatch};
+
 /// Most QoS 1 publishes in flight on one connection (MQTT 5; 3.1.1 uses rumqttc's 100).
 const INFLIGHT_LIMIT: u16 = 512;
 
@@ -86,6 +89,8 @@ pub(crate) struct MqttConfig {
     pub(crate) max_age: Option<Duration>,
     pub(crate) max_packet: usize,
     pub(crate) max_batch: usize,
+    /// Closes in a row on one record's publish that make it rejected; 0: never.
+    pub(crate) reject_after_closes: u8,
 }
 
 /// What the driver task reports besides batch results: the connection's life.
@@ -105,9 +110,12 @@ struct Account {
     acked: usize,
     /// The most serious PUBACK failure seen.
     failure: Option<Outcome>,
-    /// Resolved once: (outcome, whether the connection is still clean).
-    done: Option<tokio::sync::oneshot::Sender<(Outcome, bool)>>,
+    /// Resolved once: (outcome, whether the connection is still clean, what a close by
+    /// the hub says about this batch's records).
+    done: Option<tokio::sync::oneshot::Sender<Resolution>>,
 }
+
+type Resolution = (Outcome, bool, Blame);
 
 /// The batches in flight on a connection, as the driver task accounts for them. Several
 /// batches may be in flight at once: a batch hands its publishes to rumqttc in one go
@@ -121,17 +129,16 @@ struct Tracker {
     /// Batches with publishes not yet written, in request order, with how many are left.
     unwritten: VecDeque<(u64, usize)>,
     batches: HashMap<u64, Account>,
-    /// The batch of each packet id waiting for its PUBACK.
-    owner: HashMap<u16, u64>,
+    /// The batch of each packet id waiting for its PUBACK, the publish's index in the batch
+    /// and its place in write order.
+    owner: HashMap<u16, (u64, usize, u64)>,
+    /// Publishes written on this connection so far.
+    written: u64,
 }
 
 impl Tracker {
     /// Opens the account of a batch of `expected` records; returns its number.
-    fn open(
-        &mut self,
-        expected: usize,
-        done: tokio::sync::oneshot::Sender<(Outcome, bool)>,
-    ) -> u64 {
+    fn open(&mut self, expected: usize, done: tokio::sync::oneshot::Sender<Resolution>) -> u64 {
         let id = self.next;
         self.next += 1;
         self.unwritten.push_back((id, expected));
@@ -159,14 +166,15 @@ impl Tracker {
             self.unwritten.pop_front();
         }
         if let Some(a) = self.batches.get_mut(&id) {
+            self.owner.insert(pkid, (id, a.published, self.written));
+            self.written += 1;
             a.published += 1;
-            self.owner.insert(pkid, id);
         }
     }
 
     fn acked(&mut self, pkid: u16, failure: Option<Outcome>) {
         // Only a PUBACK for a publish in flight counts, and only once.
-        let Some(id) = self.owner.remove(&pkid) else {
+        let Some((id, _, _)) = self.owner.remove(&pkid) else {
             return;
         };
         let Some(a) = self.batches.get_mut(&id) else {
@@ -180,20 +188,30 @@ impl Tracker {
             && let Some(a) = self.batches.remove(&id)
             && let Some(done) = a.done
         {
-            let _ = done.send((a.failure.unwrap_or(Outcome::Delivered), true));
+            let _ = done.send((a.failure.unwrap_or(Outcome::Delivered), true, Blame::None));
         }
     }
 
-    /// The connection ended: every batch still open is resolved.
+    /// The connection ended: every batch still open is resolved. When the hub closed an
+    /// accepted connection, the oldest publish it left unanswered is the one it closed on
+    /// (it answers in order), and its batch learns which record that was.
     fn ended(&mut self, f: Failure) {
-        for (_, a) in self.batches.drain() {
+        let culprit = (f == Failure::Closed)
+            .then(|| self.owner.values().min_by_key(|(_, _, seq)| *seq).copied())
+            .flatten();
+        for (id, a) in self.batches.drain() {
             if let Some(done) = a.done {
                 let o = if f == Failure::Unauthorized {
                     Outcome::Unauthorized
                 } else {
                     timeout_outcome(a.published)
                 };
-                let _ = done.send((o, false));
+                let blame = match culprit {
+                    Some((batch, index, _)) if batch == id => Blame::Record(index),
+                    Some(_) => Blame::Elsewhere,
+                    None => Blame::None,
+                };
+                let _ = done.send((o, false, blame));
             }
         }
         self.unwritten.clear();
@@ -221,6 +239,8 @@ fn lock(t: &SharedTracker) -> std::sync::MutexGuard<'_, Tracker> {
 enum Failure {
     Unauthorized,
     Lost,
+    /// The hub closed a connection it had accepted (an I/O end, not a timeout of ours).
+    Closed,
 }
 
 enum Client {
@@ -262,6 +282,8 @@ pub struct MqttTransport {
     /// For `bind = "<ip>"`: the loopback tunnel rumqttc connects through, started on the
     /// first connect.
     tunnel: tokio::sync::OnceCell<Tunnel>,
+    /// Closes by the hub on one record's publish, in a row.
+    closes: Mutex<CloseWatch>,
 }
 
 impl std::fmt::Debug for MqttTransport {
@@ -324,6 +346,7 @@ impl MqttTransport {
                 max_age: None,
                 max_packet: packet_limit(limits),
                 max_batch: usize::from(limits.max_batch_records),
+                reject_after_closes: 0,
             },
             timeout,
         )
@@ -338,6 +361,7 @@ impl MqttTransport {
             });
         }
         Ok(MqttTransport {
+            closes: Mutex::new(CloseWatch::new(cfg.reject_after_closes)),
             cfg,
             timeout,
             conn: tokio::sync::Mutex::new(None),
@@ -387,7 +411,11 @@ impl MqttTransport {
             if guard.is_none() {
                 match self.connect(deadline, generation).await {
                     Ok(c) => *guard = Some(c),
-                    Err(o) => return o,
+                    Err(o) => {
+                        // No accepted connection: the region, not a record, is failing.
+                        self.closes().reset();
+                        return o;
+                    }
                 }
             }
             let Some(conn) = guard.as_mut() else {
@@ -410,16 +438,21 @@ impl MqttTransport {
             (result, Arc::clone(&conn.tracker), conn.serial, id)
         };
         // Lock released: later batches publish while this one waits for its PUBACKs.
-        let (outcome, healthy) = match tokio::time::timeout_at(deadline, result).await {
+        let (outcome, healthy, blame) = match tokio::time::timeout_at(deadline, result).await {
             Ok(Ok(r)) => r,
             // The account was dropped unanswered: nothing more will come.
-            Ok(Err(_)) => (timeout_outcome(lock(&tracker).published_of(id)), false),
+            Ok(Err(_)) => (
+                timeout_outcome(lock(&tracker).published_of(id)),
+                false,
+                Blame::None,
+            ),
             Err(_) => {
                 let published = lock(&tracker).published_of(id);
                 tracing::debug!(host = %self.cfg.host, published, "mqtt batch timed out");
-                (timeout_outcome(published), false)
+                (timeout_outcome(published), false, Blame::None)
             }
         };
+        let outcome = self.weigh(records, outcome, blame);
         if !healthy {
             // Unanswered publishes may still be acked later: never reuse this session.
             let mut guard = self.conn.lock().await;
@@ -540,7 +573,9 @@ impl MqttTransport {
         let failed = match tokio::time::timeout_at(deadline, events.recv()).await {
             Ok(Some(Ev::ConnAck)) => None,
             Ok(Some(Ev::Failed(Failure::Unauthorized))) => Some(Outcome::Unauthorized),
-            Ok(Some(Ev::Failed(Failure::Lost)) | None) => Some(Outcome::Unreachable),
+            Ok(Some(Ev::Failed(Failure::Lost | Failure::Closed)) | None) => {
+                Some(Outcome::Unreachable)
+            }
             // No CONNACK in time: no record was written, so nothing can have arrived.
             Err(_) => Some(Outcome::Unreachable),
         };
@@ -714,18 +749,23 @@ async fn drive_v5(
     tracker: SharedTracker,
 ) {
     use rumqttc::v5::{ConnectionError, Event, Incoming};
+    let account = |event: Event| match event {
+        Event::Incoming(Incoming::PubAck(a)) => {
+            lock(&tracker).acked(a.pkid, pub_ack_failure(a.reason));
+        }
+        Event::Outgoing(Outgoing::Publish(pkid)) => lock(&tracker).published(pkid),
+        _ => {}
+    };
+    let mut accepted = false;
     loop {
         match el.poll().await {
             Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                accepted = true;
                 if tx.send(Ev::ConnAck).is_err() {
                     return;
                 }
             }
-            Ok(Event::Incoming(Incoming::PubAck(a))) => {
-                lock(&tracker).acked(a.pkid, pub_ack_failure(a.reason));
-            }
-            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => lock(&tracker).published(pkid),
-            Ok(_) => {}
+            Ok(event) => account(event),
             Err(e) => {
                 let f = match &e {
                     ConnectionError::ConnectionRefused(
@@ -734,8 +774,11 @@ async fn drive_v5(
                         | ReturnCode5::BadAuthenticationMethod
                         | ReturnCode5::Banned,
                     ) => Failure::Unauthorized,
+                    _ if accepted && refusal::closed_by_peer_v5(&e) => Failure::Closed,
                     _ => Failure::Lost,
                 };
+                // Publishes written and PUBACKs read just before the end are still queued.
+                el.state.events.drain(..).for_each(&account);
                 return connection_ended(&tracker, &tx, f, &e);
             }
         }
@@ -748,23 +791,31 @@ async fn drive_v4(
     tracker: SharedTracker,
 ) {
     use rumqttc::{ConnectReturnCode, ConnectionError, Event, Packet};
+    let account = |event: Event| match event {
+        Event::Incoming(Packet::PubAck(a)) => lock(&tracker).acked(a.pkid, None),
+        Event::Outgoing(Outgoing::Publish(pkid)) => lock(&tracker).published(pkid),
+        _ => {}
+    };
+    let mut accepted = false;
     loop {
         match el.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                accepted = true;
                 if tx.send(Ev::ConnAck).is_err() {
                     return;
                 }
             }
-            Ok(Event::Incoming(Packet::PubAck(a))) => lock(&tracker).acked(a.pkid, None),
-            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => lock(&tracker).published(pkid),
-            Ok(_) => {}
+            Ok(event) => account(event),
             Err(e) => {
                 let f = match &e {
                     ConnectionError::ConnectionRefused(
                         ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized,
                     ) => Failure::Unauthorized,
+                    _ if accepted && refusal::closed_by_peer_v4(&e) => Failure::Closed,
                     _ => Failure::Lost,
                 };
+                // Publishes written and PUBACKs read just before the end are still queued.
+                el.state.events.drain(..).for_each(&account);
                 return connection_ended(&tracker, &tx, f, &e);
             }
         }
@@ -795,26 +846,35 @@ mod tests {
         t.acked(8, None);
         assert!(a.try_recv().is_err() && b.try_recv().is_err());
         t.acked(7, None);
-        assert_eq!(a.try_recv().unwrap(), (Outcome::Delivered, true));
+        assert_eq!(
+            a.try_recv().unwrap(),
+            (Outcome::Delivered, true, Blame::None)
+        );
         // b keeps the worst failure of its PUBACKs.
         t.acked(1, Some(Outcome::Rejected(RejectReason::TooLarge)));
         t.acked(2, None);
         assert_eq!(
             b.try_recv().unwrap(),
-            (Outcome::Rejected(RejectReason::TooLarge), true)
+            (Outcome::Rejected(RejectReason::TooLarge), true, Blame::None)
         );
         // A packet id reused by a later batch belongs to it alone.
         let ic = t.open(2, c_tx);
         t.published(7);
         assert_eq!(t.published_of(ic), 1);
         t.ended(Failure::Lost);
-        assert_eq!(c.try_recv().unwrap(), (Outcome::Timeout, false));
+        assert_eq!(
+            c.try_recv().unwrap(),
+            (Outcome::Timeout, false, Blame::None)
+        );
         assert!(!t.busy());
         // A batch that wrote nothing before the end was never sent.
         let (d_tx, mut d) = tokio::sync::oneshot::channel();
         t.open(1, d_tx);
         t.ended(Failure::Lost);
-        assert_eq!(d.try_recv().unwrap(), (Outcome::Unreachable, false));
+        assert_eq!(
+            d.try_recv().unwrap(),
+            (Outcome::Unreachable, false, Blame::None)
+        );
     }
 
     #[test]
