@@ -1,6 +1,7 @@
 //! The reliability scenarios (`cargo xtask chaos`), run against real components
 //! (mosquitto brokers behind the emulator's fault proxy for `mqtt`, emulator regions for
-//! `event-hubs`, `twinhub send` processes for crashes and disks), each printing records
+//! `event-hubs` and for `iot-hub` (MQTT over TLS with SAS, through the emulator's CA),
+//! `twinhub send` processes for crashes and disks), each printing records
 //! sent, delivered (unique), lost, duplicates, failovers and time to recover.
 //!
 //! *Lost* is computed by id from what the hubs received, never from the producer's
@@ -40,7 +41,7 @@ pub struct ChaosArgs {
     /// wan-down, sigkill, disk-full, torn-tail.
     #[arg(long, value_delimiter = ',')]
     pub only: Option<Vec<String>>,
-    /// Only these protocols: mqtt, event-hubs.
+    /// Only these protocols: mqtt, event-hubs, iot-hub.
     #[arg(long, value_delimiter = ',')]
     pub protocols: Option<Vec<String>>,
     /// Also write the figures as JSON here.
@@ -69,12 +70,15 @@ pub const SCENARIOS: [&str; 10] = [
     "torn-tail",
 ];
 
+/// Every protocol, in the order they run.
+pub const PROTOCOLS: [&str; 3] = ["mqtt", "event-hubs", "iot-hub"];
+
 /// What one scenario showed.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Figures {
     /// The scenario.
     pub scenario: String,
-    /// `mqtt` or `event-hubs`.
+    /// One of [`PROTOCOLS`].
     pub protocol: String,
     /// Records the producer accepted.
     pub sent: u64,
@@ -166,10 +170,13 @@ pub fn run(args: &ChaosArgs, rt: &tokio::runtime::Runtime) -> Result<Vec<Figures
     let protocols = args
         .protocols
         .clone()
-        .unwrap_or_else(|| vec!["mqtt".into(), "event-hubs".into()]);
+        .unwrap_or_else(|| PROTOCOLS.iter().map(|p| p.to_string()).collect());
     for p in &protocols {
-        if p != "mqtt" && p != "event-hubs" {
-            return Err(format!("--protocols: `{p}` is not mqtt or event-hubs"));
+        if !PROTOCOLS.contains(&p.as_str()) {
+            return Err(format!(
+                "--protocols: `{p}` is not one of {}",
+                PROTOCOLS.join(", ")
+            ));
         }
     }
     let wanted: Vec<String> = match &args.only {
@@ -292,7 +299,8 @@ impl Plan {
     fn for_scenario(scenario: &str, protocol: &str, scale: Scale) -> Option<Plan> {
         let s = scale.stream;
         let (a, b) = (s / 3, s * 2 / 3);
-        let mqtt = protocol == "mqtt";
+        // IoT Hub is MQTT too: it has no HTTP status storms either.
+        let mqtt = matches!(protocol, "mqtt" | "iot-hub");
         let window = |fault| {
             vec![
                 (a, Action::Fault(0, fault)),
@@ -367,6 +375,8 @@ fn now_ms() -> u64 {
 /// Two hub regions of one protocol with a fault switch on each.
 enum Hub {
     EventHubs(Emulator),
+    /// The emulator's IoT Hub endpoints: MQTT 3.1.1 over TLS, SAS checked.
+    Iot(Emulator),
     Mqtt {
         brokers: Vec<Mosquitto>,
         proxies: Emulator,
@@ -383,6 +393,12 @@ impl Hub {
                 .await
                 .map_err(|e| e.to_string())?;
             return Ok(Hub::EventHubs(emu));
+        }
+        if protocol == "iot-hub" {
+            let emu = Emulator::start(EmulatorConfig::with_regions(REGIONS))
+                .await
+                .map_err(|e| e.to_string())?;
+            return Ok(Hub::Iot(emu));
         }
         // The primary keeps sessions across a restart, so a record it acked before it was
         // stopped still reaches the consumer.
@@ -414,6 +430,14 @@ impl Hub {
         })
     }
 
+    /// Top-level configuration the endpoints need: the emulator's CA for IoT Hub's TLS.
+    fn root_toml(&self) -> String {
+        match self {
+            Hub::Iot(emu) => format!("ca_file = {:?}\n", emu.ca_file()),
+            _ => String::new(),
+        }
+    }
+
     fn endpoints_toml(&self) -> String {
         let mut out = String::new();
         for (i, name) in REGIONS.iter().enumerate() {
@@ -421,6 +445,10 @@ impl Hub {
                 Hub::EventHubs(emu) => format!(
                     "protocol = \"event-hubs\"\nconnection_string = \"{}\"\n",
                     emu[*name].event_hubs_connection_string()
+                ),
+                Hub::Iot(emu) => format!(
+                    "protocol = \"iot-hub\"\nconnection_string = \"{}\"\n",
+                    emu[*name].iot_hub_connection_string()
                 ),
                 Hub::Mqtt { proxies, .. } => format!(
                     "protocol = \"mqtt\"\nurl = \"mqtt://{}\"\ntopic = \"telemetry/{{device_id}}\"\n",
@@ -437,13 +465,19 @@ impl Hub {
 
     fn act(&mut self, action: Action) {
         match (self, action) {
-            (Hub::EventHubs(emu), Action::Fault(i, f)) => emu[REGIONS[i]].set_fault(f),
-            (Hub::EventHubs(emu), Action::FaultFor(i, ip, f)) => {
+            (Hub::EventHubs(emu) | Hub::Iot(emu), Action::Fault(i, f)) => {
+                emu[REGIONS[i]].set_fault(f)
+            }
+            (Hub::EventHubs(emu) | Hub::Iot(emu), Action::FaultFor(i, ip, f)) => {
                 emu[REGIONS[i]].set_fault_for(ip, f)
             }
             // A region's hub killed and started again, as its clients see it.
-            (Hub::EventHubs(emu), Action::Kill(i)) => emu[REGIONS[i]].set_fault(Fault::Down),
-            (Hub::EventHubs(emu), Action::Restart(i)) => emu[REGIONS[i]].set_fault(Fault::Up),
+            (Hub::EventHubs(emu) | Hub::Iot(emu), Action::Kill(i)) => {
+                emu[REGIONS[i]].set_fault(Fault::Down)
+            }
+            (Hub::EventHubs(emu) | Hub::Iot(emu), Action::Restart(i)) => {
+                emu[REGIONS[i]].set_fault(Fault::Up)
+            }
             (Hub::Mqtt { proxies, .. }, Action::Fault(i, f)) => {
                 if let Some(p) = proxies.proxy(REGIONS[i]) {
                     p.switch().set(f);
@@ -464,7 +498,7 @@ impl Hub {
     fn arrivals(&self) -> Arrivals {
         let mut out = Arrivals::default();
         match self {
-            Hub::EventHubs(emu) => {
+            Hub::EventHubs(emu) | Hub::Iot(emu) => {
                 for name in REGIONS {
                     for r in emu[name].records() {
                         if let Some(id) = r.message_id {
@@ -548,7 +582,8 @@ async fn await_arrivals(hub: &Hub, accepted: &[String], timeout: Duration) -> Ar
 async fn stream_scenario(protocol: &str, plan: Plan, scale: Scale) -> Result<Figures, String> {
     let mut hub = Hub::start(protocol).await?;
     let toml = format!(
-        "device_id = \"chaos\"\n[outbox]\nmax_bytes = \"256MiB\"\n[timings]\nmin_dwell = \"5s\"\n{}{}",
+        "device_id = \"chaos\"\n{}[outbox]\nmax_bytes = \"256MiB\"\n[timings]\nmin_dwell = \"5s\"\n{}{}",
+        hub.root_toml(),
         plan.links,
         hub.endpoints_toml()
     );
@@ -762,7 +797,8 @@ impl Sender {
 fn write_config(dir: &Path, hub: &Hub, outbox: &Path, extra: &str) -> Result<PathBuf, String> {
     let path = dir.join("chaos.toml");
     let text = format!(
-        "device_id = \"chaos-proc\"\n[outbox]\npath = \"{}\"\nfsync = \"batch\"\n{extra}\n{}",
+        "device_id = \"chaos-proc\"\n{}[outbox]\npath = \"{}\"\nfsync = \"batch\"\n{extra}\n{}",
+        hub.root_toml(),
         outbox.display(),
         hub.endpoints_toml()
     );

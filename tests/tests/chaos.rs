@@ -1,4 +1,4 @@
-//! The short chaos run: every scenario over both protocols, real brokers, emulator regions
+//! The short chaos run: every scenario over every protocol, real brokers, emulator regions
 //! and `twinhub send` processes. Nothing accepted may be lost (counted by id), and each
 //! scenario must have done what it claims (failed over, refused on a full disk, cut tails).
 
@@ -30,7 +30,7 @@ fn every_scenario_loses_nothing_accepted() {
         }
     }
     assert!(chaos::passed(&figures));
-    for protocol in ["mqtt", "event-hubs"] {
+    for protocol in ["mqtt", "event-hubs", "iot-hub"] {
         for scenario in ["kill", "flap", "both-down"] {
             let f = get(scenario, protocol);
             assert_eq!(f.delivered, f.sent, "{f:?}");
@@ -49,7 +49,7 @@ fn every_scenario_loses_nothing_accepted() {
     assert!(get("503", "event-hubs").failovers >= 1);
     assert_eq!(get("429", "event-hubs").failovers, 0);
     // The WAN down, cellular left: the metered link carried the outage, over both protocols.
-    for protocol in ["mqtt", "event-hubs"] {
+    for protocol in ["mqtt", "event-hubs", "iot-hub"] {
         let wan = get("wan-down", protocol);
         assert_eq!(wan.delivered, wan.sent, "{wan:?}");
         assert!(wan.note.starts_with("cell bytes"), "{wan:?}");
@@ -57,7 +57,7 @@ fn every_scenario_loses_nothing_accepted() {
     }
     // The full disk: records refused at the door, everything accepted delivered.
     let root = is_root();
-    for protocol in ["mqtt", "event-hubs"] {
+    for protocol in ["mqtt", "event-hubs", "iot-hub"] {
         let f = get("disk-full", protocol);
         if root {
             assert!(f.refused > 0, "{f:?}");
