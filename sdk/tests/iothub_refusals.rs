@@ -165,3 +165,25 @@ async fn a_region_that_refuses_connections_still_fails_over_and_drops_nothing() 
     assert_eq!(stats.dropped.total(), 0, "an outage drops nothing");
     assert_eq!(emu["primary"].iot_hub_events().count("connected"), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_whose_property_bag_exceeds_the_packet_limit_is_dropped_as_too_large() {
+    let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
+    let p = producer(&emu, "meter-4").await;
+    let mut events = p.events();
+    // Within the SDK's record limit as stored, but each space takes three bytes in the
+    // topic: the PUBLISH would exceed the packet limit, which the MQTT client refuses to
+    // write (ending the connection, at every resend).
+    let big = SendOptions::default().property("note", " ".repeat(25_000));
+    let good = p.send(b"small".to_vec()).await.unwrap().to_string();
+    let bad = p.send_with(vec![b'x'; 200_000], big).await.unwrap();
+    assert_eq!(next_drop(&mut events).await, (bad, DropReason::TooLarge));
+    p.flush(WAIT).await.unwrap();
+    emu["primary"]
+        .wait_for_ids(&[good.as_str()], WAIT)
+        .await
+        .unwrap();
+    let stats = stats_when(&p, |s| s.dropped.total() > 0).await;
+    assert_eq!(stats.dropped.too_large, 1);
+    assert_eq!(stats.failovers, 0);
+}

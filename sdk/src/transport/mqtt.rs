@@ -377,6 +377,9 @@ impl MqttTransport {
         if records.is_empty() {
             return Outcome::Delivered;
         }
+        if let Some(o) = self.refuse_oversized(records) {
+            return o;
+        }
         let deadline = Instant::now() + self.timeout;
         self.retiring
             .lock()

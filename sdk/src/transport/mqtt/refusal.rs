@@ -13,12 +13,16 @@
 //! The row breaks when no connection can be made (refused, timed out, bad credentials: a
 //! region outage, which fails over as before), when a batch times out without a close, when
 //! the hub closes on another record, and when the suspect is delivered.
+//!
+//! A record whose IoT Hub PUBLISH (property bag included) exceeds the packet limit never
+//! reaches the hub: the client would refuse to write it and end the connection at every
+//! resend. It is answered [`RejectReason::TooLarge`] before it is handed over.
 
 use std::sync::MutexGuard;
 
 use twinhub_core::{MessageId, Outcome, RejectReason};
 
-use super::MqttTransport;
+use super::{Framing, MqttTransport, iot_hub_topic};
 use crate::record::Record;
 
 /// What a connection's end says about one batch's records.
@@ -118,6 +122,33 @@ impl MqttTransport {
                 outcome
             }
         }
+    }
+}
+
+/// Bytes of a PUBLISH besides its topic and body: fixed header, lengths and packet id.
+const PUBLISH_OVERHEAD: usize = 16;
+
+impl MqttTransport {
+    /// IoT Hub framing puts the properties in the topic, URL-encoded, so a record within
+    /// the engine's size limit can still make a PUBLISH larger than the packet limit.
+    /// rumqttc would refuse to write it and end the connection, again at every resend: such
+    /// a batch is answered [`RejectReason::TooLarge`] before anything is handed over (the
+    /// engine then judges its records one at a time).
+    pub(super) fn refuse_oversized(&self, records: &[Record]) -> Option<Outcome> {
+        let Framing::IotHub { device } = &self.cfg.framing else {
+            return None;
+        };
+        let r = records.iter().find(|r| {
+            let topic = iot_hub_topic(device, &r.id.to_text(), &r.properties);
+            topic.len() + r.body.len() + PUBLISH_OVERHEAD > self.cfg.max_packet
+        })?;
+        tracing::warn!(
+            host = %self.cfg.host,
+            id = %r.id,
+            limit = self.cfg.max_packet,
+            "a record's publish, property bag included, exceeds the packet limit: rejected"
+        );
+        Some(Outcome::Rejected(RejectReason::TooLarge))
     }
 }
 
