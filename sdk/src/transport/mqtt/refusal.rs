@@ -173,7 +173,8 @@ pub(super) fn closed_by_peer_v5(e: &rumqttc::v5::ConnectionError) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Failure, Tracker};
+    use super::super::Failure;
+    use super::super::tracker::Tracker;
     use super::*;
 
     fn id(seq: u64) -> MessageId {
