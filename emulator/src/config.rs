@@ -500,6 +500,22 @@ mod tests {
     }
 
     #[test]
+    fn iot_hub_name_is_a_host_name() {
+        let c = EmulatorConfig::from_toml_str(
+            "[[region]]\nname = \"p\"\niot_hub_name = \"hub.example\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.regions[0].iot_hub_name.as_deref(), Some("hub.example"));
+        for bad in ["", "a/b", "h;x", "h:1", "a b"] {
+            let e = EmulatorConfig::from_toml_str(&format!(
+                "[[region]]\nname = \"p\"\niot_hub_name = {bad:?}\n"
+            ))
+            .unwrap_err();
+            assert!(e.to_string().contains("iot_hub_name"), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
     fn generated_keys_differ() {
         assert_ne!(generate_key(), generate_key());
         assert_eq!(generate_key().len(), 64);
