@@ -22,6 +22,7 @@
 //! iot_hub_key = "cGFzc3dvcmQ="   # base64; any device id signed with it is accepted
 //! iot_hub_device = "meter-1"  # device of the printed connection string
 //! iot_hub_websocket_port = 443  # MQTT over WebSockets; default 443, or ephemeral if 443 can't be bound
+//! iot_hub_name = "hub.example" # optional: act as an IoT Edge gateway for this hub name
 //!
 //! [[proxy]]               # a fault switch in front of something else (e.g. a mosquitto)
 //! name = "mosquitto"
@@ -139,6 +140,12 @@ pub struct RegionConfig {
     /// line as `iot_hub_websocket`); 0 = ephemeral.
     #[serde(default)]
     pub iot_hub_websocket_port: Option<u16>,
+    /// The hub host name devices authenticate for (user name and SAS scope). `None`: the
+    /// endpoint's IP address. With a name (which need not resolve) the endpoint acts as an
+    /// IoT Edge gateway in front of that hub: devices reach it through `GatewayHostName`,
+    /// which the printed connection string then carries.
+    #[serde(default)]
+    pub iot_hub_name: Option<String>,
 }
 
 impl RegionConfig {
@@ -160,6 +167,7 @@ impl RegionConfig {
             iot_hub_device: default_iot_hub_device(),
             iot_hub_max_idle_ms: None,
             iot_hub_websocket_port: None,
+            iot_hub_name: None,
         }
     }
 
@@ -173,6 +181,12 @@ impl RegionConfig {
     /// Sets a fixed IoT Hub signing key (base64).
     pub fn iot_hub_key(mut self, key: impl Into<String>) -> Self {
         self.iot_hub_key = Some(key.into());
+        self
+    }
+
+    /// Makes the IoT Hub endpoint a gateway for hub `name` (see [`RegionConfig::iot_hub_name`]).
+    pub fn iot_hub_name(mut self, name: impl Into<String>) -> Self {
+        self.iot_hub_name = Some(name.into());
         self
     }
 
@@ -366,6 +380,14 @@ impl EmulatorConfig {
                     )));
                 }
             }
+            if r.iot_hub_name.as_deref().is_some_and(|n| {
+                n.is_empty() || n.contains(['/', ';', ':']) || n.contains(char::is_whitespace)
+            }) {
+                return Err(ConfigError::Invalid(format!(
+                    "region {:?}: `iot_hub_name` must be a host name (no `/`, `;`, `:` or spaces)",
+                    r.name
+                )));
+            }
             if !crate::iothub::valid_device_id(&r.iot_hub_device) {
                 return Err(ConfigError::Invalid(format!(
                     "region {:?}: `iot_hub_device` {:?} is not a valid IoT Hub device id",
@@ -482,6 +504,22 @@ mod tests {
         let e = EmulatorConfig::from_toml_str("[[region]]\nname = \"p\"\ntier = \"gold\"\n")
             .unwrap_err();
         assert!(e.to_string().contains("gold"), "{e}");
+    }
+
+    #[test]
+    fn iot_hub_name_is_a_host_name() {
+        let c = EmulatorConfig::from_toml_str(
+            "[[region]]\nname = \"p\"\niot_hub_name = \"hub.example\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.regions[0].iot_hub_name.as_deref(), Some("hub.example"));
+        for bad in ["", "a/b", "h;x", "h:1", "a b"] {
+            let e = EmulatorConfig::from_toml_str(&format!(
+                "[[region]]\nname = \"p\"\niot_hub_name = {bad:?}\n"
+            ))
+            .unwrap_err();
+            assert!(e.to_string().contains("iot_hub_name"), "{bad:?}: {e}");
+        }
     }
 
     #[test]

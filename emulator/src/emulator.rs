@@ -92,6 +92,7 @@ pub struct Region {
     iot_hub: SocketAddr,
     iot_hub_key: String,
     iot_hub_device: String,
+    iot_hub_name: Option<String>,
     iot_hub_events: IotHubEvents,
     iot_hub_ws: SocketAddr,
     iot_hub_cert_file: std::path::PathBuf,
@@ -199,9 +200,13 @@ impl Region {
 
     /// The IoT Hub host name: the endpoint's IP address as text. The server certificate
     /// names it (an IP SAN), so it is what clients put in `HostName`, the user name and
-    /// the SAS scope, with no name resolution involved.
+    /// the SAS scope, with no name resolution involved. With
+    /// [`RegionConfig::iot_hub_name`](crate::RegionConfig::iot_hub_name) it is that name,
+    /// and clients connect to the address as their `GatewayHostName`.
     pub fn iot_hub_host(&self) -> String {
-        self.iot_hub.ip().to_string()
+        self.iot_hub_name
+            .clone()
+            .unwrap_or_else(|| self.iot_hub.ip().to_string())
     }
 
     /// The IoT Hub signing key (base64). Any device id signed with it is accepted.
@@ -221,13 +226,18 @@ impl Region {
 
     /// A device connection string for any `device` id (all are accepted, as if registered).
     /// The endpoint's port is 8883 unless configured otherwise; a client then needs the
-    /// port from [`Region::iot_hub_addr`].
+    /// port from [`Region::iot_hub_addr`]. A gateway for a named hub adds
+    /// `;GatewayHostName={ip}`.
     pub fn iot_hub_connection_string_for(&self, device: &str) -> String {
-        format!(
+        let mut s = format!(
             "HostName={};DeviceId={device};SharedAccessKey={}",
             self.iot_hub_host(),
             self.iot_hub_key
-        )
+        );
+        if self.iot_hub_name.is_some() {
+            s.push_str(&format!(";GatewayHostName={}", self.iot_hub.ip()));
+        }
+        s
     }
 
     /// A device SAS token (the MQTT password) for `device`, valid for `ttl`: scope
@@ -697,7 +707,9 @@ async fn start_inner(config: EmulatorConfig) -> Result<Started, StartError> {
         let iot_internal_addr = local(&iot_internal, internal_asked)?;
         let iot_key = rc.iot_hub_key.clone().unwrap_or_else(generate_iot_hub_key);
         let hub = Arc::new(IotHub::new(
-            iot_addr.ip().to_string(),
+            rc.iot_hub_name
+                .clone()
+                .unwrap_or_else(|| iot_addr.ip().to_string()),
             iot_key.clone(),
             store.clone(),
             switch.clone(),
@@ -742,6 +754,7 @@ async fn start_inner(config: EmulatorConfig) -> Result<Started, StartError> {
             iot_hub: iot_addr,
             iot_hub_key: iot_key,
             iot_hub_device: rc.iot_hub_device.clone(),
+            iot_hub_name: rc.iot_hub_name.clone(),
             iot_hub_events,
             iot_hub_ws: auth.websocket,
             iot_hub_cert_file: auth.cert_file,

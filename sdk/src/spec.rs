@@ -194,6 +194,14 @@ pub struct IotHubSpec {
     pub client_cert: Option<ClientCert>,
     /// MQTT directly (port 8883) or MQTT over WebSockets (port 443).
     pub transport: IotHubTransport,
+    /// `GatewayHostName` (IoT Edge): the host connected to instead of `host`, whose name
+    /// TLS verifies; `host` stays the identity (user name and SAS scope), as Azure's
+    /// device SDKs do. `port` is then the gateway's.
+    pub gateway_host: Option<String>,
+    /// A record on whose publish the hub closed this many accepted connections in a row is
+    /// dropped as rejected (malformed) instead of being resent for ever; 0 never drops.
+    /// Default [`DEFAULT_REJECT_AFTER_CLOSES`].
+    pub reject_after_closes: u8,
 }
 
 /// How MQTT reaches IoT Hub (endpoint setting `transport`).
@@ -206,6 +214,11 @@ pub enum IotHubTransport {
     /// `mqtt` (`transport = "websockets"`), for networks that block 8883.
     WebSockets,
 }
+
+/// Default of [`IotHubSpec::reject_after_closes`]: three closes in a row on the same
+/// record, each on a fresh accepted connection, make it poison; fewer could blame a record
+/// for a hub that happened to drop a connection twice.
+pub const DEFAULT_REJECT_AFTER_CLOSES: u8 = 3;
 
 /// MQTT version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -257,6 +257,8 @@ fn iot_hub_spec(
         x509: false,
         client_cert: None,
         transport: Default::default(),
+        gateway_host: None,
+        reject_after_closes: twinhub::spec::DEFAULT_REJECT_AFTER_CLOSES,
     }))
 }
 
@@ -494,6 +496,8 @@ async fn iot_hub_over_tls_trusts_a_private_broker_only_through_its_ca_file() {
             x509: false,
             client_cert: None,
             transport: Default::default(),
+            gateway_host: None,
+            reject_after_closes: twinhub::spec::DEFAULT_REJECT_AFTER_CLOSES,
         }))
     };
     let with_ca = twinhub::transport::tls_config(Some(&pki.path().join("ca.pem"))).unwrap();

@@ -300,9 +300,13 @@ fn endpoint_host(endpoint: &str) -> Result<&str, ConnStrError> {
 }
 
 /// Parses an IoT Hub device connection string:
-/// `HostName={hub}.azure-devices.net;DeviceId={id};SharedAccessKey={base64}`.
+/// `HostName={hub}.azure-devices.net;DeviceId={id};SharedAccessKey={base64}`, optionally
+/// with `GatewayHostName={edge}` (IoT Edge).
 ///
 /// The key must be base64 (it is decoded before signing). `HostName` may carry a port.
+/// With `GatewayHostName` the device connects to the gateway (and TLS verifies the
+/// gateway's name) while the user name and the SAS scope keep naming `HostName`, as
+/// Azure's device SDKs do; the port is then the gateway's (8883 unless it names one).
 /// `UseDevelopmentEmulator=true` means a local plain-MQTT broker for tests: TLS off and,
 /// without a port, 1883 (a loopback host only, as the SAS token travels unencrypted);
 /// otherwise TLS is on and the port defaults to 8883.
@@ -324,6 +328,7 @@ pub fn parse_iot_hub(s: &str) -> Result<IotHubSpec, ConnStrError> {
     const SIGNATURE: usize = 4;
     const MODULE: usize = 5;
     const X509: usize = 6;
+    const GATEWAY: usize = 7;
     let p = Pairs::parse(
         s,
         [
@@ -334,6 +339,7 @@ pub fn parse_iot_hub(s: &str) -> Result<IotHubSpec, ConnStrError> {
             "SharedAccessSignature",
             "ModuleId",
             "x509",
+            "GatewayHostName",
         ],
     )?;
     let host_name = p.require(HOST)?;
@@ -374,6 +380,19 @@ pub fn parse_iot_hub(s: &str) -> Result<IotHubSpec, ConnStrError> {
     } else {
         IOT_HUB_PORT
     };
+    // With a gateway, the device connects to it (its port, if any) and `HostName` only
+    // names the hub the device authenticates for.
+    let (gateway_host, port) = match p.get(GATEWAY) {
+        None => (None, port),
+        Some(_) => {
+            let (gateway, gateway_port) =
+                split_host_port(p.require(GATEWAY)?).map_err(|problem| ConnStrError::Invalid {
+                    key: "GatewayHostName",
+                    problem,
+                })?;
+            (Some(gateway), gateway_port)
+        }
+    };
     Ok(IotHubSpec {
         host,
         device_id: device_id.to_owned(),
@@ -384,6 +403,8 @@ pub fn parse_iot_hub(s: &str) -> Result<IotHubSpec, ConnStrError> {
         x509,
         client_cert: None,
         transport: crate::spec::IotHubTransport::Mqtt,
+        gateway_host,
+        reject_after_closes: crate::spec::DEFAULT_REJECT_AFTER_CLOSES,
     })
 }
 
@@ -523,6 +544,40 @@ mod tests {
             parse_iot_hub("HostName=;DeviceId=d;SharedAccessKey=a2V5"),
             Err(ConnStrError::Empty("HostName"))
         );
+    }
+
+    #[test]
+    fn iot_hub_gateway_is_connected_to_and_hub_stays_the_identity() {
+        let h = parse_iot_hub(
+            "HostName=hub.azure-devices.net;DeviceId=d;SharedAccessKey=a2V5;\
+             GatewayHostName=edge.local",
+        )
+        .unwrap();
+        assert_eq!(h.host, "hub.azure-devices.net");
+        assert_eq!(h.gateway_host.as_deref(), Some("edge.local"));
+        assert_eq!((h.port, h.tls), (8883, true));
+        // A gateway's port wins over the hub's, which is never connected to.
+        let h = parse_iot_hub(
+            "HostName=hub:1;DeviceId=d;SharedAccessKey=a2V5;gatewayhostname=127.0.0.9:18883",
+        )
+        .unwrap();
+        assert_eq!(
+            (h.gateway_host.as_deref(), h.port),
+            (Some("127.0.0.9"), 18883)
+        );
+        assert_eq!(
+            parse_iot_hub("HostName=h;DeviceId=d;SharedAccessKey=a2V5;GatewayHostName="),
+            Err(ConnStrError::Empty("GatewayHostName"))
+        );
+        assert!(matches!(
+            parse_iot_hub("HostName=h;DeviceId=d;SharedAccessKey=a2V5;GatewayHostName=a/b"),
+            Err(ConnStrError::Invalid {
+                key: "GatewayHostName",
+                ..
+            })
+        ));
+        let plain = parse_iot_hub("HostName=h;DeviceId=d;SharedAccessKey=a2V5").unwrap();
+        assert_eq!(plain.gateway_host, None);
     }
 
     #[test]

@@ -45,6 +45,19 @@ pub enum TransportError {
     /// The endpoint's settings are not usable (named field, never its secret value).
     #[error("invalid endpoint setting: {0}")]
     InvalidSpec(String),
+    /// An IoT Hub device id holds an MQTT wildcard (`#` or `+`): valid for IoT Hub, but it
+    /// would have to appear as is in every publish topic, where MQTT forbids wildcards.
+    #[error(
+        "IoT Hub device id {device_id:?} contains {character:?}, an MQTT wildcard: it cannot \
+         appear in the device's publish topic, so no message of this device could be sent \
+         over MQTT; use a device id without `#` and `+`"
+    )]
+    WildcardInDeviceId {
+        /// The device id.
+        device_id: String,
+        /// The first wildcard character in it.
+        character: char,
+    },
     /// The link's binding cannot be honoured by this transport; sending over the default
     /// route instead could use the wrong (for example metered) link, so it is refused.
     #[error("{transport} cannot bind {bind}")]

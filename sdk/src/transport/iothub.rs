@@ -6,11 +6,21 @@
 //!   once 80% of `token_ttl` has passed, so the hub never sees an expired token;
 //! * topic `devices/{device}/messages/events/$.mid={id}&{properties}`, URL-encoded; the
 //!   payload is the body as is;
-//! * TLS on (port 8883) unless the spec turns it off for a local test broker.
 //! * X.509 (`x509=true`): the same user name, no password; the device certificate is the
 //!   credential, presented in the TLS handshake ([`crate::client_cert`]).
 //! * WebSockets (`transport = "websockets"`): the same MQTT inside a WebSocket with
-//!   subprotocol `mqtt` at `wss://{host}:443/$iothub/websocket`.
+//!   subprotocol `mqtt` at `wss://{host}:443/$iothub/websocket`;
+//! * TLS on (port 8883) unless the spec turns it off for a local test broker;
+//! * with `GatewayHostName` (IoT Edge) the connection goes to the gateway, whose name TLS
+//!   verifies, while the user name and SAS scope keep naming the hub (as Azure's SDKs do);
+//! * a device id with `#` or `+` is refused when the transport is built
+//!   ([`TransportError::WildcardInDeviceId`]): the id goes into the publish topic as is,
+//!   where MQTT forbids wildcards. Azure's own SDKs put it there unencoded too
+//!   (azure-sdk-for-c copies it; azure-iot-sdk-python stopped URL-encoding it because the
+//!   hub does not decode ids in topics), so no encoding would reach the right device;
+//! * a record on whose publish the hub closed `reject_after_closes` accepted connections in
+//!   a row is answered [`Outcome::Rejected`](twinhub_core::Outcome::Rejected) (see
+//!   `mqtt::refusal`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,14 +52,25 @@ pub fn iot_hub_transport(
             "iot hub host and device id must be set".into(),
         ));
     }
-    if !spec.tls {
-        plaintext_credentials("UseDevelopmentEmulator=true", &spec.host)?;
+    if let Some(character) = spec.device_id.chars().find(|c| matches!(c, '#' | '+')) {
+        return Err(TransportError::WildcardInDeviceId {
+            device_id: spec.device_id.clone(),
+            character,
+        });
     }
     // `host` may carry a port for a local broker; the identity uses the host name only.
     let (name, port) = match spec.host.rsplit_once(':') {
         Some((h, p)) if p.parse::<u16>().is_ok() => (h.to_string(), p.parse().unwrap_or(spec.port)),
         _ => (spec.host.clone(), spec.port),
     };
+    // The host actually connected to: an IoT Edge gateway when there is one.
+    let (connect_to, port) = match spec.gateway_host.as_deref() {
+        Some(g) if !g.is_empty() => (g.to_string(), spec.port),
+        _ => (name.clone(), port),
+    };
+    if !spec.tls {
+        plaintext_credentials("UseDevelopmentEmulator=true", &connect_to)?;
+    }
     let username = format!("{name}/{}/?api-version={API_VERSION}", spec.device_id);
     let (credentials, tls, max_age) = if spec.x509 {
         let (credentials, tls) = x509_auth(spec, username, &tls)?;
@@ -69,7 +90,7 @@ pub fn iot_hub_transport(
     let record = usize::try_from(limits.max_record_bytes).unwrap_or(usize::MAX / 2);
     MqttTransport::from_config(
         MqttConfig {
-            host: name.clone(),
+            host: connect_to,
             port,
             tls: spec.tls.then_some(tls),
             client_id: spec.device_id.clone(),
@@ -85,6 +106,7 @@ pub fn iot_hub_transport(
             max_batch: usize::from(limits.max_batch_records),
             websocket_path: (spec.transport == IotHubTransport::WebSockets)
                 .then(|| WEBSOCKET_PATH.to_string()),
+            reject_after_closes: spec.reject_after_closes,
         },
         timeout,
     )

@@ -22,7 +22,6 @@
 //! * MQTT 3.1.1: the payload is the JSON envelope `{"id":"<id>","body":"<base64>"}`, with
 //!   `"properties":{..}` added when the record has properties.
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -41,6 +40,11 @@ use super::tunnel::Tunnel;
 use super::{BoxFuture, Limits, Transport};
 use crate::record::Record;
 use crate::spec::{Bind, MqttSpec, MqttVersion, Secret};
+
+mod refusal;
+mod tracker;
+use refusal::{Blame, CloseWatch};
+use tracker::{SharedTracker, lock};
 
 /// Most QoS 1 publishes in flight on one connection (MQTT 5; 3.1.1 uses rumqttc's 100).
 const INFLIGHT_LIMIT: u16 = 512;
@@ -89,6 +93,8 @@ pub(crate) struct MqttConfig {
     /// MQTT over WebSockets: the URL path of the upgrade request (IoT Hub's
     /// `/$iothub/websocket`); `None` for MQTT directly over TCP (or TLS).
     pub(crate) websocket_path: Option<String>,
+    /// Closes in a row on one record's publish that make it rejected; 0: never.
+    pub(crate) reject_after_closes: u8,
 }
 
 /// What the driver task reports besides batch results: the connection's life.
@@ -99,131 +105,12 @@ enum Ev {
     Failed(Failure),
 }
 
-/// One batch's account.
-struct Account {
-    /// Records in the batch.
-    expected: usize,
-    /// Publishes written so far, and PUBACKs counted.
-    published: usize,
-    acked: usize,
-    /// The most serious PUBACK failure seen.
-    failure: Option<Outcome>,
-    /// Resolved once: (outcome, whether the connection is still clean).
-    done: Option<tokio::sync::oneshot::Sender<(Outcome, bool)>>,
-}
-
-/// The batches in flight on a connection, as the driver task accounts for them. Several
-/// batches may be in flight at once: a batch hands its publishes to rumqttc in one go
-/// (under the connection lock), rumqttc writes them in that order and reports each one's
-/// packet id as it goes, so the `n`th `Outgoing::Publish` belongs to the batch whose
-/// publishes were requested `n`th. rumqttc reuses a packet id only once it is
-/// acknowledged, so each id in flight has exactly one owner.
-#[derive(Default)]
-struct Tracker {
-    next: u64,
-    /// Batches with publishes not yet written, in request order, with how many are left.
-    unwritten: VecDeque<(u64, usize)>,
-    batches: HashMap<u64, Account>,
-    /// The batch of each packet id waiting for its PUBACK.
-    owner: HashMap<u16, u64>,
-}
-
-impl Tracker {
-    /// Opens the account of a batch of `expected` records; returns its number.
-    fn open(
-        &mut self,
-        expected: usize,
-        done: tokio::sync::oneshot::Sender<(Outcome, bool)>,
-    ) -> u64 {
-        let id = self.next;
-        self.next += 1;
-        self.unwritten.push_back((id, expected));
-        self.batches.insert(
-            id,
-            Account {
-                expected,
-                published: 0,
-                acked: 0,
-                failure: None,
-                done: Some(done),
-            },
-        );
-        id
-    }
-
-    fn published(&mut self, pkid: u16) {
-        // A publish nobody asked for (none exist today) is ignored, not misattributed.
-        let Some((id, left)) = self.unwritten.front_mut() else {
-            return;
-        };
-        let id = *id;
-        *left -= 1;
-        if *left == 0 {
-            self.unwritten.pop_front();
-        }
-        if let Some(a) = self.batches.get_mut(&id) {
-            a.published += 1;
-            self.owner.insert(pkid, id);
-        }
-    }
-
-    fn acked(&mut self, pkid: u16, failure: Option<Outcome>) {
-        // Only a PUBACK for a publish in flight counts, and only once.
-        let Some(id) = self.owner.remove(&pkid) else {
-            return;
-        };
-        let Some(a) = self.batches.get_mut(&id) else {
-            return;
-        };
-        a.acked += 1;
-        if let Some(o) = failure {
-            a.failure = Some(worse(a.failure, o));
-        }
-        if a.acked == a.expected
-            && let Some(a) = self.batches.remove(&id)
-            && let Some(done) = a.done
-        {
-            let _ = done.send((a.failure.unwrap_or(Outcome::Delivered), true));
-        }
-    }
-
-    /// The connection ended: every batch still open is resolved.
-    fn ended(&mut self, f: Failure) {
-        for (_, a) in self.batches.drain() {
-            if let Some(done) = a.done {
-                let o = if f == Failure::Unauthorized {
-                    Outcome::Unauthorized
-                } else {
-                    timeout_outcome(a.published)
-                };
-                let _ = done.send((o, false));
-            }
-        }
-        self.unwritten.clear();
-        self.owner.clear();
-    }
-
-    /// Publishes of batch `id` written so far (0 once it was resolved).
-    fn published_of(&self, id: u64) -> usize {
-        self.batches.get(&id).map_or(0, |a| a.published)
-    }
-
-    /// Whether any batch is still open.
-    fn busy(&self) -> bool {
-        !self.batches.is_empty()
-    }
-}
-
-type SharedTracker = Arc<Mutex<Tracker>>;
-
-fn lock(t: &SharedTracker) -> std::sync::MutexGuard<'_, Tracker> {
-    t.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Failure {
     Unauthorized,
     Lost,
+    /// The hub closed a connection it had accepted (an I/O end, not a timeout of ours).
+    Closed,
 }
 
 enum Client {
@@ -265,6 +152,8 @@ pub struct MqttTransport {
     /// For `bind = "<ip>"`: the loopback tunnel rumqttc connects through, started on the
     /// first connect.
     tunnel: tokio::sync::OnceCell<Tunnel>,
+    /// Closes by the hub on one record's publish, in a row.
+    closes: Mutex<CloseWatch>,
 }
 
 impl std::fmt::Debug for MqttTransport {
@@ -335,6 +224,7 @@ impl MqttTransport {
                 max_packet: packet_limit(limits),
                 max_batch: usize::from(limits.max_batch_records),
                 websocket_path: None,
+                reject_after_closes: 0,
             },
             timeout,
         )
@@ -349,6 +239,7 @@ impl MqttTransport {
             });
         }
         Ok(MqttTransport {
+            closes: Mutex::new(CloseWatch::new(cfg.reject_after_closes)),
             cfg,
             timeout,
             conn: tokio::sync::Mutex::new(None),
@@ -363,6 +254,9 @@ impl MqttTransport {
     async fn send_batch(&self, records: &[Record]) -> Outcome {
         if records.is_empty() {
             return Outcome::Delivered;
+        }
+        if let Some(o) = self.refuse_oversized(records) {
+            return o;
         }
         let deadline = Instant::now() + self.timeout;
         self.retiring
@@ -398,7 +292,11 @@ impl MqttTransport {
             if guard.is_none() {
                 match self.connect(deadline, generation).await {
                     Ok(c) => *guard = Some(c),
-                    Err(o) => return o,
+                    Err(o) => {
+                        // No accepted connection: the region, not a record, is failing.
+                        self.closes().reset();
+                        return o;
+                    }
                 }
             }
             let Some(conn) = guard.as_mut() else {
@@ -421,16 +319,21 @@ impl MqttTransport {
             (result, Arc::clone(&conn.tracker), conn.serial, id)
         };
         // Lock released: later batches publish while this one waits for its PUBACKs.
-        let (outcome, healthy) = match tokio::time::timeout_at(deadline, result).await {
+        let (outcome, healthy, blame) = match tokio::time::timeout_at(deadline, result).await {
             Ok(Ok(r)) => r,
             // The account was dropped unanswered: nothing more will come.
-            Ok(Err(_)) => (timeout_outcome(lock(&tracker).published_of(id)), false),
+            Ok(Err(_)) => (
+                timeout_outcome(lock(&tracker).published_of(id)),
+                false,
+                Blame::None,
+            ),
             Err(_) => {
                 let published = lock(&tracker).published_of(id);
                 tracing::debug!(host = %self.cfg.host, published, "mqtt batch timed out");
-                (timeout_outcome(published), false)
+                (timeout_outcome(published), false, Blame::None)
             }
         };
+        let outcome = self.weigh(records, outcome, blame);
         if !healthy {
             // Unanswered publishes may still be acked later: never reuse this session.
             let mut guard = self.conn.lock().await;
@@ -543,7 +446,9 @@ impl MqttTransport {
         let failed = match tokio::time::timeout_at(deadline, events.recv()).await {
             Ok(Some(Ev::ConnAck)) => None,
             Ok(Some(Ev::Failed(Failure::Unauthorized))) => Some(Outcome::Unauthorized),
-            Ok(Some(Ev::Failed(Failure::Lost)) | None) => Some(Outcome::Unreachable),
+            Ok(Some(Ev::Failed(Failure::Lost | Failure::Closed)) | None) => {
+                Some(Outcome::Unreachable)
+            }
             // No CONNACK in time: no record was written, so nothing can have arrived.
             Err(_) => Some(Outcome::Unreachable),
         };
@@ -747,18 +652,23 @@ async fn drive_v5(
     tracker: SharedTracker,
 ) {
     use rumqttc::v5::{ConnectionError, Event, Incoming};
+    let account = |event: Event| match event {
+        Event::Incoming(Incoming::PubAck(a)) => {
+            lock(&tracker).acked(a.pkid, pub_ack_failure(a.reason));
+        }
+        Event::Outgoing(Outgoing::Publish(pkid)) => lock(&tracker).published(pkid),
+        _ => {}
+    };
+    let mut accepted = false;
     loop {
         match el.poll().await {
             Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                accepted = true;
                 if tx.send(Ev::ConnAck).is_err() {
                     return;
                 }
             }
-            Ok(Event::Incoming(Incoming::PubAck(a))) => {
-                lock(&tracker).acked(a.pkid, pub_ack_failure(a.reason));
-            }
-            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => lock(&tracker).published(pkid),
-            Ok(_) => {}
+            Ok(event) => account(event),
             Err(e) => {
                 let f = match &e {
                     ConnectionError::ConnectionRefused(
@@ -767,8 +677,11 @@ async fn drive_v5(
                         | ReturnCode5::BadAuthenticationMethod
                         | ReturnCode5::Banned,
                     ) => Failure::Unauthorized,
+                    _ if accepted && refusal::closed_by_peer_v5(&e) => Failure::Closed,
                     _ => Failure::Lost,
                 };
+                // Publishes written and PUBACKs read just before the end are still queued.
+                el.state.events.drain(..).for_each(&account);
                 return connection_ended(&tracker, &tx, f, &e);
             }
         }
@@ -781,23 +694,31 @@ async fn drive_v4(
     tracker: SharedTracker,
 ) {
     use rumqttc::{ConnectReturnCode, ConnectionError, Event, Packet};
+    let account = |event: Event| match event {
+        Event::Incoming(Packet::PubAck(a)) => lock(&tracker).acked(a.pkid, None),
+        Event::Outgoing(Outgoing::Publish(pkid)) => lock(&tracker).published(pkid),
+        _ => {}
+    };
+    let mut accepted = false;
     loop {
         match el.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                accepted = true;
                 if tx.send(Ev::ConnAck).is_err() {
                     return;
                 }
             }
-            Ok(Event::Incoming(Packet::PubAck(a))) => lock(&tracker).acked(a.pkid, None),
-            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => lock(&tracker).published(pkid),
-            Ok(_) => {}
+            Ok(event) => account(event),
             Err(e) => {
                 let f = match &e {
                     ConnectionError::ConnectionRefused(
                         ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized,
                     ) => Failure::Unauthorized,
+                    _ if accepted && refusal::closed_by_peer_v4(&e) => Failure::Closed,
                     _ => Failure::Lost,
                 };
+                // Publishes written and PUBACKs read just before the end are still queued.
+                el.state.events.drain(..).for_each(&account);
                 return connection_ended(&tracker, &tx, f, &e);
             }
         }
@@ -807,48 +728,6 @@ async fn drive_v4(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pipelined_batches_own_their_packet_ids() {
-        let mut t = Tracker::default();
-        let (a_tx, mut a) = tokio::sync::oneshot::channel();
-        let (b_tx, mut b) = tokio::sync::oneshot::channel();
-        let (c_tx, mut c) = tokio::sync::oneshot::channel();
-        let ia = t.open(2, a_tx);
-        let ib = t.open(3, b_tx);
-        // Written in request order: a's two, then b's three.
-        for pkid in [7, 8, 9, 1, 2] {
-            t.published(pkid);
-        }
-        assert_eq!((t.published_of(ia), t.published_of(ib)), (2, 3));
-        // PUBACKs in any order; a stale or repeated one counts for nobody.
-        t.acked(9, None);
-        t.acked(9, None);
-        t.acked(42, None);
-        t.acked(8, None);
-        assert!(a.try_recv().is_err() && b.try_recv().is_err());
-        t.acked(7, None);
-        assert_eq!(a.try_recv().unwrap(), (Outcome::Delivered, true));
-        // b keeps the worst failure of its PUBACKs.
-        t.acked(1, Some(Outcome::Rejected(RejectReason::TooLarge)));
-        t.acked(2, None);
-        assert_eq!(
-            b.try_recv().unwrap(),
-            (Outcome::Rejected(RejectReason::TooLarge), true)
-        );
-        // A packet id reused by a later batch belongs to it alone.
-        let ic = t.open(2, c_tx);
-        t.published(7);
-        assert_eq!(t.published_of(ic), 1);
-        t.ended(Failure::Lost);
-        assert_eq!(c.try_recv().unwrap(), (Outcome::Timeout, false));
-        assert!(!t.busy());
-        // A batch that wrote nothing before the end was never sent.
-        let (d_tx, mut d) = tokio::sync::oneshot::channel();
-        t.open(1, d_tx);
-        t.ended(Failure::Lost);
-        assert_eq!(d.try_recv().unwrap(), (Outcome::Unreachable, false));
-    }
 
     #[test]
     fn iot_hub_topic_encodes() {

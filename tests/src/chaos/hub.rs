@@ -13,6 +13,8 @@ use super::tally::now_ms;
 /// Two hub regions of one protocol with a fault switch on each.
 pub(super) enum Hub {
     EventHubs(Emulator),
+    /// The emulator's IoT Hub endpoints: MQTT 3.1.1 over TLS, SAS checked.
+    Iot(Emulator),
     Kafka(KafkaHub),
     Mqtt {
         brokers: Vec<Mosquitto>,
@@ -33,6 +35,12 @@ impl Hub {
                 .await
                 .map_err(|e| e.to_string())?;
             return Ok(Hub::EventHubs(emu));
+        }
+        if protocol == "iot-hub" {
+            let emu = Emulator::start(EmulatorConfig::with_regions(REGIONS))
+                .await
+                .map_err(|e| e.to_string())?;
+            return Ok(Hub::Iot(emu));
         }
         // The primary keeps sessions across a restart, so a record it acked before it was
         // stopped still reaches the consumer.
@@ -64,6 +72,14 @@ impl Hub {
         })
     }
 
+    /// Top-level configuration the endpoints need: the emulator's CA for IoT Hub's TLS.
+    pub(super) fn root_toml(&self) -> String {
+        match self {
+            Hub::Iot(emu) => format!("ca_file = {:?}\n", emu.ca_file()),
+            _ => String::new(),
+        }
+    }
+
     pub(super) fn endpoints_toml(&self) -> String {
         let mut out = String::new();
         for (i, name) in REGIONS.iter().enumerate() {
@@ -71,6 +87,10 @@ impl Hub {
                 Hub::EventHubs(emu) => format!(
                     "protocol = \"event-hubs\"\nconnection_string = \"{}\"\n",
                     emu[*name].event_hubs_connection_string()
+                ),
+                Hub::Iot(emu) => format!(
+                    "protocol = \"iot-hub\"\nconnection_string = \"{}\"\n",
+                    emu[*name].iot_hub_connection_string()
                 ),
                 Hub::Mqtt { proxies, .. } => format!(
                     "protocol = \"mqtt\"\nurl = \"mqtt://{}\"\ntopic = \"telemetry/{{device_id}}\"\n",
@@ -90,13 +110,19 @@ impl Hub {
     pub(super) fn act(&mut self, action: Action) -> Result<(), String> {
         match (self, action) {
             (Hub::Kafka(k), action) => return k.act(action),
-            (Hub::EventHubs(emu), Action::Fault(i, f)) => emu[REGIONS[i]].set_fault(f),
-            (Hub::EventHubs(emu), Action::FaultFor(i, ip, f)) => {
+            (Hub::EventHubs(emu) | Hub::Iot(emu), Action::Fault(i, f)) => {
+                emu[REGIONS[i]].set_fault(f)
+            }
+            (Hub::EventHubs(emu) | Hub::Iot(emu), Action::FaultFor(i, ip, f)) => {
                 emu[REGIONS[i]].set_fault_for(ip, f)
             }
             // A region's hub killed and started again, as its clients see it.
-            (Hub::EventHubs(emu), Action::Kill(i)) => emu[REGIONS[i]].set_fault(Fault::Down),
-            (Hub::EventHubs(emu), Action::Restart(i)) => emu[REGIONS[i]].set_fault(Fault::Up),
+            (Hub::EventHubs(emu) | Hub::Iot(emu), Action::Kill(i)) => {
+                emu[REGIONS[i]].set_fault(Fault::Down)
+            }
+            (Hub::EventHubs(emu) | Hub::Iot(emu), Action::Restart(i)) => {
+                emu[REGIONS[i]].set_fault(Fault::Up)
+            }
             (Hub::Mqtt { proxies, .. }, Action::Fault(i, f)) => {
                 if let Some(p) = proxies.proxy(REGIONS[i]) {
                     p.switch().set(f);
@@ -133,7 +159,7 @@ impl Hub {
     pub(super) fn arrivals(&self) -> Arrivals {
         let mut out = Arrivals::default();
         match self {
-            Hub::EventHubs(emu) => {
+            Hub::EventHubs(emu) | Hub::Iot(emu) => {
                 for name in REGIONS {
                     for r in emu[name].records() {
                         if let Some(id) = r.message_id {

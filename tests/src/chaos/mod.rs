@@ -51,7 +51,7 @@ pub struct ChaosArgs {
     /// wan-down, sigkill, disk-full, torn-tail.
     #[arg(long, value_delimiter = ',')]
     pub only: Option<Vec<String>>,
-    /// Only these protocols (comma separated): mqtt, event-hubs, kafka.
+    /// Only these protocols (comma separated): mqtt, event-hubs, iot-hub, kafka.
     #[arg(long, value_delimiter = ',')]
     pub protocols: Option<Vec<String>>,
     /// Also write the figures as JSON here.
@@ -86,7 +86,7 @@ pub const SCENARIOS: [&str; 10] = [
 /// Every protocol, in the order each scenario runs over them. A new protocol goes here,
 /// in `hub::Hub` (its regions) and, where a scenario has no counterpart for it, in
 /// `plan::not_applicable`.
-pub const PROTOCOLS: [&str; 3] = ["mqtt", "event-hubs", "kafka"];
+pub const PROTOCOLS: [&str; 4] = ["mqtt", "event-hubs", "iot-hub", "kafka"];
 
 /// What one scenario showed.
 #[derive(Debug, Clone, Default, Serialize)]

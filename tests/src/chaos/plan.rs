@@ -134,6 +134,8 @@ impl Plan {
 pub(super) fn not_applicable(scenario: &str, protocol: &str) -> Option<String> {
     let name = match protocol {
         "mqtt" => "MQTT",
+        // IoT Hub is MQTT too: it has no HTTP status storms either.
+        "iot-hub" => "IoT Hub (MQTT)",
         "kafka" => "Kafka",
         _ => return None,
     };

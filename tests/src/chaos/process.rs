@@ -142,7 +142,8 @@ pub(super) fn write_config(
 ) -> Result<PathBuf, String> {
     let path = dir.join("chaos.toml");
     let text = format!(
-        "device_id = \"chaos-proc\"\n[outbox]\npath = \"{}\"\nfsync = \"batch\"\n{extra}\n{}",
+        "device_id = \"chaos-proc\"\n{}[outbox]\npath = \"{}\"\nfsync = \"batch\"\n{extra}\n{}",
+        hub.root_toml(),
         outbox.display(),
         hub.endpoints_toml()
     );

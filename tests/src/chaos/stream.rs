@@ -19,7 +19,8 @@ pub(super) async fn stream_scenario(
 ) -> Result<Figures, String> {
     let mut hub = Hub::start(protocol).await?;
     let toml = format!(
-        "device_id = \"chaos\"\n[outbox]\nmax_bytes = \"256MiB\"\n[timings]\nmin_dwell = \"5s\"\n{}{}",
+        "device_id = \"chaos\"\n{}[outbox]\nmax_bytes = \"256MiB\"\n[timings]\nmin_dwell = \"5s\"\n{}{}",
+        hub.root_toml(),
         plan.links,
         hub.endpoints_toml()
     );
