@@ -1,0 +1,313 @@
+//! The `Producer` handle: what applications call.
+//!
+//! One tokio task (the driver, in `driver`) owns a [`twinhub_core::Producer`]: it accepts
+//! records, runs transports, feeds their outcomes and the clock back to the engine, and
+//! publishes events and stats. [`Producer`] is a cheap `Clone + Send` handle that talks to
+//! it over channels. The store it drives is an [`Outbox`]; what it reports is a
+//! [`Snapshot`].
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc, oneshot};
+use twinhub_core::{Class, Config, Event, LinkState, MessageId, Stats};
+
+use crate::record;
+use crate::transport::SharedTransport;
+
+mod clock;
+mod driver;
+mod json_report;
+mod outbox;
+mod snapshot;
+
+pub use driver::GROUP_COMMIT_MAX;
+use driver::{Command, Driver};
+pub use outbox::Outbox;
+pub use snapshot::Snapshot;
+
+/// Options for [`Producer::send_with`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendOptions {
+    /// The record's class (default normal).
+    pub class: Class,
+    /// Application properties, carried to the hub (user properties, property bag).
+    pub properties: Vec<(String, String)>,
+}
+
+impl Default for SendOptions {
+    fn default() -> Self {
+        SendOptions {
+            class: Class::Normal,
+            properties: Vec::new(),
+        }
+    }
+}
+
+impl SendOptions {
+    /// Options for a class.
+    pub fn class(class: Class) -> Self {
+        SendOptions {
+            class,
+            ..Self::default()
+        }
+    }
+    /// Adds a property.
+    pub fn property(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.properties.push((name.into(), value.into()));
+        self
+    }
+}
+
+/// Why a record was not accepted. Nothing already accepted is affected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The record (body plus properties) is larger than the smallest endpoint limit.
+    #[error("record too large: at most {limit} bytes of body and properties are accepted")]
+    TooLarge {
+        /// The limit in bytes.
+        limit: u32,
+    },
+    /// The outbox is full and the policy refuses the record.
+    #[error("outbox full")]
+    Full,
+    /// The outbox could not store or sync the record.
+    #[error("outbox failed: {0}")]
+    Outbox(String),
+    /// The producer was shut down.
+    #[error("producer is shut down")]
+    Closed,
+}
+
+/// A submitted record's acceptance: await it for the id (see [`Producer::submit`]).
+#[derive(Debug)]
+#[must_use = "the record is only known to be accepted once the ticket resolves"]
+pub struct SendTicket(oneshot::Receiver<Result<MessageId, SendError>>);
+
+impl Future for SendTicket {
+    type Output = Result<MessageId, SendError>;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(SendError::Closed)))
+    }
+}
+
+/// Why `flush` or `shutdown` did not finish.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FlushError {
+    /// Records were still pending when the timeout passed; they stay in the outbox.
+    #[error("{pending} records still pending after the timeout")]
+    Timeout {
+        /// Records still pending.
+        pending: u64,
+    },
+    /// The producer was shut down.
+    #[error("producer is shut down")]
+    Closed,
+}
+
+/// A runtime control that could not be applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlFailure {
+    /// No endpoint or link with that name.
+    #[error("no endpoint or link named `{0}`")]
+    NoSuchName(String),
+    /// The engine refused it.
+    #[error("{0}")]
+    Engine(String),
+    /// The producer was shut down.
+    #[error("producer is shut down")]
+    Closed,
+}
+
+struct Shared {
+    /// The counters and the oldest pending record's age, as of the driver's last step
+    /// (the names are fixed, so the driver's steps copy no strings).
+    latest: Mutex<(Stats, Option<Duration>)>,
+    endpoints: Vec<String>,
+    links: Vec<String>,
+    events: broadcast::Sender<Event>,
+    max_body: u32,
+}
+
+impl Shared {
+    fn snapshot(&self, stats: Stats, oldest_pending_age: Option<Duration>) -> Snapshot {
+        Snapshot {
+            stats,
+            oldest_pending_age,
+            endpoints: self.endpoints.clone(),
+            links: self.links.clone(),
+        }
+    }
+}
+
+/// The application's handle to a running producer. Cheap to clone; every clone talks to
+/// the same driver.
+#[derive(Clone)]
+pub struct Producer {
+    commands: mpsc::Sender<Command>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("stats", &self.stats().stats)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The parts a producer is made of, for callers that build them themselves (tests, custom
+/// transports). Most applications use [`crate::Producer::builder`] from a configuration.
+pub struct Parts<S: Outbox> {
+    /// The validated engine configuration.
+    pub config: Config,
+    /// The outbox.
+    pub outbox: S,
+    /// This start's epoch (persist a counter; the disk outbox does).
+    pub epoch: u32,
+    /// One transport per route: `transports[endpoint][link]`.
+    pub transports: Vec<Vec<SharedTransport>>,
+    /// Seed for the engine's jitter.
+    pub seed: u64,
+}
+
+impl Producer {
+    /// Starts the driver task on the current tokio runtime.
+    pub fn start<S: Outbox>(parts: Parts<S>) -> Producer {
+        let (commands, shared) = Driver::spawn(parts);
+        Producer { commands, shared }
+    }
+
+    /// Accepts a record of class normal; returns once it is in the outbox (durable per the
+    /// fsync policy), not once delivered.
+    pub async fn send(&self, payload: impl Into<Vec<u8>>) -> Result<MessageId, SendError> {
+        self.send_with(payload, SendOptions::default()).await
+    }
+
+    /// Accepts a record with a class and properties.
+    pub async fn send_with(
+        &self,
+        payload: impl Into<Vec<u8>>,
+        opts: SendOptions,
+    ) -> Result<MessageId, SendError> {
+        self.submit(payload, opts).await?.await
+    }
+
+    /// Queues a record and returns a ticket that resolves like [`Producer::send_with`].
+    /// Records are accepted in the order they are submitted, so a caller can keep many in
+    /// flight (they share outbox syncs) and still get ids in its own order.
+    pub async fn submit(
+        &self,
+        payload: impl Into<Vec<u8>>,
+        opts: SendOptions,
+    ) -> Result<SendTicket, SendError> {
+        let body = payload.into();
+        let overhead = record::overhead(&opts.properties);
+        if body.len() + overhead > self.shared.max_body as usize {
+            let limit = self.shared.max_body.saturating_sub(overhead as u32);
+            return Err(SendError::TooLarge { limit });
+        }
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Send {
+                body,
+                properties: opts.properties,
+                class: opts.class,
+                reply,
+            })
+            .await
+            .map_err(|_| SendError::Closed)?;
+        Ok(SendTicket(rx))
+    }
+
+    /// Waits until nothing is pending (everything delivered or dropped by policy).
+    pub async fn flush(&self, timeout: Duration) -> Result<(), FlushError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Flush(reply))
+            .await
+            .map_err(|_| FlushError::Closed)?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(FlushError::Closed),
+            Err(_) => Err(FlushError::Timeout {
+                pending: self.stats().stats.pending,
+            }),
+        }
+    }
+
+    /// Stops accepting records, delivers what is pending for up to `timeout`, syncs the
+    /// outbox and stops the driver. Records still pending stay in a disk outbox for the
+    /// next start. When it returns the outbox is closed, so a new producer can open the
+    /// same directory at once.
+    pub async fn shutdown(&self, timeout: Duration) -> Result<Snapshot, FlushError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Shutdown(timeout, reply))
+            .await
+            .map_err(|_| FlushError::Closed)?;
+        let snap = rx.await.map_err(|_| FlushError::Closed)?;
+        if snap.stats.pending > 0 {
+            return Err(FlushError::Timeout {
+                pending: snap.stats.pending,
+            });
+        }
+        Ok(snap)
+    }
+
+    /// A stream of the engine's events (failover, failback, drops, budget, ...). A receiver
+    /// that falls more than 1024 events behind misses the oldest; the counters in
+    /// [`Producer::stats`] are always complete.
+    pub fn events(&self) -> broadcast::Receiver<Event> {
+        self.shared.events.subscribe()
+    }
+
+    /// The counters and the data at risk, as of the driver's last step.
+    pub fn stats(&self) -> Snapshot {
+        let (stats, oldest) = self
+            .shared
+            .latest
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_else(|p| p.into_inner().clone());
+        self.shared.snapshot(stats, oldest)
+    }
+
+    /// Tells the engine a link is up or down (for example from the modem's status).
+    pub async fn set_link_state(&self, link: &str, up: bool) -> Result<(), ControlFailure> {
+        let state = if up { LinkState::Up } else { LinkState::Down };
+        self.control(|r| Command::Link(link.to_string(), state, r))
+            .await
+    }
+
+    /// Sets active-active weights, one per endpoint in configuration order.
+    pub async fn set_weights(&self, weights: &[u16]) -> Result<(), ControlFailure> {
+        self.control(|r| Command::Weights(weights.to_vec(), r))
+            .await
+    }
+
+    /// Stops sending new records to an endpoint (`drained = true`) or resumes it.
+    pub async fn set_drained(&self, endpoint: &str, drained: bool) -> Result<(), ControlFailure> {
+        self.control(|r| Command::Drain(endpoint.to_string(), drained, r))
+            .await
+    }
+
+    async fn control(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<(), ControlFailure>>) -> Command,
+    ) -> Result<(), ControlFailure> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(make(reply))
+            .await
+            .map_err(|_| ControlFailure::Closed)?;
+        rx.await.map_err(|_| ControlFailure::Closed)?
+    }
+}
