@@ -10,7 +10,10 @@ use std::time::Duration;
 use twinhub::memstore::MemStore;
 use twinhub::producer::GROUP_COMMIT_MAX;
 use twinhub::transport::{BoxFuture, Transport};
-use twinhub::{Class, Event, FlushError, Outbox, Outcome, Parts, Producer, SendError, SendOptions};
+use twinhub::{
+    BuildError, Class, Event, FlushError, Outbox, Outcome, Parts, PartsError, Producer, SendError,
+    SendOptions,
+};
 use twinhub_core::{
     Config, DropReason, EndpointConfig, EndpointId, MessageId, OnFull, RecordInfo, RecordKey,
     RecordMeta, Store, StoreError,
@@ -117,7 +120,7 @@ impl Store for Counted {
 }
 
 impl Outbox for Counted {
-    fn sync(&mut self) -> Result<(), String> {
+    fn sync(&mut self) -> Result<(), twinhub::OutboxFailure> {
         self.syncs.fetch_add(1, Ordering::SeqCst);
         self.groups
             .lock()
@@ -177,7 +180,8 @@ fn start_counted(
             vec![Arc::new(secondary.clone())],
         ],
         seed: 1,
-    });
+    })
+    .unwrap();
     (p, syncs, groups)
 }
 
@@ -398,4 +402,39 @@ async fn shutdown_drains_then_refuses() {
     assert_eq!((snap.stats.delivered, snap.stats.pending), (50, 0));
     assert_eq!(p.send(vec![1]).await, Err(SendError::Closed));
     assert_eq!(a.ids().len(), 50);
+}
+
+/// Transports that do not match the configuration's routes are refused when the producer
+/// starts, with the mismatch named. (Before this was checked, the driver task panicked at
+/// the first transmit to the missing route, and every later `send` returned `Closed`.)
+#[tokio::test(start_paused = true)]
+async fn mismatched_transports_are_a_build_error_not_a_dead_driver() {
+    let a = Fake::new();
+    let parts = |transports| Parts {
+        config: config(4096, OnFull::Reject),
+        outbox: MemStore::new(1 << 20),
+        epoch: 1,
+        transports,
+        seed: 1,
+    };
+    let one: Vec<Vec<twinhub::transport::SharedTransport>> = vec![vec![Arc::new(a.clone())]];
+    match Producer::start(parts(one)) {
+        Err(BuildError::Parts(PartsError::EndpointCount {
+            configured: 2,
+            given: 1,
+        })) => {}
+        other => panic!("expected an endpoint count error, got {other:?}"),
+    }
+    let ragged: Vec<Vec<twinhub::transport::SharedTransport>> =
+        vec![vec![Arc::new(a.clone())], vec![]];
+    let err = Producer::start(parts(ragged)).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            BuildError::Parts(PartsError::LinkCount { endpoint, configured: 1, given: 0 })
+                if endpoint == "secondary"
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("`secondary`"), "{err}");
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinSet;
 use twinhub_core::{
-    Class, Config, ControlError, EndpointId, EnqueueError, Event, Instant, LinkId, LinkSpend,
-    LinkState, MessageId, Outcome, TransmitId,
+    Class, Config, EndpointId, EnqueueError, Event, Instant, LinkId, LinkSpend, LinkState,
+    MessageId, Outcome, TransmitId,
 };
 
 use super::clock::Clock;
@@ -223,7 +223,8 @@ impl<S: Outbox> Driver<S> {
                             .map_err(|e| match e {
                                 EnqueueError::TooLarge { limit } => SendError::TooLarge { limit },
                                 EnqueueError::Full => SendError::Full,
-                                other => SendError::Outbox(other.to_string()),
+                                EnqueueError::Store(e) => SendError::Outbox(e.into()),
+                                other => SendError::Refused(other),
                             });
                     replies.push((reply, result));
                 }
@@ -239,12 +240,12 @@ impl<S: Outbox> Driver<S> {
                     let _ = reply.send(r);
                 }
                 Command::Weights(w, reply) => {
-                    let _ = reply.send(self.engine.set_weights(&w).map_err(engine_err));
+                    let _ = reply.send(self.engine.set_weights(&w).map_err(ControlFailure::Engine));
                 }
                 Command::Drain(name, drained, reply) => {
                     let r = match self.engine.config().endpoint_id(&name) {
-                        Some(e) if drained => self.engine.drain(e).map_err(engine_err),
-                        Some(e) => self.engine.undrain(e).map_err(engine_err),
+                        Some(e) if drained => self.engine.drain(e).map_err(ControlFailure::Engine),
+                        Some(e) => self.engine.undrain(e).map_err(ControlFailure::Engine),
                         None => Err(ControlFailure::NoSuchName(name)),
                     };
                     let _ = reply.send(r);
@@ -388,10 +389,6 @@ impl<S: Outbox> Driver<S> {
         let oldest = self.oldest_pending_age();
         self.shared.snapshot(self.engine.stats().clone(), oldest)
     }
-}
-
-fn engine_err(e: ControlError) -> ControlFailure {
-    ControlFailure::Engine(e.to_string())
 }
 
 async fn sleep_until(at: Option<tokio::time::Instant>) {

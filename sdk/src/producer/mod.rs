@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use twinhub_core::{Class, Config, Event, LinkState, MessageId, Stats};
 
+use crate::builder::BuildError;
 use crate::record;
 use crate::transport::SharedTransport;
 
@@ -24,7 +25,7 @@ mod snapshot;
 
 pub use driver::GROUP_COMMIT_MAX;
 use driver::{Command, Driver};
-pub use outbox::Outbox;
+pub use outbox::{Outbox, OutboxFailure};
 pub use snapshot::Snapshot;
 
 /// Options for [`Producer::send_with`].
@@ -75,7 +76,10 @@ pub enum SendError {
     Full,
     /// The outbox could not store or sync the record.
     #[error("outbox failed: {0}")]
-    Outbox(String),
+    Outbox(#[from] OutboxFailure),
+    /// The engine refused the record for a reason this version does not name.
+    #[error("record refused: {0}")]
+    Refused(twinhub_core::EnqueueError),
     /// The producer was shut down.
     #[error("producer is shut down")]
     Closed,
@@ -118,9 +122,9 @@ pub enum ControlFailure {
     /// No endpoint or link with that name.
     #[error("no endpoint or link named `{0}`")]
     NoSuchName(String),
-    /// The engine refused it.
+    /// The engine refused it (for example weights that are all zero).
     #[error("{0}")]
-    Engine(String),
+    Engine(#[from] twinhub_core::ControlError),
     /// The producer was shut down.
     #[error("producer is shut down")]
     Closed,
@@ -172,17 +176,70 @@ pub struct Parts<S: Outbox> {
     pub outbox: S,
     /// This start's epoch (persist a counter; the disk outbox does).
     pub epoch: u32,
-    /// One transport per route: `transports[endpoint][link]`.
+    /// One transport per route: `transports[endpoint][link]`, in configuration order,
+    /// with one entry per endpoint and one per link in each.
     pub transports: Vec<Vec<SharedTransport>>,
     /// Seed for the engine's jitter.
     pub seed: u64,
 }
 
+/// Why [`Parts`] do not fit together; checked by [`Producer::start`] before anything runs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PartsError {
+    /// `transports` has a different number of endpoints than the configuration.
+    #[error("transports are given for {given} endpoints; the configuration has {configured}")]
+    EndpointCount {
+        /// Endpoints in the configuration.
+        configured: usize,
+        /// Entries in `transports`.
+        given: usize,
+    },
+    /// An endpoint's transports have a different number of links than the configuration.
+    #[error(
+        "endpoint `{endpoint}` has transports for {given} links; the configuration has {configured}"
+    )]
+    LinkCount {
+        /// The endpoint's name.
+        endpoint: String,
+        /// Links in the configuration.
+        configured: usize,
+        /// Entries in `transports[endpoint]`.
+        given: usize,
+    },
+}
+
+impl<S: Outbox> Parts<S> {
+    /// Checks that `transports` has exactly one transport per route of `config`.
+    pub fn validate(&self) -> Result<(), PartsError> {
+        let endpoints = self.config.endpoints();
+        if self.transports.len() != endpoints.len() {
+            return Err(PartsError::EndpointCount {
+                configured: endpoints.len(),
+                given: self.transports.len(),
+            });
+        }
+        let links = self.config.links().len();
+        for (endpoint, per_link) in endpoints.iter().zip(&self.transports) {
+            if per_link.len() != links {
+                return Err(PartsError::LinkCount {
+                    endpoint: endpoint.name.to_string(),
+                    configured: links,
+                    given: per_link.len(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Producer {
-    /// Starts the driver task on the current tokio runtime.
-    pub fn start<S: Outbox>(parts: Parts<S>) -> Producer {
+    /// Checks the parts ([`Parts::validate`]) and starts the driver task on the current
+    /// tokio runtime.
+    pub fn start<S: Outbox>(parts: Parts<S>) -> Result<Producer, BuildError> {
+        parts.validate()?;
         let (commands, shared) = Driver::spawn(parts);
-        Producer { commands, shared }
+        Ok(Producer { commands, shared })
     }
 
     /// Accepts a record of class normal; returns once it is in the outbox (durable per the
