@@ -18,8 +18,8 @@ pub mod transport;
 
 pub use builder::{BuildError, ProducerBuilder};
 pub use producer::{
-    ControlFailure, FlushError, Outbox, OutboxFailure, Parts, PartsError, Producer, SendError,
-    SendOptions, SendTicket, Snapshot,
+    ControlFailure, EndpointRef, FlushError, LinkRef, Outbox, OutboxFailure, Parts, PartsError,
+    Producer, SendError, SendOptions, SendTicket, Snapshot,
 };
 pub use spec::SdkConfig;
 

@@ -279,6 +279,40 @@ async fn primary_failure_fails_over_and_back() {
     }));
 }
 
+/// Events and controls name endpoints the same way: the id an event carries drains that
+/// endpoint, and the handle maps it to and from the configured name.
+#[tokio::test(start_paused = true)]
+async fn an_events_endpoint_id_drives_controls_and_maps_to_its_name() {
+    let (a, b) = (Fake::new(), Fake::new());
+    let (p, _) = start(&a, &b, 1 << 20);
+    let mut events = p.events();
+    a.set(Mode::Fail(Outcome::Unreachable));
+    let left = loop {
+        p.send(vec![1]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if let Ok(Event::FailedOver { from, .. }) = events.try_recv() {
+            break from;
+        }
+    };
+    assert_eq!(p.endpoint_name(left), Some("primary"));
+    assert_eq!(p.endpoint_id("primary"), Some(left));
+    assert_eq!(p.endpoint_name(EndpointId(9)), None);
+    assert_eq!(p.link_id("default"), Some(twinhub::LinkId(0)));
+    assert_eq!(p.link_name(twinhub::LinkId(0)), Some("default"));
+    // Draining the secondary by name and the primary by the event's id both apply.
+    p.set_drained(left, true).await.unwrap();
+    p.set_drained("secondary", true).await.unwrap();
+    p.set_drained(left, false).await.unwrap();
+    a.set(Mode::Deliver);
+    let id = p.send(vec![2]).await.unwrap();
+    p.flush(Duration::from_secs(120)).await.unwrap();
+    assert!(
+        a.ids().contains(&id),
+        "the undrained primary carries new records"
+    );
+    assert!(!b.ids().contains(&id), "the drained secondary carries none");
+}
+
 #[tokio::test(start_paused = true)]
 async fn bad_input_and_full_outbox_are_typed_errors() {
     let (a, b) = (Fake::new(), Fake::new());
@@ -310,7 +344,11 @@ async fn bad_input_and_full_outbox_are_typed_errors() {
     ));
     assert!(matches!(
         p.set_link_state("nope", false).await,
-        Err(twinhub::ControlFailure::NoSuchName(_))
+        Err(twinhub::ControlFailure::NoSuchLink(name)) if name == "named `nope`"
+    ));
+    assert!(matches!(
+        p.set_drained(EndpointId(2), true).await,
+        Err(twinhub::ControlFailure::NoSuchEndpoint(id)) if id == "with id 2"
     ));
 }
 

@@ -28,13 +28,18 @@ pub(super) enum Command {
     },
     Flush(oneshot::Sender<()>),
     Shutdown(Duration, oneshot::Sender<Snapshot>),
+    /// Controls carry ids: the handle resolved names already.
     Link(
-        String,
+        LinkId,
         LinkState,
         oneshot::Sender<Result<(), ControlFailure>>,
     ),
     Weights(Vec<u16>, oneshot::Sender<Result<(), ControlFailure>>),
-    Drain(String, bool, oneshot::Sender<Result<(), ControlFailure>>),
+    Drain(
+        EndpointId,
+        bool,
+        oneshot::Sender<Result<(), ControlFailure>>,
+    ),
 }
 
 fn buffer_len(config: &Config) -> usize {
@@ -229,26 +234,20 @@ impl<S: Outbox> Driver<S> {
                     replies.push((reply, result));
                 }
                 Command::Flush(reply) => self.flushers.push(reply),
-                Command::Link(name, state, reply) => {
-                    let r = match self.engine.config().link_id(&name) {
-                        Some(l) => {
-                            self.engine.handle_link(now, l, state);
-                            Ok(())
-                        }
-                        None => Err(ControlFailure::NoSuchName(name)),
-                    };
-                    let _ = reply.send(r);
+                Command::Link(l, state, reply) => {
+                    self.engine.handle_link(now, l, state);
+                    let _ = reply.send(Ok(()));
                 }
                 Command::Weights(w, reply) => {
                     let _ = reply.send(self.engine.set_weights(&w).map_err(ControlFailure::Engine));
                 }
-                Command::Drain(name, drained, reply) => {
-                    let r = match self.engine.config().endpoint_id(&name) {
-                        Some(e) if drained => self.engine.drain(e).map_err(ControlFailure::Engine),
-                        Some(e) => self.engine.undrain(e).map_err(ControlFailure::Engine),
-                        None => Err(ControlFailure::NoSuchName(name)),
+                Command::Drain(e, drained, reply) => {
+                    let r = if drained {
+                        self.engine.drain(e)
+                    } else {
+                        self.engine.undrain(e)
                     };
-                    let _ = reply.send(r);
+                    let _ = reply.send(r.map_err(ControlFailure::Engine));
                 }
                 Command::Shutdown(..) => {}
             }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc, oneshot};
-use twinhub_core::{Class, Config, Event, LinkState, MessageId, Stats};
+use twinhub_core::{Class, Config, EndpointId, Event, LinkId, LinkState, MessageId, Stats};
 
 use crate::builder::BuildError;
 use crate::record;
@@ -20,11 +20,13 @@ use crate::transport::SharedTransport;
 mod clock;
 mod driver;
 mod json_report;
+mod names;
 mod outbox;
 mod snapshot;
 
 pub use driver::GROUP_COMMIT_MAX;
 use driver::{Command, Driver};
+pub use names::{EndpointRef, LinkRef};
 pub use outbox::{Outbox, OutboxFailure};
 pub use snapshot::Snapshot;
 
@@ -118,10 +120,14 @@ pub enum FlushError {
 
 /// A runtime control that could not be applied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ControlFailure {
-    /// No endpoint or link with that name.
-    #[error("no endpoint or link named `{0}`")]
-    NoSuchName(String),
+    /// No endpoint with that name or id in the configuration.
+    #[error("no endpoint {0} in the configuration")]
+    NoSuchEndpoint(String),
+    /// No link with that name or id in the configuration.
+    #[error("no link {0} in the configuration")]
+    NoSuchLink(String),
     /// The engine refused it (for example weights that are all zero).
     #[error("{0}")]
     Engine(#[from] twinhub_core::ControlError),
@@ -321,7 +327,9 @@ impl Producer {
 
     /// A stream of the engine's events (failover, failback, drops, budget, ...). A receiver
     /// that falls more than 1024 events behind misses the oldest; the counters in
-    /// [`Producer::stats`] are always complete.
+    /// [`Producer::stats`] are always complete. Events carry endpoint and link ids, which
+    /// controls take as they are and [`Producer::endpoint_name`] / [`Producer::link_name`]
+    /// turn into names.
     pub fn events(&self) -> broadcast::Receiver<Event> {
         self.shared.events.subscribe()
     }
@@ -337,11 +345,42 @@ impl Producer {
         self.shared.snapshot(stats, oldest)
     }
 
-    /// Tells the engine a link is up or down (for example from the modem's status).
-    pub async fn set_link_state(&self, link: &str, up: bool) -> Result<(), ControlFailure> {
+    /// The id of the endpoint configured as `name` (what events and confirmations carry).
+    pub fn endpoint_id(&self, name: &str) -> Option<EndpointId> {
+        EndpointRef::Name(name).resolve(&self.shared.endpoints)
+    }
+
+    /// The configured name of an endpoint id, as events and confirmations carry it.
+    pub fn endpoint_name(&self, id: EndpointId) -> Option<&str> {
+        self.shared
+            .endpoints
+            .get(usize::from(id.0))
+            .map(String::as_str)
+    }
+
+    /// The id of the link configured as `name`.
+    pub fn link_id(&self, name: &str) -> Option<LinkId> {
+        LinkRef::Name(name).resolve(&self.shared.links)
+    }
+
+    /// The configured name of a link id, as events carry it.
+    pub fn link_name(&self, id: LinkId) -> Option<&str> {
+        self.shared.links.get(usize::from(id.0)).map(String::as_str)
+    }
+
+    /// Tells the engine a link is up or down (for example from the modem's status). The
+    /// link is an id, as in events, or its configured name.
+    pub async fn set_link_state(
+        &self,
+        link: impl Into<LinkRef<'_>>,
+        up: bool,
+    ) -> Result<(), ControlFailure> {
+        let link = link.into();
+        let l = link
+            .resolve(&self.shared.links)
+            .ok_or_else(|| ControlFailure::NoSuchLink(link.to_string()))?;
         let state = if up { LinkState::Up } else { LinkState::Down };
-        self.control(|r| Command::Link(link.to_string(), state, r))
-            .await
+        self.control(|r| Command::Link(l, state, r)).await
     }
 
     /// Sets active-active weights, one per endpoint in configuration order.
@@ -350,10 +389,18 @@ impl Producer {
             .await
     }
 
-    /// Stops sending new records to an endpoint (`drained = true`) or resumes it.
-    pub async fn set_drained(&self, endpoint: &str, drained: bool) -> Result<(), ControlFailure> {
-        self.control(|r| Command::Drain(endpoint.to_string(), drained, r))
-            .await
+    /// Stops sending new records to an endpoint (`drained = true`) or resumes it. The
+    /// endpoint is an id, as in events, or its configured name.
+    pub async fn set_drained(
+        &self,
+        endpoint: impl Into<EndpointRef<'_>>,
+        drained: bool,
+    ) -> Result<(), ControlFailure> {
+        let endpoint = endpoint.into();
+        let e = endpoint
+            .resolve(&self.shared.endpoints)
+            .ok_or_else(|| ControlFailure::NoSuchEndpoint(endpoint.to_string()))?;
+        self.control(|r| Command::Drain(e, drained, r)).await
     }
 
     async fn control(
