@@ -159,6 +159,7 @@ pub struct ProducerBuilder {
     config: SdkConfig,
     request_timeout: Duration,
     seed: Option<u64>,
+    max_confirmations: usize,
 }
 
 impl Producer {
@@ -168,6 +169,7 @@ impl Producer {
             config,
             request_timeout: transport::DEFAULT_REQUEST_TIMEOUT,
             seed: None,
+            max_confirmations: crate::producer::DEFAULT_MAX_CONFIRMATIONS,
         }
     }
 }
@@ -176,6 +178,14 @@ impl ProducerBuilder {
     /// How long one send may wait for a hub's answer (default 10 s).
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
+        self
+    }
+
+    /// The most [`Producer::send_confirmed`] tickets outstanding at once (default
+    /// [`DEFAULT_MAX_CONFIRMATIONS`](crate::producer::DEFAULT_MAX_CONFIRMATIONS)); see
+    /// [`Parts::max_confirmations`]. Zero is refused by `build`.
+    pub fn max_confirmations(mut self, max: usize) -> Self {
+        self.max_confirmations = max;
         self
     }
 
@@ -228,6 +238,7 @@ impl ProducerBuilder {
             epoch,
             transports,
             seed,
+            max_confirmations: self.max_confirmations,
         })
     }
 }

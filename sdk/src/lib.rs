@@ -18,8 +18,9 @@ pub mod transport;
 
 pub use builder::{BuildError, ProducerBuilder};
 pub use producer::{
-    ControlFailure, EndpointRef, FlushError, LinkRef, Outbox, OutboxFailure, Parts, PartsError,
-    Producer, SendError, SendOptions, SendTicket, Snapshot,
+    ControlFailure, Delivered, DeliveryTicket, EndpointRef, FlushError, LinkRef, NotDelivered,
+    Outbox, OutboxFailure, Parts, PartsError, Producer, SendError, SendOptions, SendTicket,
+    Snapshot,
 };
 pub use spec::SdkConfig;
 
@@ -31,5 +32,5 @@ pub use twinhub_core::wire;
 pub use twinhub_core::{
     Budget, Class, ClassSet, Cost, DeviceId, DownCause, DropCounts, DropReason,
     Duration as EngineDuration, EndpointId, Event, Instant as EngineInstant, LinkId, LinkSpend,
-    MessageId, OnFull, Outcome, RejectReason, Routing, Stats, Timings, TransmitError,
+    MessageId, OnFull, Outcome, RejectReason, Routing, Settlement, Stats, Timings, TransmitError,
 };

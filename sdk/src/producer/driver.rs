@@ -4,14 +4,15 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
 use tokio::task::JoinSet;
 use twinhub_core::{
     Class, Config, EndpointId, EnqueueError, Event, Instant, LinkId, LinkSpend, LinkState,
-    MessageId, Outcome, TransmitId,
+    MessageId, Outcome, RecordKey, TransmitId,
 };
 
 use super::clock::Clock;
+use super::confirm::{Confirming, Waiter};
 use super::{ControlFailure, Outbox, Parts, SendError, Shared, Snapshot};
 use crate::record;
 use crate::transport::SharedTransport;
@@ -25,6 +26,8 @@ pub(super) enum Command {
         properties: Vec<(String, String)>,
         class: Class,
         reply: oneshot::Sender<Result<MessageId, SendError>>,
+        /// Who waits for the record's delivery, if anyone (`send_confirmed`).
+        confirm: Option<Waiter>,
     },
     Flush(oneshot::Sender<()>),
     Shutdown(Duration, oneshot::Sender<Snapshot>),
@@ -57,7 +60,7 @@ fn buffer_len(config: &Config) -> usize {
 
 /// The state of the driver task; see [`Driver::run`].
 pub(super) struct Driver<S: Outbox> {
-    engine: twinhub_core::Producer<S, Arc<Config>>,
+    engine: twinhub_core::Producer<Confirming<S>, Arc<Config>>,
     transports: Vec<Vec<SharedTransport>>,
     clock: Clock,
     shared: Arc<Shared>,
@@ -84,9 +87,11 @@ impl<S: Outbox> Driver<S> {
     pub(super) fn spawn(parts: Parts<S>) -> (mpsc::Sender<Command>, Arc<Shared>) {
         let config = Arc::new(parts.config);
         let clock = Clock::new();
+        let (delivered, _) = broadcast::channel(4096);
+        let outbox = Confirming::new(parts.outbox, config.device_id().clone(), delivered.clone());
         let mut engine = twinhub_core::Producer::new(
             config.clone(),
-            parts.outbox,
+            outbox,
             clock.now(),
             parts.epoch,
             parts.seed,
@@ -108,6 +113,8 @@ impl<S: Outbox> Driver<S> {
                 .collect(),
             links: config.links().iter().map(|l| l.name.to_string()).collect(),
             events,
+            delivered,
+            confirmations: Arc::new(Semaphore::new(parts.max_confirmations)),
             max_body,
         });
         let (tx, rx) = mpsc::channel(4096);
@@ -136,6 +143,8 @@ impl<S: Outbox> Driver<S> {
     async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         let mut shutdown: Option<(tokio::time::Instant, oneshot::Sender<Snapshot>)> = None;
         loop {
+            // Once a step, not once a record: whether delivered ids need announcing.
+            self.engine.store_mut().streaming = self.shared.delivered.receiver_count() > 0;
             self.pump();
             let pending = self.engine.stats().pending;
             if pending == 0 {
@@ -202,8 +211,11 @@ impl<S: Outbox> Driver<S> {
         }
         self.publish();
         let snapshot = self.snapshot();
+        // No confirmation can be answered any more: waiting senders hear `Closed`.
+        self.shared.confirmations.close();
         // Close the outbox (and release its lock) before answering, so the caller can
-        // reopen the same directory as soon as `shutdown` returns.
+        // reopen the same directory as soon as `shutdown` returns. Outstanding delivery
+        // tickets resolve `Stopped` as their waiters drop with it.
         drop(self);
         if let Some((_, reply)) = shutdown {
             let _ = reply.send(snapshot);
@@ -213,6 +225,7 @@ impl<S: Outbox> Driver<S> {
     fn commands(&mut self, batch: Vec<Command>) {
         let now = self.clock.now();
         let mut replies = Vec::new();
+        let mut watched = Vec::new();
         for cmd in batch {
             match cmd {
                 Command::Send {
@@ -220,6 +233,7 @@ impl<S: Outbox> Driver<S> {
                     properties,
                     class,
                     reply,
+                    confirm,
                 } => {
                     record::encode_into(&properties, &body, &mut self.envelope);
                     let result =
@@ -231,6 +245,15 @@ impl<S: Outbox> Driver<S> {
                                 EnqueueError::Store(e) => SendError::Outbox(e.into()),
                                 other => SendError::Refused(other),
                             });
+                    // Watched at once: a later record of this group may evict it.
+                    if let (Ok(id), Some(waiter)) = (&result, confirm) {
+                        let key = RecordKey {
+                            epoch: id.epoch,
+                            seq: id.seq,
+                        };
+                        self.engine.store_mut().watch(key, waiter);
+                        watched.push(key);
+                    }
                     replies.push((reply, result));
                 }
                 Command::Flush(reply) => self.flushers.push(reply),
@@ -258,6 +281,12 @@ impl<S: Outbox> Driver<S> {
         } else {
             Ok(())
         };
+        if sync.is_err() {
+            // Those sends fail, so no ticket was handed out for them.
+            for key in watched {
+                self.engine.store_mut().forget(key);
+            }
+        }
         for (reply, result) in replies {
             let result = match (&sync, result) {
                 (Err(e), Ok(_)) => Err(SendError::Outbox(e.clone())),

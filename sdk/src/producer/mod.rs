@@ -10,7 +10,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
 use twinhub_core::{Class, Config, EndpointId, Event, LinkId, LinkState, MessageId, Stats};
 
 use crate::builder::BuildError;
@@ -18,12 +18,14 @@ use crate::record;
 use crate::transport::SharedTransport;
 
 mod clock;
+mod confirm;
 mod driver;
 mod json_report;
 mod names;
 mod outbox;
 mod snapshot;
 
+pub use confirm::{DEFAULT_MAX_CONFIRMATIONS, Delivered, DeliveryTicket, NotDelivered};
 pub use driver::GROUP_COMMIT_MAX;
 use driver::{Command, Driver};
 pub use names::{EndpointRef, LinkRef};
@@ -143,6 +145,10 @@ struct Shared {
     endpoints: Vec<String>,
     links: Vec<String>,
     events: broadcast::Sender<Event>,
+    /// Every delivered record, while someone subscribes.
+    delivered: broadcast::Sender<Delivered>,
+    /// One permit per confirmation that may be outstanding.
+    confirmations: Arc<Semaphore>,
     max_body: u32,
 }
 
@@ -187,6 +193,10 @@ pub struct Parts<S: Outbox> {
     pub transports: Vec<Vec<SharedTransport>>,
     /// Seed for the engine's jitter.
     pub seed: u64,
+    /// The most [`Producer::send_confirmed`] tickets outstanding at once (at least 1;
+    /// [`DEFAULT_MAX_CONFIRMATIONS`] is a fine choice). Each takes about a hundred bytes in
+    /// the driver until its record settles; when all are taken, `send_confirmed` waits.
+    pub max_confirmations: usize,
 }
 
 /// Why [`Parts`] do not fit together; checked by [`Producer::start`] before anything runs.
@@ -213,11 +223,26 @@ pub enum PartsError {
         /// Entries in `transports[endpoint]`.
         given: usize,
     },
+    /// `max_confirmations` is 0 (no confirmed send could ever start) or too large.
+    #[error("max_confirmations must be between 1 and {max}; {given} was given")]
+    MaxConfirmations {
+        /// The value given.
+        given: usize,
+        /// The largest allowed.
+        max: usize,
+    },
 }
 
 impl<S: Outbox> Parts<S> {
-    /// Checks that `transports` has exactly one transport per route of `config`.
+    /// Checks that `transports` has exactly one transport per route of `config`, and that
+    /// `max_confirmations` is usable.
     pub fn validate(&self) -> Result<(), PartsError> {
+        if !(1..=Semaphore::MAX_PERMITS).contains(&self.max_confirmations) {
+            return Err(PartsError::MaxConfirmations {
+                given: self.max_confirmations,
+                max: Semaphore::MAX_PERMITS,
+            });
+        }
         let endpoints = self.config.endpoints();
         if self.transports.len() != endpoints.len() {
             return Err(PartsError::EndpointCount {
@@ -271,7 +296,58 @@ impl Producer {
         payload: impl Into<Vec<u8>>,
         opts: SendOptions,
     ) -> Result<SendTicket, SendError> {
+        self.enqueue(payload.into(), opts, None).await
+    }
+
+    /// Accepts a record like [`Producer::send_with`] and returns, once it is accepted, a
+    /// ticket that resolves when it is delivered (with the endpoint that acknowledged it)
+    /// or dropped (with the reason).
+    ///
+    /// At most [`Parts::max_confirmations`] tickets are outstanding at once; while they
+    /// all are, this waits for one to resolve (or be dropped and its record settle), which
+    /// keeps the driver's memory bounded. Plain sends never wait for that and cost nothing
+    /// extra.
+    ///
+    /// ```no_run
+    /// # async fn run(producer: twinhub::Producer) -> Result<(), Box<dyn std::error::Error>> {
+    /// use twinhub::SendOptions;
+    /// let ticket = producer.send_confirmed(b"21.5".to_vec(), SendOptions::default()).await?;
+    /// let delivered = ticket.await?;
+    /// println!("{} acknowledged by {:?}", delivered.id, producer.endpoint_name(delivered.endpoint));
+    /// # Ok(()) }
+    /// ```
+    pub async fn send_confirmed(
+        &self,
+        payload: impl Into<Vec<u8>>,
+        opts: SendOptions,
+    ) -> Result<DeliveryTicket, SendError> {
         let body = payload.into();
+        let slot = Arc::clone(&self.shared.confirmations)
+            .acquire_owned()
+            .await
+            .map_err(|_| SendError::Closed)?;
+        let (answer, rx) = oneshot::channel();
+        let waiter = confirm::Waiter {
+            answer,
+            _slot: slot,
+        };
+        let id = self.enqueue(body, opts, Some(waiter)).await?.await?;
+        Ok(DeliveryTicket::new(id, rx))
+    }
+
+    /// Every delivered record's id and the endpoint that acknowledged it, in delivery
+    /// order, from the moment of subscribing. A receiver that falls more than 4096 behind
+    /// misses the oldest (`Lagged`); with no receiver, nothing is announced at all.
+    pub fn delivered(&self) -> broadcast::Receiver<Delivered> {
+        self.shared.delivered.subscribe()
+    }
+
+    async fn enqueue(
+        &self,
+        body: Vec<u8>,
+        opts: SendOptions,
+        confirm: Option<confirm::Waiter>,
+    ) -> Result<SendTicket, SendError> {
         let overhead = record::overhead(&opts.properties);
         if body.len() + overhead > self.shared.max_body as usize {
             let limit = self.shared.max_body.saturating_sub(overhead as u32);
@@ -284,6 +360,7 @@ impl Producer {
                 properties: opts.properties,
                 class: opts.class,
                 reply,
+                confirm,
             })
             .await
             .map_err(|_| SendError::Closed)?;
