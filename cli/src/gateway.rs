@@ -54,15 +54,25 @@ pub struct GatewayArgs {
     /// Also write the final stats JSON to this file.
     #[arg(long)]
     pub stats_json: Option<PathBuf>,
+    /// Serve Prometheus metrics on http://ADDR/metrics, e.g. 127.0.0.1:9600 (port 0 picks a
+    /// free one; the address is printed as a JSON line on standard output).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
 }
 
 /// Runs the command; returns the process exit code (0 drained, 3 records still pending).
 pub async fn run(args: GatewayArgs) -> Result<u8, String> {
     let config = SdkConfig::from_toml_file(&args.config).map_err(|e| e.to_string())?;
-    let producer = Producer::builder(config)
+    let producer = Producer::builder(config.clone())
         .build()
         .await
         .map_err(|e| e.to_string())?;
+    if let Some(addr) = &args.metrics {
+        let local = crate::metrics::serve(addr, &producer, &config).await?;
+        // One JSON line, like `listening`: the port the OS picked.
+        println!("{}", serde_json::json!({ "metrics": local.to_string() }));
+        tracing::info!(%local, "serving metrics");
+    }
     let mut report = serde_json::Map::new();
     if args.stdin {
         let refused = send::forward_lines(&producer, SendOptions::class(args.class), false).await?;

@@ -19,6 +19,7 @@
 //! a record was lost); `twinhub demo` runs the fabrikam outage simulated, then live.
 
 mod gateway;
+mod metrics;
 mod send;
 mod sim;
 

@@ -63,6 +63,26 @@ async fn prints_one_json_line_with_working_addresses() {
             "{iot_cs}"
         );
         assert!(tokio::net::TcpStream::connect(iot_hub).await.is_ok());
+        // MQTT over WebSockets on the same address (443, or ephemeral if 443 was refused),
+        // and the X.509 device: its connection string, certificate and key files.
+        let ws: std::net::SocketAddr = r["iot_hub_websocket"].as_str().unwrap().parse().unwrap();
+        assert_eq!(ws.ip(), iot_hub.ip());
+        assert!(tokio::net::TcpStream::connect(ws).await.is_ok());
+        assert_eq!(
+            r["iot_hub_x509_connection_string"],
+            format!(
+                "HostName={};DeviceId=twinhub-device;x509=true",
+                iot_hub.ip()
+            )
+        );
+        for (key, begins) in [
+            ("iot_hub_device_cert", "-----BEGIN CERTIFICATE-----"),
+            ("iot_hub_device_key", "-----BEGIN PRIVATE KEY-----"),
+        ] {
+            let file = r[key].as_str().unwrap();
+            let pem = std::fs::read_to_string(file).unwrap();
+            assert!(pem.starts_with(begins), "{key}: {file}");
+        }
         let http = r["http"].as_str().unwrap();
         assert!(r["mqtt"].as_str().unwrap().starts_with("127.0.0.1:"));
         let cs = r["event_hubs_connection_string"].as_str().unwrap();

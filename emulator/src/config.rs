@@ -21,6 +21,7 @@
 //! iot_hub_port = 8883         # default 8883, IoT Hub's; 0 = ephemeral
 //! iot_hub_key = "cGFzc3dvcmQ="   # base64; any device id signed with it is accepted
 //! iot_hub_device = "meter-1"  # device of the printed connection string
+//! iot_hub_websocket_port = 443  # MQTT over WebSockets; default 443, or ephemeral if 443 can't be bound
 //!
 //! [[proxy]]               # a fault switch in front of something else (e.g. a mosquitto)
 //! name = "mosquitto"
@@ -133,6 +134,11 @@ pub struct RegionConfig {
     /// the cap act in a test.
     #[serde(default)]
     pub iot_hub_max_idle_ms: Option<u64>,
+    /// The port of IoT Hub's MQTT-over-WebSockets endpoint, on the same address. `None`:
+    /// 443 (IoT Hub's) when it can be bound, else an ephemeral port (printed in the start
+    /// line as `iot_hub_websocket`); 0 = ephemeral.
+    #[serde(default)]
+    pub iot_hub_websocket_port: Option<u16>,
 }
 
 impl RegionConfig {
@@ -153,6 +159,7 @@ impl RegionConfig {
             iot_hub_key: None,
             iot_hub_device: default_iot_hub_device(),
             iot_hub_max_idle_ms: None,
+            iot_hub_websocket_port: None,
         }
     }
 

@@ -1,5 +1,7 @@
 //! Starting and driving the emulator: [`Emulator`] and its per-region [`Region`] handles.
 
+mod device_auth;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -16,7 +18,7 @@ use crate::iothub::{self, IotHub, IotHubEvents};
 use crate::mqtt;
 use crate::proxy::{self, FaultProxy, Upstream};
 use crate::store::{Record, RegionStats, Store};
-use crate::tls::{CaFile, RunCa, TlsError};
+use crate::tls::{CaFile, DeviceCert, RunCa, TlsError};
 
 /// Why the emulator did not start.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +93,9 @@ pub struct Region {
     iot_hub_key: String,
     iot_hub_device: String,
     iot_hub_events: IotHubEvents,
+    iot_hub_ws: SocketAddr,
+    iot_hub_cert_file: std::path::PathBuf,
+    iot_hub_key_file: std::path::PathBuf,
 }
 
 impl std::fmt::Debug for Region {
@@ -364,6 +369,7 @@ pub struct Emulator {
     proxies: Vec<(String, FaultProxy)>,
     ca_pem: String,
     ca_file: CaFile,
+    ca: Arc<RunCa>,
     stop: Mutex<Option<oneshot::Sender<()>>>,
     done: Mutex<Option<oneshot::Receiver<()>>>,
 }
@@ -385,6 +391,7 @@ struct Started {
     proxies: Vec<(String, FaultProxy)>,
     ca_pem: String,
     ca_file: CaFile,
+    ca: Arc<RunCa>,
 }
 
 impl Emulator {
@@ -436,6 +443,7 @@ impl Emulator {
             proxies: started.proxies,
             ca_pem: started.ca_pem,
             ca_file: started.ca_file,
+            ca: started.ca,
             stop: Mutex::new(Some(stop_tx)),
             done: Mutex::new(Some(done_rx)),
         })
@@ -465,6 +473,13 @@ impl Emulator {
     /// The run's CA certificate, PEM.
     pub fn ca_pem(&self) -> &str {
         &self.ca_pem
+    }
+
+    /// A certificate and key for `device` (subject CN = `device`) issued by the run's CA:
+    /// what X.509 devices present to the IoT Hub endpoints. Any id may be issued, as any
+    /// id is accepted with a SAS token.
+    pub fn issue_device_cert(&self, device: &str) -> Result<DeviceCert, TlsError> {
+        self.ca.device_cert(device)
     }
 
     /// The regions, in configuration order.
@@ -515,6 +530,10 @@ impl Emulator {
                     "event_hubs_connection_string": r.event_hubs_connection_string(),
                     "iot_hub": r.iot_hub.to_string(),
                     "iot_hub_connection_string": r.iot_hub_connection_string(),
+                    "iot_hub_websocket": r.iot_hub_ws.to_string(),
+                    "iot_hub_x509_connection_string": r.iot_hub_x509_connection_string(),
+                    "iot_hub_device_cert": r.iot_hub_cert_file.display().to_string(),
+                    "iot_hub_device_key": r.iot_hub_key_file.display().to_string(),
                 }),
             );
         }
@@ -596,10 +615,10 @@ fn advertised(addr: SocketAddr) -> SocketAddr {
 
 async fn start_inner(config: EmulatorConfig) -> Result<Started, StartError> {
     let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let ca = RunCa::new()?;
-    let ca_file = CaFile::write(ca.pem(), config.ca_dir.as_deref())?;
+    let ca = Arc::new(RunCa::new()?);
+    let mut ca_file = CaFile::write(ca.pem(), config.ca_dir.as_deref())?;
     let mut regions = Vec::new();
-    for rc in &config.regions {
+    for (index, rc) in config.regions.iter().enumerate() {
         let store =
             Store::new(&rc.name, rc.jsonl.as_deref()).map_err(|source| StartError::Jsonl {
                 region: rc.name.clone(),
@@ -690,7 +709,19 @@ async fn start_inner(config: EmulatorConfig) -> Result<Started, StartError> {
         ));
         let iot_hub_events = hub.events.clone();
         let server = ca.server_config(&[iot_addr.ip().to_string()])?;
-        iothub::spawn(iot_internal, server, hub);
+        iothub::spawn(iot_internal, server.clone(), hub.clone());
+        let auth = device_auth::start(
+            index,
+            rc,
+            iot_addr.ip(),
+            server,
+            hub,
+            &switch,
+            &peers,
+            &ca,
+            &mut ca_file,
+        )
+        .await?;
         proxy::spawn(
             iot_public,
             Upstream::Fixed(iot_internal_addr),
@@ -712,6 +743,9 @@ async fn start_inner(config: EmulatorConfig) -> Result<Started, StartError> {
             iot_hub_key: iot_key,
             iot_hub_device: rc.iot_hub_device.clone(),
             iot_hub_events,
+            iot_hub_ws: auth.websocket,
+            iot_hub_cert_file: auth.cert_file,
+            iot_hub_key_file: auth.key_file,
         });
     }
 
@@ -757,5 +791,6 @@ async fn start_inner(config: EmulatorConfig) -> Result<Started, StartError> {
         proxies,
         ca_pem: ca.pem().to_string(),
         ca_file,
+        ca,
     })
 }

@@ -14,6 +14,7 @@
 //! | protocol | MQTT 3.1.1 (level 4) | CONNACK 1, close |
 //! | client id | the device id (`{device}/{module}` for a module): 1 to 128 ASCII letters, digits and `- : . + % _ # * ? ! ( ) , = @ ; $ '` | CONNACK 2, close |
 //! | user name | `{host}/{client id}/` optionally followed by `?{query}` (`api-version=...`); the host is compared without case | CONNACK 5, close |
+//! | X.509 (no password) | a client certificate from the run's CA (else the TLS handshake fails) whose subject CN is the client id | CONNACK 5, close |
 //! | password | a SAS token: `sr` = URL-encoded `{host}/devices/{device}` (plus `/modules/{module}`), no `skn`, HMAC-SHA256 over the `sr` text as sent with the region's base64-decoded key, `se` in the future | CONNACK 5, close |
 //! | publish topic | `devices/{device}/messages/events/{property bag}` (module: `devices/{d}/modules/{m}/messages/events/...`) of the authenticated identity | close |
 //! | QoS | 0 or 1 | QoS 2: close |
@@ -94,7 +95,7 @@ impl IotHubEvents {
         self.counts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn bump(&self, reason: &'static str) {
+    pub(crate) fn bump(&self, reason: &'static str) {
         *self.lock().entry(reason).or_insert(0) += 1;
     }
 
@@ -207,11 +208,26 @@ pub fn valid_device_id(id: &str) -> bool {
 }
 
 /// Checks a CONNECT as IoT Hub does (see the module docs); `now` is Unix seconds.
+#[cfg(test)]
 pub(crate) fn check_connect(
     connect: &Connect,
     host: &str,
     key: &str,
     now: u64,
+) -> Result<Identity, Refusal> {
+    check_connect_with_cert(connect, host, key, now, None)
+}
+
+/// [`check_connect`] for a client that presented `client_cn`, the subject CN of a
+/// certificate the TLS layer verified against the run's CA. A CONNECT without a password
+/// is then X.509 authentication: the CN must be the client id, as IoT Hub requires of
+/// CA-signed device certificates.
+pub(crate) fn check_connect_with_cert(
+    connect: &Connect,
+    host: &str,
+    key: &str,
+    now: u64,
+    client_cn: Option<&str>,
 ) -> Result<Identity, Refusal> {
     use ConnectReturnCode::{BadClientId, NotAuthorized, RefusedProtocolVersion};
     if connect.protocol != MqttLevel::V4 {
@@ -232,6 +248,13 @@ pub(crate) fn check_connect(
     };
     if !username_ok(&login.username, host, &connect.client_id) {
         return Err(refuse(NotAuthorized, "connack-5-username"));
+    }
+    if login.password.is_empty() {
+        return match client_cn {
+            Some(cn) if cn == connect.client_id => Ok(identity),
+            Some(_) => Err(refuse(NotAuthorized, "connack-5-x509-cn")),
+            None => Err(refuse(NotAuthorized, "connack-5-no-credentials")),
+        };
     }
     let token = ParsedToken::parse(&login.password)
         .map_err(|_| refuse(NotAuthorized, "connack-5-sas-malformed"))?;
@@ -371,7 +394,8 @@ async fn handle_tcp(
         .get(&local)
         .copied()
         .unwrap_or(local);
-    serve(tls, peer, &hub).await;
+    let cn = crate::tls::client_common_name(tls.get_ref().1);
+    serve(tls, peer, &hub, cn.as_deref()).await;
 }
 
 /// Runs one MQTT connection to its end and counts why it ended. Generic over the stream
@@ -380,13 +404,14 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     io: S,
     peer: SocketAddr,
     hub: &IotHub,
+    client_cn: Option<&str>,
 ) {
     let mut conn = Conn {
         io,
         buf: BytesMut::with_capacity(4096),
         out: BytesMut::with_capacity(64),
     };
-    let reason = match conn.session(peer, hub).await {
+    let reason = match conn.session(peer, hub, client_cn).await {
         Ok(end) | Err(end) => end,
     };
     hub.events.bump(reason);
@@ -439,6 +464,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         &mut self,
         peer: SocketAddr,
         hub: &IotHub,
+        client_cn: Option<&str>,
     ) -> Result<&'static str, &'static str> {
         let connect = match self
             .read(MAX_CONNECT_BYTES, HANDSHAKE_TIMEOUT, End::NotConnect)
@@ -458,7 +484,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             }
             Read::End(e) => return Err(e.reason()),
         };
-        let identity = match check_connect(&connect, &hub.host, &hub.key, unix_now()) {
+        let checked = check_connect_with_cert(&connect, &hub.host, &hub.key, unix_now(), client_cn);
+        let identity = match checked {
             Ok(i) => i,
             Err(refusal) => {
                 let ack = ConnAck::new(refusal.code, false);

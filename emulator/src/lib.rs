@@ -10,7 +10,10 @@
 //!   with its message id; see [`mod@mqtt`];
 //! * an IoT Hub endpoint (MQTT 3.1.1 over TLS on port 8883 of its own loopback address,
 //!   certificate from the run's CA in [`Emulator::ca_file`]) that checks client id, user
-//!   name, SAS token, topic, QoS, size and keep-alive as IoT Hub does; see [`mod@iothub`];
+//!   name, SAS token, topic, QoS, size and keep-alive as IoT Hub does; see [`mod@iothub`].
+//!   It also takes X.509 devices (client certificates from the run's CA, CN = device id;
+//!   [`Emulator::issue_device_cert`]) and MQTT over WebSockets on port 443 of the same
+//!   address ([`Region::iot_hub_websocket_addr`], [`mod@iothub_ws`]);
 //! * a [`FaultSwitch`] in front of all of them, settable at runtime from code or the admin API
 //!   ([`mod@admin`]): up, down, blackhole, HTTP 503/429, latency, flap, per source address.
 //!
@@ -44,6 +47,8 @@ pub mod http;
 #[cfg(feature = "server")]
 pub mod iothub;
 #[cfg(feature = "server")]
+pub mod iothub_ws;
+#[cfg(feature = "server")]
 pub mod mqtt;
 #[cfg(feature = "server")]
 pub mod proxy;
@@ -64,3 +69,5 @@ pub use iothub::IotHubEvents;
 pub use proxy::FaultProxy;
 #[cfg(feature = "server")]
 pub use store::{Counts, Protocol, Record, RegionStats};
+#[cfg(feature = "server")]
+pub use tls::DeviceCert;

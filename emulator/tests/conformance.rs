@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -237,4 +237,80 @@ async fn azure_eventhub_sas_helper_signs_batches_the_rest_endpoint_accepts() {
     let refused = client(&py, request("not-the-key")).await;
     assert_eq!(refused["status"], 401, "{refused}");
     assert_eq!(r.len(), 1);
+}
+
+/// A send of one message `{device}:1:0` with Microsoft's client, authenticated with the
+/// certificate and key in `cert`/`key`.
+fn x509_request(emu: &Emulator, r: &Region, device: &str, cert: &Path, key: &Path) -> Value {
+    json!({
+        "op": "send",
+        "ca_file": emu.ca_file(),
+        "hostname": r.iot_hub_host(),
+        "device_id": device,
+        "x509": {"cert_file": cert, "key_file": key},
+        "messages": [{"body": "x509", "id": format!("{device}:1:0")}],
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_iot_device_authenticates_with_a_ca_signed_device_certificate() {
+    let Some(py) = python() else { return };
+    let emu = Emulator::start(EmulatorConfig::with_regions(["primary"]))
+        .await
+        .unwrap();
+    let r = &emu["primary"];
+    let device = r.iot_hub_device();
+    let (cert, key) = (r.iot_hub_device_cert_file(), r.iot_hub_device_key_file());
+    let answer = client(&py, x509_request(&emu, r, device, cert, key)).await;
+    assert_eq!(answer, json!({"sent": 1}), "{answer}");
+    r.wait_for_ids(&[format!("{device}:1:0")], common::T)
+        .await
+        .unwrap();
+
+    // The same certificate for another device id: CN != client id, refused.
+    let answer = client(&py, x509_request(&emu, r, "not-the-cn", cert, key)).await;
+    assert_eq!(answer["error"], "CredentialError", "{answer}");
+    assert_eq!(r.iot_hub_events().count("connack-5-x509-cn"), 1);
+    assert_eq!(r.records().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_iot_device_sends_over_websockets_with_sas_and_x509() {
+    let Some(py) = python() else { return };
+    let emu = Emulator::start(EmulatorConfig::with_regions(["primary"]))
+        .await
+        .unwrap();
+    let r = &emu["primary"];
+    // Microsoft's client always dials 443 for WebSockets.
+    if r.iot_hub_websocket_addr().port() != 443 {
+        eprintln!(
+            "SKIPPED: the emulator could not bind 443 (got {}), which the client needs",
+            r.iot_hub_websocket_addr()
+        );
+        return;
+    }
+    let device = r.iot_hub_device();
+    let mut sas = send_request(
+        &emu,
+        r,
+        "ws-sas",
+        json!([{"body": "ws", "id": "ws-sas:1:0", "properties": {"unit": "C"}}]),
+    );
+    sas["websockets"] = json!(true);
+    assert_eq!(client(&py, sas).await, json!({"sent": 1}));
+    let (cert, key) = (r.iot_hub_device_cert_file(), r.iot_hub_device_key_file());
+    let mut x509 = x509_request(&emu, r, device, cert, key);
+    x509["websockets"] = json!(true);
+    assert_eq!(client(&py, x509).await, json!({"sent": 1}));
+    let got = r
+        .wait_for_ids(
+            &["ws-sas:1:0".to_string(), format!("{device}:1:0")],
+            common::T,
+        )
+        .await
+        .unwrap();
+    assert!(got.iter().all(|x| x.protocol == Protocol::IotHub));
+    // Both came through the WebSocket listener, not MQTT on 8883.
+    assert_eq!(r.iot_hub_events().count("websocket-upgraded"), 2);
+    assert_eq!(r.iot_hub_events().count("closed-websocket-upgrade"), 0);
 }

@@ -40,7 +40,5 @@ pub use producer::{
 pub use store::{Persist, RamStore, RecordInfo, RecordKey, Settlement, Store, StoreError};
 pub use time::{Duration, Instant};
 
-// The README's examples run as doctests of this crate.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-pub struct ReadmeDoctests;
+// The README's examples run as doctests of the `twinhub` crate, which sees both this
+// engine and the std SDK.

@@ -15,9 +15,8 @@
 //! median of rounds run in pairs) and the median of the pairs' ratios (baseline time /
 //! our time; ≥ 0.9 is the target). Skipped with a note where `kcat` is not installed.
 
-#[path = "../tests/kafka_util/mod.rs"]
-mod kafka_util;
 use twinhub_testkit as transport_util;
+use twinhub_testkit::kafka as kafka_util;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

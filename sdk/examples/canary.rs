@@ -4,29 +4,24 @@
 
 use std::time::Duration;
 
-use twinhub::{Producer, SdkConfig};
+use twinhub::config::EndpointBuilder;
+use twinhub::{Producer, Routing, SdkConfig};
 use twinhub_emulator::{Emulator, EmulatorConfig};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let emu = Emulator::start(EmulatorConfig::with_regions(["blue", "green"])).await?;
-    let config = SdkConfig::from_toml_str(&format!(
-        r#"device_id = "gateway-7"
-routing = "active-active"
-
-[[endpoint]]
-name = "blue"
-protocol = "event-hubs"
-connection_string = "{}"
-
-[[endpoint]]
-name = "green"
-protocol = "event-hubs"
-connection_string = "{}"
-"#,
-        emu["blue"].event_hubs_connection_string(),
-        emu["green"].event_hubs_connection_string()
-    ))?;
+    let config = SdkConfig::builder("gateway-7")
+        .routing(Routing::ActiveActive)
+        .endpoint(EndpointBuilder::event_hubs(
+            "blue",
+            emu["blue"].event_hubs_connection_string(),
+        ))
+        .endpoint(EndpointBuilder::event_hubs(
+            "green",
+            emu["green"].event_hubs_connection_string(),
+        ))
+        .build()?;
     let producer = Producer::builder(config).build().await?;
     producer.set_weights(&[9, 1]).await?; // green is the canary
     for i in 0..200 {

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use twinhub::config::EndpointBuilder;
 use twinhub::{Producer, SdkConfig};
 use twinhub_emulator::{Emulator, EmulatorConfig};
 
@@ -19,17 +20,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         mqtt.ip(),
         mqtt.port()
     );
-    let env = |name: &str| (name == "IOT_HUB_CONNECTION_STRING").then(|| conn.clone());
-    let config = SdkConfig::from_toml_str_with_env(
-        r#"device_id = "thermo-1"
-
-[[endpoint]]
-name = "hub"
-protocol = "iot-hub"
-connection_string_env = "IOT_HUB_CONNECTION_STRING"
-"#,
-        env,
-    )?;
+    // In production: `SecretSource::env("IOT_HUB_CONNECTION_STRING")` instead of the value.
+    let config = SdkConfig::builder("thermo-1")
+        .endpoint(EndpointBuilder::iot_hub("hub", conn))
+        .build()?;
     let producer = Producer::builder(config).build().await?;
     for i in 0..3 {
         let id = producer

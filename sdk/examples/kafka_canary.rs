@@ -10,12 +10,12 @@
 //! Without `KAFKA_BLUE`/`KAFKA_GREEN` it starts two librdkafka mock clusters with `kcat`
 //! (Debian package `kcat`), or says how to run it.
 
-#[path = "../tests/kafka_util/mod.rs"]
-mod kafka_util;
+use twinhub_testkit::kafka as kafka_util;
 
 use std::time::Duration;
 
-use twinhub::{Producer, SdkConfig};
+use twinhub::config::EndpointBuilder;
+use twinhub::{EngineDuration, Producer, Routing, SdkConfig, Timings};
 
 const TOPIC: &str = "telemetry";
 
@@ -57,27 +57,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             return Ok(());
         }
     };
-    let config = SdkConfig::from_toml_str(&format!(
-        r#"device_id = "gateway-7"
-routing = "active-active"
-[timings]
-linger = "5ms"
-
-[[endpoint]]
-name = "blue"
-protocol = "kafka"
-bootstrap = "{blue}"
-topic = "{TOPIC}"
-max_batch_records = 20
-
-[[endpoint]]
-name = "green"
-protocol = "kafka"
-bootstrap = "{green}"
-topic = "{TOPIC}"
-max_batch_records = 20
-"#
-    ))?;
+    let config = SdkConfig::builder("gateway-7")
+        .routing(Routing::ActiveActive)
+        .timings(Timings {
+            linger: EngineDuration::from_millis(5),
+            ..Timings::default()
+        })
+        .endpoint(EndpointBuilder::kafka("blue", blue.as_str(), TOPIC).max_batch_records(20))
+        .endpoint(EndpointBuilder::kafka("green", green.as_str(), TOPIC).max_batch_records(20))
+        .build()?;
     let producer = Producer::builder(config).build().await?;
     producer.set_weights(&[9, 1]).await?; // green is the canary
     burst(&producer, 1_000, "canary").await?;
@@ -86,5 +74,33 @@ max_batch_records = 20
     producer.set_drained("blue", true).await?; // green takes over
     burst(&producer, 500, "drained").await?;
     producer.shutdown(Duration::from_secs(5)).await?;
+    if clusters.len() == 2 {
+        read_back(&clusters)?;
+    }
+    Ok(())
+}
+
+/// What an independent consumer (`kcat`) finds in each cluster, per phase: the split
+/// above is the producer's own count, this one is the clusters'.
+fn read_back(clusters: &[kafka_util::MockCluster]) -> Result<(), Box<dyn std::error::Error>> {
+    let mut per_cluster = Vec::new();
+    for c in clusters {
+        let records = kafka_util::read_all(&c.bootstrap, TOPIC)?;
+        per_cluster.push(records);
+    }
+    println!("read back by kcat:");
+    for label in ["canary", "50/50", "drained"] {
+        let count = |records: &[kafka_util::KafkaRecord]| {
+            records
+                .iter()
+                .filter(|r| r.value.split_once(' ').is_some_and(|(l, _)| l == label))
+                .count()
+        };
+        println!(
+            "{label:>10}: blue {:>4}  green {:>4}",
+            count(&per_cluster[0]),
+            count(&per_cluster[1])
+        );
+    }
     Ok(())
 }

@@ -13,15 +13,15 @@
 //! Without `KAFKA_EAST`/`KAFKA_WEST` it starts two librdkafka mock clusters with `kcat`
 //! (Debian package `kcat`), or says how to run it.
 
-#[path = "../tests/kafka_util/mod.rs"]
-mod kafka_util;
+use twinhub_testkit::kafka as kafka_util;
 
 use std::time::Duration;
 
 use rskafka::client::ClientBuilder;
 use rskafka::client::partition::UnknownTopicHandling;
+use twinhub::config::EndpointBuilder;
 use twinhub::dedup::{Dedup, Verdict};
-use twinhub::{MessageId, Producer, SdkConfig};
+use twinhub::{MessageId, Producer, Routing, SdkConfig};
 
 const TOPIC: &str = "telemetry";
 
@@ -98,23 +98,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Ok(());
     };
     // Mirror: every record goes to both regions, so every id arrives twice.
-    let config = SdkConfig::from_toml_str(&format!(
-        r#"device_id = "gateway-7"
-routing = "mirror"
-
-[[endpoint]]
-name = "east"
-protocol = "kafka"
-bootstrap = "{east}"
-topic = "{TOPIC}"
-
-[[endpoint]]
-name = "west"
-protocol = "kafka"
-bootstrap = "{west}"
-topic = "{TOPIC}"
-"#
-    ))?;
+    let config = SdkConfig::builder("gateway-7")
+        .routing(Routing::Mirror)
+        .endpoint(EndpointBuilder::kafka("east", east.as_str(), TOPIC))
+        .endpoint(EndpointBuilder::kafka("west", west.as_str(), TOPIC))
+        .build()?;
     let producer = Producer::builder(config).build().await?;
     for i in 0..1_000 {
         producer.send(format!("reading {i}").into_bytes()).await?;

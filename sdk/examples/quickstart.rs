@@ -1,31 +1,28 @@
-//! Quickstart: two local regions (the emulator), a producer from TOML, a primary outage.
+//! Quickstart: two local regions (the emulator), a producer configured in code, a primary
+//! outage.
 //!
 //! `cargo run -p twinhub --example quickstart`
 
 use std::time::Duration;
 
+use twinhub::config::EndpointBuilder;
 use twinhub::{Event, Producer, SdkConfig};
 use twinhub_emulator::{Emulator, EmulatorConfig, Fault};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let emu = Emulator::start(EmulatorConfig::default()).await?;
-    let config = SdkConfig::from_toml_str(&format!(
-        r#"device_id = "quickstart-1"
-
-[[endpoint]]
-name = "primary"
-protocol = "event-hubs"
-connection_string = "{}"
-
-[[endpoint]]
-name = "secondary"
-protocol = "event-hubs"
-connection_string = "{}"
-"#,
-        emu["primary"].event_hubs_connection_string(),
-        emu["secondary"].event_hubs_connection_string()
-    ))?;
+    // The same settings as a config file's, with the same checks.
+    let config = SdkConfig::builder("quickstart-1")
+        .endpoint(EndpointBuilder::event_hubs(
+            "primary",
+            emu["primary"].event_hubs_connection_string(),
+        ))
+        .endpoint(EndpointBuilder::event_hubs(
+            "secondary",
+            emu["secondary"].event_hubs_connection_string(),
+        ))
+        .build()?;
     let producer = Producer::builder(config).build().await?;
     let mut events = producer.events();
 

@@ -6,10 +6,13 @@
 //! outbox and TOML configuration. The engine's types are re-exported here.
 
 pub mod builder;
+pub mod client_cert;
 pub mod config;
 pub mod dedup;
 pub mod epoch;
 pub mod memstore;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod outbox;
 pub mod producer;
 pub mod record;
@@ -32,5 +35,12 @@ pub use twinhub_core::wire;
 pub use twinhub_core::{
     Budget, Class, ClassSet, Cost, DeviceId, DownCause, DropCounts, DropReason,
     Duration as EngineDuration, EndpointId, Event, Instant as EngineInstant, LinkId, LinkSpend,
-    MessageId, OnFull, Outcome, RejectReason, Routing, Settlement, Stats, Timings, TransmitError,
+    MessageId, OnFull, Outcome, RejectReason, RouteHealth, Routing, Settlement, Stats, Timings,
+    TransmitError,
 };
+
+// The README's examples (the engine's and the SDK's) run as doctests of this crate, the
+// one that sees both.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

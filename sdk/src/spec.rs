@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::client_cert::ClientCert;
 use twinhub_core::{Budget, Class, ClassSet, Cost, OnFull, Routing};
 
 /// A secret (key, password, token, connection string). `Debug` and `Display` print
@@ -166,6 +167,25 @@ pub struct IotHubSpec {
     pub tls: bool,
     /// Lifetime of each SAS token; renewed before it expires.
     pub token_ttl: Duration,
+    /// `x509=true` in the connection string: the device authenticates with
+    /// [`IotHubSpec::client_cert`] instead of a SAS token (`key` is then empty).
+    pub x509: bool,
+    /// The device certificate and key for X.509 authentication (endpoint settings
+    /// `client_cert` with `client_key` or `client_key_env`).
+    pub client_cert: Option<ClientCert>,
+    /// MQTT directly (port 8883) or MQTT over WebSockets (port 443).
+    pub transport: IotHubTransport,
+}
+
+/// How MQTT reaches IoT Hub (endpoint setting `transport`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IotHubTransport {
+    /// MQTT over TLS, port 8883 (`transport = "mqtt"`, the default).
+    #[default]
+    Mqtt,
+    /// MQTT over WebSockets over TLS, port 443, path `/$iothub/websocket`, subprotocol
+    /// `mqtt` (`transport = "websockets"`), for networks that block 8883.
+    WebSockets,
 }
 
 /// MQTT version.
@@ -199,6 +219,9 @@ pub struct MqttSpec {
     pub password: Option<Secret>,
     /// Keep-alive interval.
     pub keep_alive: Duration,
+    /// A client certificate for brokers that want mutual TLS (`client_cert` with
+    /// `client_key` or `client_key_env`); needs `mqtts://`.
+    pub client_cert: Option<ClientCert>,
 }
 
 /// A generic HTTPS JSON batch endpoint: `POST {url}` with a JSON array of
@@ -209,6 +232,9 @@ pub struct HttpSpec {
     pub url: String,
     /// Extra headers (for example `Authorization`), values secret.
     pub headers: Vec<(String, Secret)>,
+    /// A client certificate for servers that want mutual TLS (`client_cert` with
+    /// `client_key` or `client_key_env`); needs `https://`.
+    pub client_cert: Option<ClientCert>,
 }
 
 /// A Kafka cluster (or Event Hubs' Kafka endpoint): records go to one topic, keyed by

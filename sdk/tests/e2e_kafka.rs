@@ -3,8 +3,7 @@
 //! back; independent `kcat` consumers read what arrived, matched by the `message-id`
 //! header. Skipped (with a note) where `kcat` is not installed.
 
-#[path = "kafka_util/mod.rs"]
-mod kafka_util;
+use twinhub_testkit::kafka as kafka_util;
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -207,7 +206,7 @@ async fn kafka_blackholed_primary_fails_over_and_back_duplicates_counted() {
         .expect("builds");
     let all = stream(&producer, async |i| {
         if i == 3_000 {
-            primary.stop();
+            primary.stop().expect("SIGSTOP");
         }
         if i == 3_500 {
             // The outage lasts until the producer has noticed it, however long that is.
@@ -218,7 +217,7 @@ async fn kafka_blackholed_primary_fails_over_and_back_duplicates_counted() {
             assert!(moved, "no failover: {:?}", producer.stats().stats);
         }
         if i == 6_000 {
-            primary.cont();
+            primary.cont().expect("SIGCONT");
         }
     })
     .await;

@@ -23,6 +23,9 @@ async fn send(emu: &Emulator, r: &Region, dev: &str, key: &str, n: usize) -> Out
         port: r.iot_hub_addr().port(),
         tls: true,
         token_ttl: Duration::from_secs(3600),
+        x509: false,
+        client_cert: None,
+        transport: Default::default(),
     }));
     let tls = tls_config(Some(emu.ca_file())).unwrap();
     let t = build_with_timeout(

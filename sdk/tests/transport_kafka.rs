@@ -2,9 +2,8 @@
 //! keys, headers and partitions as an independent consumer sees them, and how failures
 //! map to outcomes. Skipped (with a note) where `kcat` is not installed.
 
-#[path = "kafka_util/mod.rs"]
-mod kafka_util;
 use twinhub_testkit as transport_util;
+use twinhub_testkit::kafka as kafka_util;
 
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
@@ -141,7 +140,7 @@ async fn failures_map_to_outcomes() {
         Duration::from_millis(800),
     );
     assert_eq!(t.send(&records).await, Outcome::Delivered);
-    cluster.stop();
+    cluster.stop().expect("SIGSTOP");
     // Only the transport's own request timeout can end this send: a bound far above it
     // catches a send that hangs, without timing the machine.
     let blackholed = tokio::time::timeout(Duration::from_secs(60), t.send(&records)).await;
@@ -157,7 +156,7 @@ async fn failures_map_to_outcomes() {
         Duration::from_millis(800),
     );
     assert_eq!(fresh.send(&records).await, Outcome::Unreachable);
-    cluster.cont();
+    cluster.cont().expect("SIGCONT");
 
     // Killed: connections are refused.
     cluster.kill();

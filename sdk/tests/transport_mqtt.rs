@@ -254,6 +254,9 @@ fn iot_hub_spec(
         port: addr.port(),
         tls: false,
         token_ttl: ttl,
+        x509: false,
+        client_cert: None,
+        transport: Default::default(),
     }))
 }
 
@@ -488,6 +491,9 @@ async fn iot_hub_over_tls_trusts_a_private_broker_only_through_its_ca_file() {
             port: broker.port,
             tls: true,
             token_ttl: Duration::from_secs(3600),
+            x509: false,
+            client_cert: None,
+            transport: Default::default(),
         }))
     };
     let with_ca = twinhub::transport::tls_config(Some(&pki.path().join("ca.pem"))).unwrap();

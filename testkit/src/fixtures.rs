@@ -81,6 +81,7 @@ pub fn http(url: &str) -> EndpointSpec {
     endpoint(ProtocolSpec::Http(HttpSpec {
         url: url.into(),
         headers: vec![("x-api-key".into(), Secret::new("not-checked"))],
+        client_cert: None,
     }))
 }
 
@@ -96,6 +97,7 @@ pub fn mqtt(addr: SocketAddr, topic: &str, version: MqttVersion) -> EndpointSpec
         username: None,
         password: None,
         keep_alive: Duration::from_secs(30),
+        client_cert: None,
     }))
 }
 

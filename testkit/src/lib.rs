@@ -1,14 +1,16 @@
 //! Fixtures shared by twinhub's test suites, benchmarks and reliability runners: a real
-//! mosquitto broker, listeners on ephemeral ports, records and endpoint specs, the
-//! ledger that tells delivered, dropped and lost records apart by id, and the path of the
-//! `twinhub` binary under test.
+//! mosquitto broker, librdkafka mock clusters read back by `kcat`, listeners on ephemeral
+//! ports, records and endpoint specs, the ledger that tells delivered, dropped and lost
+//! records apart by id, and the path of the `twinhub` binary under test.
 //!
 //! This crate is never a dependency of a product crate: only dev-dependencies and the
 //! `twinhub-tests` crate use it.
 
 pub mod fixtures;
+pub mod kafka;
 pub mod ledger;
 pub mod mosquitto;
+pub mod pki;
 pub mod ports;
 
 use std::path::PathBuf;
@@ -18,6 +20,7 @@ use std::sync::OnceLock;
 pub use fixtures::*;
 pub use ledger::{Arrivals, Ledger, Tally};
 pub use mosquitto::{Mosquitto, collect_ids};
+pub use pki::TestPki;
 pub use ports::{ClosedPort, listener, unused_port};
 
 /// The `twinhub` binary to run: `$TWINHUB_BIN` if set, else the one in the target

@@ -76,6 +76,13 @@ impl Mosquitto {
         Self::launch(dir, extra.to_string(), true).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// Starts a broker whose main listener is TLS with a server certificate from `pki`
+    /// and *requires* a client certificate issued by its CA (`require_certificate`), plus
+    /// a plain, anonymous second listener for the test's own subscriber.
+    pub fn start_mutual_tls(pki: &crate::TestPki) -> Mosquitto {
+        Self::start_with_second_listener(&pki.mosquitto_mutual_tls())
+    }
+
     /// The second listener's port ([`Self::start_with_second_listener`]).
     pub fn second_port(&self) -> Option<u16> {
         self.second

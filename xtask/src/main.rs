@@ -74,9 +74,11 @@ fn main() -> ExitCode {
             eprintln!("         write ffi/include/twinhub.h from twinhub-ffi (cbindgen), or check");
             eprintln!("         that the committed header is what the code generates");
             eprintln!(
-                "  chaos [ARGS]  every reliability scenario at full length (about 30 minutes);"
+                "  chaos [ARGS]  every reliability scenario at full length (about 40 minutes);"
             );
-            eprintln!("         ARGS go to twinhub-chaos (--short, --only kill,flap, --json FILE)");
+            eprintln!(
+                "         ARGS go to twinhub-chaos (--short, --only kill,flap, --protocols kafka, --json FILE)"
+            );
             eprintln!(
                 "  soak [ARGS]   30 minutes at a fixed rate, 10 of them with both regions down"
             );

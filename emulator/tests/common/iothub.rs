@@ -35,6 +35,30 @@ pub fn tls_config(ca_pem: &str) -> Arc<rustls::ClientConfig> {
     )
 }
 
+/// [`tls_config`] presenting a client certificate (X.509 device authentication).
+pub fn tls_config_with_cert(
+    ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::PrivateKeyDer;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).expect("CA PEM"))
+        .expect("CA accepted");
+    let chain = vec![CertificateDer::from_pem_slice(cert_pem.as_bytes()).expect("cert PEM")];
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).expect("key PEM");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .expect("client certificate accepted"),
+    )
+}
+
 /// One connection to a region's IoT Hub endpoint.
 pub struct Hub {
     io: TlsStream<TcpStream>,
@@ -44,10 +68,15 @@ pub struct Hub {
 impl Hub {
     /// TCP + TLS to the region's endpoint, verifying its certificate by IP address.
     pub async fn open(emu: &Emulator, r: &Region) -> std::io::Result<Hub> {
+        Hub::open_with(r, tls_config(emu.ca_pem())).await
+    }
+
+    /// [`Hub::open`] with the given TLS settings (a client certificate, say).
+    pub async fn open_with(r: &Region, tls: Arc<rustls::ClientConfig>) -> std::io::Result<Hub> {
         let addr = r.iot_hub_addr();
         let tcp = TcpStream::connect(addr).await?;
         let name = ServerName::IpAddress(addr.ip().into());
-        let io = tokio_rustls::TlsConnector::from(tls_config(emu.ca_pem()))
+        let io = tokio_rustls::TlsConnector::from(tls)
             .connect(name, tcp)
             .await?;
         Ok(Hub {

@@ -10,6 +10,9 @@ Requests:
       -> {"sent": N} or {"error": ExceptionType, "message": ..., "cause": innermost cause's type, ...}
   {"op": "connect", "connection_string": ..., "ca_file": ...}
       -> {"connected": true} or {"error": ExceptionType, "message": ...}
+  Both device ops also take "x509": {"cert_file": ..., "key_file": ...} with "hostname" and
+  "device_id" (X.509 authentication instead of a key), and "websockets": true (MQTT over
+  WebSockets on port 443 instead of MQTT on 8883).
   {"op": "event-hubs", "url": ..., "audience": ..., "policy": ..., "key": ..., "batch": [...]}
       -> {"status": HTTP status, "token_prefix": "SharedAccessSignature sr=..."}
 """
@@ -30,7 +33,17 @@ def device_client(req):
         "server_verification_cert": ca,
         "connection_retry": False,
         "keep_alive": req.get("keep_alive", 60),
+        "websockets": bool(req.get("websockets", False)),
     }
+    if "x509" in req:
+        from azure.iot.device import X509
+
+        return IoTHubDeviceClient.create_from_x509_certificate(
+            x509=X509(cert_file=req["x509"]["cert_file"], key_file=req["x509"]["key_file"]),
+            hostname=req["hostname"],
+            device_id=req["device_id"],
+            **options,
+        )
     if "device_id" in req:
         # Ids with `;` cannot be written in a connection string (the SDK splits on it).
         return IoTHubDeviceClient.create_from_symmetric_key(

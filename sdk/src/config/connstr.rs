@@ -257,6 +257,10 @@ fn endpoint_host(endpoint: &str) -> Result<&str, ConnStrError> {
 /// without a port, 1883 (a loopback host only, as the SAS token travels unencrypted);
 /// otherwise TLS is on and the port defaults to 8883.
 ///
+/// `x509=true` instead of a key means X.509 authentication: the certificate and key come
+/// from the endpoint's `client_cert` and `client_key` settings, and `SharedAccessKey` must
+/// then be absent.
+///
 /// ```
 /// use twinhub::config::connstr::parse_iot_hub;
 /// let hub = parse_iot_hub("HostName=h.azure-devices.net;DeviceId=d1;SharedAccessKey=a2V5").unwrap();
@@ -269,6 +273,7 @@ pub fn parse_iot_hub(s: &str) -> Result<IotHubSpec, ConnStrError> {
     const EMULATOR: usize = 3;
     const SIGNATURE: usize = 4;
     const MODULE: usize = 5;
+    const X509: usize = 6;
     let p = Pairs::parse(
         s,
         [
@@ -278,14 +283,22 @@ pub fn parse_iot_hub(s: &str) -> Result<IotHubSpec, ConnStrError> {
             "UseDevelopmentEmulator",
             "SharedAccessSignature",
             "ModuleId",
+            "x509",
         ],
     )?;
     let host_name = p.require(HOST)?;
     let device_id = p.require(DEVICE)?;
-    if p.get(KEY).is_none() && p.get(SIGNATURE).is_some() {
+    let x509 = p.flag(X509)?;
+    if x509 && (p.get(KEY).is_some() || p.get(SIGNATURE).is_some()) {
+        return Err(ConnStrError::Invalid {
+            key: "x509",
+            problem: "x509=true does not go with SharedAccessKey or SharedAccessSignature",
+        });
+    }
+    if !x509 && p.get(KEY).is_none() && p.get(SIGNATURE).is_some() {
         return Err(ConnStrError::SignatureUnsupported);
     }
-    let key = p.require(KEY)?;
+    let key = if x509 { "" } else { p.require(KEY)? };
     if p.get(MODULE).is_some() {
         return Err(ConnStrError::Invalid {
             key: "ModuleId",
@@ -318,7 +331,20 @@ pub fn parse_iot_hub(s: &str) -> Result<IotHubSpec, ConnStrError> {
         port: port.unwrap_or(default_port),
         tls: !emulator,
         token_ttl: DEFAULT_TOKEN_TTL,
+        x509,
+        client_cert: None,
+        transport: crate::spec::IotHubTransport::Mqtt,
     })
+}
+
+/// Whether an IoT Hub connection string's `HostName` names a port itself (so a transport
+/// with another default port, WebSockets' 443, keeps it). `false` for a string that
+/// does not parse.
+pub fn iot_hub_names_port(s: &str) -> bool {
+    Pairs::parse(s, ["HostName"])
+        .ok()
+        .and_then(|p| p.get(0).map(split_host_port))
+        .is_some_and(|r| r.is_ok_and(|(_, port)| port.is_some()))
 }
 
 /// Splits `host[:port]` or `[v6]:port`; the host comes back without brackets, ready for

@@ -1,27 +1,32 @@
-//! The TOML file as serde reads it, and its conversion to [`SdkConfig`].
+//! The conversion of the raw configuration (a TOML file as serde reads it, or what
+//! [`SdkConfigBuilder`](super::SdkConfigBuilder) filled in) to [`SdkConfig`].
 //!
-//! serde with `deny_unknown_fields` catches unknown keys; every value keeps its span so a
-//! bad one is reported with its line. Values are checked here (not by serde) so messages
-//! can say what a good value looks like.
+//! serde with `deny_unknown_fields` catches unknown keys; every value from a file keeps its
+//! span so a bad one is reported with its line. Values are checked here (not by serde) so
+//! messages can say what a good value looks like, whichever way they were given.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
-use toml::{Spanned, Value};
-use twinhub_core::{Class, ClassSet, Cost, LinkConfig, OnFull, Routing, Timings};
+use toml::Value;
+use twinhub_core::{Class, ClassSet, Cost, LinkConfig, Timings};
 
 use super::connstr::{self, split_host_port};
 use super::error::{ConfigError, ErrorKind, line_of};
+use super::raw::{
+    COMPRESSION, COST, FSYNC, ON_FULL, ROUTING, RawEndpoint, RawFile, RawLink, RawTimings, S,
+    SASL_MECHANISM, SECURITY_PROTOCOL,
+};
 use super::units::{self, UnitError};
 use crate::spec::{
-    Bind, EndpointSpec, Fsync, HttpSpec, KafkaCompression, KafkaSasl, KafkaSpec, MqttSpec,
-    MqttVersion, OutboxSpec, ProtocolSpec, SaslMechanism, SdkConfig, Secret,
+    Bind, EndpointSpec, HttpSpec, KafkaSasl, KafkaSpec, MqttSpec, MqttVersion, OutboxSpec,
+    ProtocolSpec, SdkConfig, Secret,
 };
 
-type S<T> = Spanned<T>;
+mod client_auth;
+pub(crate) use client_auth::client_auth_problem;
 
 /// Why `state_dir` and `path` do not go together.
 pub(crate) const STATE_DIR_WITH_PATH: &str = "applies to the memory outbox only; the disk outbox (`path`) keeps its epoch counter in its own directory";
@@ -32,93 +37,6 @@ pub(crate) const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(30);
 
 /// Kafka's port when `bootstrap` names none.
 const DEFAULT_KAFKA_PORT: u16 = 9092;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawFile {
-    device_id: Option<S<String>>,
-    routing: Option<S<String>>,
-    outbox: Option<RawOutbox>,
-    #[serde(default)]
-    endpoint: Vec<S<RawEndpoint>>,
-    #[serde(default)]
-    link: Vec<S<RawLink>>,
-    ca_file: Option<S<String>>,
-    ttl: Option<RawTtl>,
-    timings: Option<RawTimings>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawOutbox {
-    path: Option<S<String>>,
-    state_dir: Option<S<String>>,
-    max_bytes: Option<S<Value>>,
-    on_full: Option<S<String>>,
-    fsync: Option<S<String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawEndpoint {
-    name: Option<S<String>>,
-    protocol: Option<S<String>>,
-    weight: Option<S<i64>>,
-    max_batch_bytes: Option<S<Value>>,
-    max_batch_records: Option<S<i64>>,
-    connection_string: Option<S<String>>,
-    connection_string_env: Option<S<String>>,
-    connection_string_file: Option<S<String>>,
-    url: Option<S<String>>,
-    topic: Option<S<String>>,
-    version: Option<S<Value>>,
-    client_id: Option<S<String>>,
-    username: Option<S<String>>,
-    password: Option<S<String>>,
-    password_env: Option<S<String>>,
-    password_file: Option<S<String>>,
-    keep_alive: Option<S<String>>,
-    headers: Option<S<BTreeMap<String, S<String>>>>,
-    bootstrap: Option<S<String>>,
-    security_protocol: Option<S<String>>,
-    sasl_mechanism: Option<S<String>>,
-    compression: Option<S<String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawLink {
-    name: Option<S<String>>,
-    cost: Option<S<String>>,
-    budget: Option<S<String>>,
-    allow: Option<S<Vec<String>>>,
-    arm_after: Option<S<String>>,
-    bind: Option<S<String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawTtl {
-    critical: Option<S<String>>,
-    normal: Option<S<String>>,
-    bulk: Option<S<String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawTimings {
-    trip_failures: Option<S<i64>>,
-    trip_after: Option<S<String>>,
-    retry_base: Option<S<String>>,
-    probe_first: Option<S<String>>,
-    probe_max: Option<S<String>>,
-    failback_probes: Option<S<i64>>,
-    min_dwell: Option<S<String>>,
-    request_timeout: Option<S<String>>,
-    throttle_backoff: Option<S<String>>,
-    throttle_failover_after: Option<S<String>>,
-    linger: Option<S<String>>,
-}
 
 /// The protocols, for checking which keys apply.
 #[derive(Clone, Copy, PartialEq)]
@@ -135,7 +53,8 @@ type KeyUse<'a> = (&'a str, Option<Range<usize>>, &'a [P]);
 
 /// Where secrets and relative paths come from while loading.
 pub(crate) struct Loader<'a> {
-    pub src: &'a str,
+    /// The TOML text, for lines; `None` for a configuration built in code.
+    pub src: Option<&'a str>,
     pub env: &'a dyn Fn(&str) -> Option<String>,
     /// Directory relative paths are taken from (the config file's), if any.
     pub base: Option<&'a Path>,
@@ -156,12 +75,12 @@ pub(crate) fn quoted(s: &str) -> String {
 
 impl Loader<'_> {
     fn line(&self, span: &Range<usize>) -> Option<usize> {
-        Some(line_of(self.src, span.start))
+        self.src.map(|src| line_of(src, span.start))
     }
 
     /// Remembers the line of `key` and returns it.
     fn seen(&mut self, key: &str, span: &Range<usize>) -> Option<usize> {
-        let line = line_of(self.src, span.start);
+        let line = self.line(span)?;
         self.lines.push((key.to_owned(), line));
         Some(line)
     }
@@ -298,8 +217,7 @@ impl Loader<'_> {
         let span = first.span();
         self.seen(key, &span);
         let secret_error = |message: String| {
-            ConfigError::new(ErrorKind::Secret, key, message)
-                .at(Some(line_of(self.src, span.start)))
+            ConfigError::new(ErrorKind::Secret, key, message).at(self.line(&span))
         };
         let value = if let Some(v) = direct {
             v.get_ref().clone()
@@ -354,16 +272,7 @@ impl Loader<'_> {
         })?;
         self.seen("device_id", &device_id.span());
         let routing = self
-            .word(
-                "routing",
-                &raw.routing,
-                &[
-                    ("active-passive", Routing::ActivePassive),
-                    ("active-active", Routing::ActiveActive),
-                    ("mirror", Routing::Mirror),
-                ],
-                "a routing mode",
-            )?
+            .word("routing", &raw.routing, ROUTING, "a routing mode")?
             .unwrap_or_default();
 
         let mut outbox = OutboxSpec::default();
@@ -379,21 +288,12 @@ impl Loader<'_> {
             if let Some(p) = self.word(
                 "outbox.on_full",
                 &o.on_full,
-                &[("evict", OnFull::Evict), ("reject", OnFull::Reject)],
+                ON_FULL,
                 "a full-outbox policy",
             )? {
                 outbox.on_full = p;
             }
-            if let Some(f) = self.word(
-                "outbox.fsync",
-                &o.fsync,
-                &[
-                    ("always", Fsync::Always),
-                    ("batch", Fsync::Batch),
-                    ("off", Fsync::Off),
-                ],
-                "an fsync policy",
-            )? {
+            if let Some(f) = self.word("outbox.fsync", &o.fsync, FSYNC, "an fsync policy")? {
                 outbox.fsync = f;
             }
         }
@@ -574,6 +474,7 @@ impl Loader<'_> {
             }
         }
 
+        self.client_auth_applies(&prefix, e, p, protocol.get_ref())?;
         let protocol = match p {
             P::EventHubs | P::IotHub => {
                 let ck = key("connection_string");
@@ -605,7 +506,9 @@ impl Loader<'_> {
                 if p == P::EventHubs {
                     ProtocolSpec::EventHubs(connstr::parse_event_hubs(cs.expose()).map_err(bad)?)
                 } else {
-                    ProtocolSpec::IotHub(connstr::parse_iot_hub(cs.expose()).map_err(bad)?)
+                    let mut spec = connstr::parse_iot_hub(cs.expose()).map_err(bad)?;
+                    self.iot_hub_options(&prefix, e, &table, cs.expose(), &mut spec)?;
+                    ProtocolSpec::IotHub(spec)
                 }
             }
             P::Mqtt => ProtocolSpec::Mqtt(self.mqtt(&prefix, e, &table)?),
@@ -717,6 +620,7 @@ impl Loader<'_> {
             username: text(&e.username),
             password,
             keep_alive,
+            client_cert: self.client_cert(prefix, e, table, tls)?,
         })
     }
 
@@ -731,10 +635,7 @@ impl Loader<'_> {
             .word(
                 &key("compression"),
                 &e.compression,
-                &[
-                    ("none", KafkaCompression::None),
-                    ("gzip", KafkaCompression::Gzip),
-                ],
+                COMPRESSION,
                 "a compression",
             )?
             .unwrap_or_default();
@@ -831,23 +732,14 @@ impl Loader<'_> {
             .word(
                 &key("security_protocol"),
                 &e.security_protocol,
-                &[
-                    ("plaintext", (false, false)),
-                    ("ssl", (true, false)),
-                    ("sasl_plaintext", (false, true)),
-                    ("sasl_ssl", (true, true)),
-                ],
+                SECURITY_PROTOCOL,
                 "a security protocol",
             )?
             .unwrap_or((false, false));
         let mechanism = self.word(
             &key("sasl_mechanism"),
             &e.sasl_mechanism,
-            &[
-                ("plain", SaslMechanism::Plain),
-                ("scram-sha-256", SaslMechanism::ScramSha256),
-                ("scram-sha-512", SaslMechanism::ScramSha512),
-            ],
+            SASL_MECHANISM,
             "a SASL mechanism",
         )?;
         let password = self.secret(
@@ -970,9 +862,11 @@ impl Loader<'_> {
                 }
             }
         }
+        let https = url.get_ref().to_ascii_lowercase().starts_with("https://");
         Ok(HttpSpec {
             url: url.get_ref().clone(),
             headers,
+            client_cert: self.client_cert(prefix, e, table, https)?,
         })
     }
 
@@ -997,16 +891,7 @@ impl Loader<'_> {
             "missing: use free | metered | costly",
         )?;
         let cost = self
-            .word(
-                &key("cost"),
-                &l.cost,
-                &[
-                    ("free", Cost::Free),
-                    ("metered", Cost::Metered),
-                    ("costly", Cost::Costly),
-                ],
-                "a link cost",
-            )?
+            .word(&key("cost"), &l.cost, COST, "a link cost")?
             .unwrap_or(Cost::Costly);
         let defaults = LinkConfig::new(name.get_ref(), cost);
         let budget = match &l.budget {

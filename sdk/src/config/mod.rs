@@ -1,5 +1,6 @@
 //! Configuration files: TOML in, [`SdkConfig`] and the engine's [`twinhub_core::Config`]
-//! out.
+//! out. The same settings in code, with the same checks and errors:
+//! [`SdkConfig::builder`].
 //!
 //! The format (shared by the SDK, the CLI, the gateway and the simulator):
 //!
@@ -116,9 +117,11 @@
 //! directory when loaded with [`SdkConfig::from_toml_file`], else from the working
 //! directory.
 
+mod builder;
 pub mod connstr;
 mod error;
 mod file;
+mod raw;
 pub mod units;
 
 use std::path::Path;
@@ -126,6 +129,7 @@ use std::path::Path;
 use twinhub_core::config::MAX_NAME;
 use twinhub_core::{Class, EndpointConfig, LinkConfig};
 
+pub use builder::{EndpointBuilder, KafkaSecurity, LinkBuilder, SdkConfigBuilder, SecretSource};
 pub use error::{ConfigError, ErrorKind};
 pub(crate) use file::STATE_DIR_WITH_PATH;
 
@@ -217,6 +221,9 @@ impl SdkConfig {
         }
         for (i, e) in self.endpoints.iter().enumerate() {
             let key = |k: &str| format!("endpoint[{i}].{k}");
+            if let Some((kind, k, message)) = file::client_auth_problem(&e.protocol) {
+                return Err(ConfigError::new(kind, key(k), message));
+            }
             match &e.protocol {
                 ProtocolSpec::Mqtt(m) => {
                     if m.topic.is_empty() || m.topic.contains(['+', '#']) {
@@ -310,9 +317,20 @@ fn load(
     env: &dyn Fn(&str) -> Option<String>,
     base: Option<&Path>,
 ) -> Result<SdkConfig, ConfigError> {
-    let raw: file::RawFile = toml::from_str(text).map_err(|e| error::from_toml(text, &e))?;
+    let raw: raw::RawFile = toml::from_str(text).map_err(|e| error::from_toml(text, &e))?;
+    finish(raw, Some(text), env, base)
+}
+
+/// Converts and validates a raw configuration, from a file (`src` is its text, for lines)
+/// or from [`SdkConfigBuilder`] (`src` is `None`): one path, so the two cannot drift.
+fn finish(
+    raw: raw::RawFile,
+    src: Option<&str>,
+    env: &dyn Fn(&str) -> Option<String>,
+    base: Option<&Path>,
+) -> Result<SdkConfig, ConfigError> {
     let mut loader = file::Loader {
-        src: text,
+        src,
         env,
         base,
         lines: Vec::new(),

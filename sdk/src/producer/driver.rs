@@ -13,6 +13,7 @@ use twinhub_core::{
 
 use super::clock::Clock;
 use super::confirm::{Confirming, Waiter};
+use super::snapshot::Routes;
 use super::{ControlFailure, Outbox, Parts, SendError, Shared, Snapshot};
 use crate::record;
 use crate::transport::SharedTransport;
@@ -105,7 +106,7 @@ impl<S: Outbox> Driver<S> {
         let (events, _) = broadcast::channel(1024);
         let max_body = config.max_record_bytes();
         let shared = Arc::new(Shared {
-            latest: Mutex::new((engine.stats().clone(), None)),
+            latest: Mutex::new((engine.stats().clone(), None, Routes::NEW)),
             endpoints: config
                 .endpoints()
                 .iter()
@@ -396,7 +397,11 @@ impl<S: Outbox> Driver<S> {
             tracing::info!(?event, "twinhub event");
             let _ = self.shared.events.send(event);
         }
-        let latest = (self.engine.stats().clone(), self.oldest_pending_age());
+        let latest = (
+            self.engine.stats().clone(),
+            self.oldest_pending_age(),
+            self.routes(),
+        );
         if let Ok(mut s) = self.shared.latest.lock() {
             *s = latest;
         }
@@ -413,9 +418,27 @@ impl<S: Outbox> Driver<S> {
             .map(|t| Duration::from_millis(now.saturating_since(t).as_millis()))
     }
 
+    fn routes(&self) -> Routes {
+        let mut r = Routes::NEW;
+        let (endpoints, links) = (self.shared.endpoints.len(), self.shared.links.len());
+        for (e, row) in r.health.iter_mut().enumerate().take(endpoints) {
+            for (l, health) in row.iter_mut().enumerate().take(links) {
+                *health = self
+                    .engine
+                    .route_health(EndpointId(e as u8), LinkId(l as u8));
+            }
+        }
+        for (l, spent) in r.spent.iter_mut().enumerate().take(links) {
+            *spent = self.engine.link_spend(LinkId(l as u8)).map(|s| s.spent);
+        }
+        r
+    }
+
     fn snapshot(&mut self) -> Snapshot {
         let oldest = self.oldest_pending_age();
-        self.shared.snapshot(self.engine.stats().clone(), oldest)
+        let routes = self.routes();
+        self.shared
+            .snapshot(self.engine.stats().clone(), oldest, routes)
     }
 }
 

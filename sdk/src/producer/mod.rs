@@ -30,6 +30,7 @@ pub use driver::GROUP_COMMIT_MAX;
 use driver::{Command, Driver};
 pub use names::{EndpointRef, LinkRef};
 pub use outbox::{Outbox, OutboxFailure};
+use snapshot::Routes;
 pub use snapshot::Snapshot;
 
 /// Options for [`Producer::send_with`].
@@ -139,9 +140,9 @@ pub enum ControlFailure {
 }
 
 struct Shared {
-    /// The counters and the oldest pending record's age, as of the driver's last step
-    /// (the names are fixed, so the driver's steps copy no strings).
-    latest: Mutex<(Stats, Option<Duration>)>,
+    /// The counters, the oldest pending record's age and the routes, as of the driver's
+    /// last step (the names are fixed, so the driver's steps copy no strings).
+    latest: Mutex<(Stats, Option<Duration>, Routes)>,
     endpoints: Vec<String>,
     links: Vec<String>,
     events: broadcast::Sender<Event>,
@@ -153,12 +154,18 @@ struct Shared {
 }
 
 impl Shared {
-    fn snapshot(&self, stats: Stats, oldest_pending_age: Option<Duration>) -> Snapshot {
+    fn snapshot(&self, stats: Stats, oldest_pending_age: Option<Duration>, r: Routes) -> Snapshot {
+        let links = self.links.len();
         Snapshot {
             stats,
             oldest_pending_age,
             endpoints: self.endpoints.clone(),
             links: self.links.clone(),
+            route_health: r.health[..self.endpoints.len()]
+                .iter()
+                .map(|row| row[..links].to_vec())
+                .collect(),
+            link_spent: r.spent[..links].to_vec(),
         }
     }
 }
@@ -413,13 +420,13 @@ impl Producer {
 
     /// The counters and the data at risk, as of the driver's last step.
     pub fn stats(&self) -> Snapshot {
-        let (stats, oldest) = self
+        let (stats, oldest, routes) = self
             .shared
             .latest
             .lock()
             .map(|s| s.clone())
             .unwrap_or_else(|p| p.into_inner().clone());
-        self.shared.snapshot(stats, oldest)
+        self.shared.snapshot(stats, oldest, routes)
     }
 
     /// The id of the endpoint configured as `name` (what events and confirmations carry).

@@ -57,6 +57,9 @@ pub enum TransportError {
     /// The SAS key is not usable (for IoT Hub: not base64).
     #[error("SAS key is not usable: {0}")]
     SasKey(SasError),
+    /// The client certificate or its key is not usable.
+    #[error(transparent)]
+    ClientCert(#[from] crate::client_cert::ClientCertError),
     /// A plain-text endpoint on another host would carry credentials readable on every hop.
     #[error(
         "{what} would send credentials in plain text to {host}; use TLS, or a loopback \

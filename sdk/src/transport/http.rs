@@ -70,6 +70,13 @@ impl HttpTransport {
             v.set_sensitive(true);
             headers.append(n, v);
         }
+        if spec.client_cert.is_some() && url.scheme() != "https" {
+            return Err(TransportError::InvalidSpec(
+                "a client certificate needs an https:// url".into(),
+            ));
+        }
+        // The client certificate joins the shared TLS settings for this endpoint only.
+        let tls = crate::client_cert::with_client_cert(&tls, spec.client_cert.as_ref())?;
         let client = http_client(bind, &tls, timeout)?;
         Ok(HttpTransport {
             url,

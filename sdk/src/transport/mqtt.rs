@@ -86,6 +86,9 @@ pub(crate) struct MqttConfig {
     pub(crate) max_age: Option<Duration>,
     pub(crate) max_packet: usize,
     pub(crate) max_batch: usize,
+    /// MQTT over WebSockets: the URL path of the upgrade request (IoT Hub's
+    /// `/$iothub/websocket`); `None` for MQTT directly over TCP (or TLS).
+    pub(crate) websocket_path: Option<String>,
 }
 
 /// What the driver task reports besides batch results: the connection's life.
@@ -298,6 +301,13 @@ impl MqttTransport {
         if !spec.tls && spec.password.is_some() {
             plaintext_credentials("an mqtt:// URL with a password", &spec.host)?;
         }
+        if spec.client_cert.is_some() && !spec.tls {
+            return Err(TransportError::InvalidSpec(
+                "a client certificate needs an mqtts:// url".into(),
+            ));
+        }
+        // The client certificate joins the shared TLS settings for this endpoint only.
+        let tls = crate::client_cert::with_client_cert(&tls, spec.client_cert.as_ref())?;
         let credentials = match &spec.username {
             Some(u) => Credentials::Static(u.clone(), spec.password.clone()),
             None if spec.password.is_some() => {
@@ -324,6 +334,7 @@ impl MqttTransport {
                 max_age: None,
                 max_packet: packet_limit(limits),
                 max_batch: usize::from(limits.max_batch_records),
+                websocket_path: None,
             },
             timeout,
         )
@@ -471,12 +482,7 @@ impl MqttTransport {
                 Err(_) => return Err(Outcome::Unauthorized),
             },
         };
-        let transport = match &self.cfg.tls {
-            Some(tls) => {
-                rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(tls.clone()))
-            }
-            None => rumqttc::Transport::tcp(),
-        };
+        let (transport, broker) = self.transport();
         // Room for every batch the engine may have in flight: a batch handing over its
         // publishes then never waits for the event loop to drain the channel (a wake-up
         // per publish otherwise, about 5% of the rate to a local broker).
@@ -487,7 +493,7 @@ impl MqttTransport {
             MqttVersion::V5 => {
                 let mut o = rumqttc::v5::MqttOptions::new(
                     self.cfg.client_id.clone(),
-                    self.cfg.host.clone(),
+                    broker,
                     self.cfg.port,
                 );
                 // rumqttc sizes its table of unacknowledged publishes by this limit and
@@ -512,11 +518,8 @@ impl MqttTransport {
                 (Client::V5(client), task)
             }
             MqttVersion::V311 => {
-                let mut o = rumqttc::MqttOptions::new(
-                    self.cfg.client_id.clone(),
-                    self.cfg.host.clone(),
-                    self.cfg.port,
-                );
+                let mut o =
+                    rumqttc::MqttOptions::new(self.cfg.client_id.clone(), broker, self.cfg.port);
                 o.set_keep_alive(keep_alive)
                     .set_clean_session(true)
                     .set_request_channel_capacity(capacity)
@@ -558,6 +561,36 @@ impl MqttTransport {
             generation,
             serial: self.serial.fetch_add(1, Ordering::Relaxed),
         })
+    }
+
+    /// rumqttc's transport and broker address: the host for MQTT over TCP or TLS, the
+    /// whole URL for WebSockets (rumqttc takes host, port and path from it then).
+    fn transport(&self) -> (rumqttc::Transport, String) {
+        let tls = self
+            .cfg
+            .tls
+            .as_ref()
+            .map(|t| rumqttc::TlsConfiguration::Rustls(Arc::clone(t)));
+        match (&self.cfg.websocket_path, tls) {
+            (None, Some(tls)) => (
+                rumqttc::Transport::tls_with_config(tls),
+                self.cfg.host.clone(),
+            ),
+            (None, None) => (rumqttc::Transport::tcp(), self.cfg.host.clone()),
+            (Some(path), tls) => {
+                let host = if self.cfg.host.contains(':') {
+                    format!("[{}]", self.cfg.host)
+                } else {
+                    self.cfg.host.clone()
+                };
+                let (scheme, transport) = match tls {
+                    Some(tls) => ("wss", rumqttc::Transport::wss_with_config(tls)),
+                    None => ("ws", rumqttc::Transport::Ws),
+                };
+                let url = format!("{scheme}://{host}:{}{path}", self.cfg.port);
+                (transport, url)
+            }
+        }
     }
 
     async fn publish(&self, client: &Client, r: &Record) -> Result<(), ()> {

@@ -206,6 +206,53 @@ mod tests {
         );
     }
 
+    /// RFC 7677's exchange with SHA-512, which no RFC gives vectors for: the expected
+    /// messages were computed with Python's `hashlib.pbkdf2_hmac` and `hmac`, an
+    /// implementation independent of this one that reproduces RFC 7677's SHA-256 proof.
+    /// (RFC 5802's own example is SCRAM-SHA-1, which Kafka does not offer.)
+    #[test]
+    fn scram_sha512_matches_an_independent_implementation() {
+        let mut s = Scram::new(
+            Mechanism::ScramSha512,
+            "user",
+            "rOprNGfwEbeRWgbNEkqO".into(),
+        );
+        let server_first = b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096";
+        let fin = s.client_final(server_first, "pencil").unwrap();
+        assert_eq!(
+            std::str::from_utf8(&fin).unwrap(),
+            "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,\
+             p=gMGXRcevScNtxZ6/8lQYpGtnsNAc3mGcmNomv+xnoOMw+3R2xNJdMNnzMlTN8PPC6wdp6dybEmDYXYTxwnYPJQ=="
+        );
+        s.verify_server(
+            b"v=ZQnYEgWQMFmmsM8aQMF0nDDCy/AgCzkwk8CmMZYcMg0vSVlKDanekLtifDSeVGT4+5ZxXnJq199RVG2rR7N7Zw==",
+        )
+        .unwrap();
+        // The SHA-256 server signature of the same exchange does not pass for SHA-512.
+        assert_eq!(
+            s.verify_server(b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="),
+            Err(SaslError::ServerNotVerified)
+        );
+    }
+
+    /// A wrong password gives a different proof, and the real server's signature no
+    /// longer verifies: the exchange cannot pass with the wrong secret on either side.
+    #[test]
+    fn scram_with_the_wrong_password_neither_proves_nor_verifies() {
+        let mut s = Scram::new(
+            Mechanism::ScramSha256,
+            "user",
+            "rOprNGfwEbeRWgbNEkqO".into(),
+        );
+        let server_first = b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096";
+        let fin = s.client_final(server_first, "pencils").unwrap();
+        assert!(!fin.ends_with(b"p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ="));
+        assert_eq!(
+            s.verify_server(b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="),
+            Err(SaslError::ServerNotVerified)
+        );
+    }
+
     #[test]
     fn scram_refuses_a_server_that_does_not_extend_our_nonce() {
         let mut s = Scram::new(Mechanism::ScramSha512, "a=b,c", "abc".into());

@@ -1,15 +1,16 @@
-//! Kafka peers nobody here wrote, for tests, examples and benchmarks: librdkafka's mock
-//! cluster (started by Debian's `kcat`) as the broker, `kcat` as the independent
-//! consumer, and a loopback forwarder standing in for a region's stable address.
+//! Kafka peers nobody here wrote, for tests, examples, benchmarks and the chaos runner:
+//! librdkafka's mock cluster (started by Debian's `kcat`) as the broker, `kcat` as the
+//! independent consumer, and a loopback forwarder standing in for a region's stable
+//! address.
 //!
 //! A mock cluster lives inside a `kcat -P` process whose standard input is held open:
 //! `-X test.mock.num.brokers=N` makes librdkafka start N brokers on ephemeral loopback
 //! ports and log (level 5, on stderr) "Mock cluster enabled: ... replaced with
-//! <bootstrap>". The producer asks for the topic's metadata at start, which creates it
+//! `<bootstrap>`". The producer asks for the topic's metadata at start, which creates it
 //! (4 partitions, the mock's default). SIGKILL is a region down, SIGSTOP/SIGCONT a
 //! blackhole. The mock keeps its log in memory: a killed cluster's records are gone,
-//! and a new one starts empty on new ports.
-#![allow(dead_code)]
+//! and a new one starts empty on new ports (the mock has no setting for its ports, so a
+//! [`Forwarder`] gives a region one address across replacements).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -33,6 +34,7 @@ pub struct MockCluster {
     child: Child,
     /// `host:port,host:port,...` of its brokers.
     pub bootstrap: String,
+    /// The topic created at start.
     pub topic: String,
 }
 
@@ -40,6 +42,12 @@ impl MockCluster {
     /// Starts a cluster of `brokers` brokers with `topic` created; panics with the reason
     /// if it does not come up within 20 s.
     pub fn start(topic: &str, brokers: u32) -> MockCluster {
+        MockCluster::try_start(topic, brokers).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts a cluster of `brokers` brokers with `topic` created, or says why not
+    /// within 20 s.
+    pub fn try_start(topic: &str, brokers: u32) -> Result<MockCluster, String> {
         let mut child = Command::new("kcat")
             .args(["-P", "-b", "127.0.0.1:1", "-t", topic])
             .arg("-X")
@@ -48,8 +56,8 @@ impl MockCluster {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("kcat starts (apt-get install kcat)");
-        let stderr = child.stderr.take().expect("stderr piped");
+            .map_err(|e| format!("kcat does not start ({e}): apt-get install kcat"))?;
+        let stderr = child.stderr.take().ok_or("kcat's stderr is not piped")?;
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut tx = Some(tx);
@@ -62,16 +70,17 @@ impl MockCluster {
                 }
             }
         });
-        let bootstrap = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("kcat printed the mock cluster's bootstrap address");
-        let cluster = MockCluster {
+        // Owned from here on, so an early return still kills the process.
+        let mut cluster = MockCluster {
             child,
-            bootstrap,
+            bootstrap: String::new(),
             topic: topic.to_string(),
         };
-        cluster.wait_topic(Duration::from_secs(20));
-        cluster
+        cluster.bootstrap = rx
+            .recv_timeout(Duration::from_secs(20))
+            .map_err(|_| "kcat never printed the mock cluster's bootstrap address")?;
+        cluster.wait_topic(Duration::from_secs(20))?;
+        Ok(cluster)
     }
 
     /// The first broker's address.
@@ -83,37 +92,40 @@ impl MockCluster {
             .expect("a broker address")
     }
 
+    /// The `kcat` process's id.
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// Waits until the topic is listed with its partitions.
-    fn wait_topic(&self, timeout: Duration) {
+    fn wait_topic(&self, timeout: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
         loop {
             let out = Command::new("kcat")
                 .args(["-L", "-b", &self.bootstrap, "-t", &self.topic, "-m", "2"])
                 .output()
-                .expect("kcat -L runs");
+                .map_err(|e| format!("kcat -L: {e}"))?;
             let text = String::from_utf8_lossy(&out.stdout);
             if text.contains("partitions:") && !text.contains("partitions: 0") {
-                return;
+                return Ok(());
             }
-            assert!(
-                Instant::now() < deadline,
-                "topic {} never appeared: {text}",
-                self.topic
-            );
+            if Instant::now() >= deadline {
+                return Err(format!("topic {} never appeared: {text}", self.topic));
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
     }
 
-    fn signal(&self, sig: &str) {
+    fn signal(&self, sig: &str) -> Result<(), String> {
         let ok = Command::new("kill")
             .args([sig, &self.child.id().to_string()])
             .status()
             .is_ok_and(|s| s.success());
-        assert!(ok, "kill {sig} {}", self.child.id());
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("kill {sig} {} failed", self.child.id()))
+        }
     }
 
     /// SIGKILL: the region is gone, with everything in its log.
@@ -123,18 +135,19 @@ impl MockCluster {
     }
 
     /// SIGSTOP: connections stay open and nothing answers (a blackhole).
-    pub fn stop(&self) {
-        self.signal("-STOP");
+    pub fn stop(&self) -> Result<(), String> {
+        self.signal("-STOP")
     }
 
     /// SIGCONT after [`MockCluster::stop`].
-    pub fn cont(&self) {
-        self.signal("-CONT");
+    pub fn cont(&self) -> Result<(), String> {
+        self.signal("-CONT")
     }
 
-    /// Every record in the topic, read by a separate `kcat` consumer to the end.
+    /// Every record in the topic, read by a separate `kcat` consumer to the end; panics
+    /// if `kcat` fails.
     pub fn read_all(&self) -> Vec<KafkaRecord> {
-        read_all(&self.bootstrap, &self.topic)
+        read_all(&self.bootstrap, &self.topic).unwrap_or_else(|e| panic!("{e}"))
     }
 }
 
@@ -153,9 +166,13 @@ impl Drop for MockCluster {
 /// A record as `kcat -C` printed it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KafkaRecord {
+    /// The partition it was read from.
     pub partition: u32,
+    /// Its key.
     pub key: String,
+    /// Its headers (a repeated name keeps the last value).
     pub headers: BTreeMap<String, String>,
+    /// Its value.
     pub value: String,
 }
 
@@ -189,7 +206,7 @@ fn parse_line(line: &str) -> Option<KafkaRecord> {
 }
 
 /// Reads `topic` from the beginning to its current end with `kcat -C -e`.
-pub fn read_all(bootstrap: &str, topic: &str) -> Vec<KafkaRecord> {
+pub fn read_all(bootstrap: &str, topic: &str) -> Result<Vec<KafkaRecord>, String> {
     let out = Command::new("kcat")
         .args([
             "-C",
@@ -204,26 +221,51 @@ pub fn read_all(bootstrap: &str, topic: &str) -> Vec<KafkaRecord> {
         ])
         .args(["-f", FORMAT])
         .output()
-        .expect("kcat -C runs");
-    assert!(
-        out.status.success(),
-        "kcat -C failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
+        .map_err(|e| format!("kcat -C does not run: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "kcat -C failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(parse_line)
-        .collect()
+        .collect())
 }
 
 /// A `kcat -C` that keeps reading `topic` and counts each `message-id` it sees.
 pub struct Tail {
     child: Child,
+    /// Copies read per `message-id`.
     pub seen: Arc<Mutex<BTreeMap<String, u32>>>,
 }
 
 impl Tail {
+    /// Starts reading from the beginning; panics if `kcat` does not start.
     pub fn start(bootstrap: &str, topic: &str) -> Tail {
+        let seen: Arc<Mutex<BTreeMap<String, u32>>> = Arc::default();
+        let s = Arc::clone(&seen);
+        Tail::try_start_with(bootstrap, topic, move |id| {
+            *s.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(id)
+                .or_default() += 1;
+        })
+        .map(|mut t| {
+            t.seen = seen;
+            t
+        })
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts reading from the beginning and calls `on_id` with the `message-id` of each
+    /// record as it is read (`seen` stays empty).
+    pub fn try_start_with(
+        bootstrap: &str,
+        topic: &str,
+        mut on_id: impl FnMut(String) + Send + 'static,
+    ) -> Result<Tail, String> {
         let mut child = Command::new("kcat")
             .args([
                 "-C",
@@ -240,23 +282,26 @@ impl Tail {
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .expect("kcat -C starts");
-        let out = child.stdout.take().expect("stdout piped");
-        let seen: Arc<Mutex<BTreeMap<String, u32>>> = Arc::default();
-        let s = Arc::clone(&seen);
+            .map_err(|e| format!("kcat -C does not start: {e}"))?;
+        let Some(out) = child.stdout.take() else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err("kcat's stdout is not piped".into());
+        };
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
                 if let Some(id) = parse_line(&line).and_then(|r| r.id().map(str::to_string)) {
-                    *s.lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .entry(id)
-                        .or_default() += 1;
+                    on_id(id);
                 }
             }
         });
-        Tail { child, seen }
+        Ok(Tail {
+            child,
+            seen: Arc::default(),
+        })
     }
 
+    /// Distinct ids read so far.
     pub fn count(&self) -> usize {
         self.seen.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
@@ -273,17 +318,29 @@ impl Drop for Tail {
 /// Only the bootstrap connection goes through it; metadata then names the cluster's own
 /// brokers, as a region's DNS name does when the cluster behind it is replaced.
 pub struct Forwarder {
+    /// The address clients bootstrap from.
     pub addr: SocketAddr,
     target: Arc<Mutex<Option<SocketAddr>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Forwarder {
+    /// Starts forwarding to `target` (none: connections are closed at once); needs a
+    /// tokio runtime. Panics if it cannot bind.
     pub async fn start(target: Option<SocketAddr>) -> Forwarder {
+        Forwarder::try_start(target)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts forwarding to `target`, or says why it cannot listen.
+    pub async fn try_start(target: Option<SocketAddr>) -> Result<Forwarder, String> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
+            .map_err(|e| format!("forwarder bind: {e}"))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| format!("forwarder address: {e}"))?;
         let target = Arc::new(Mutex::new(target));
         let t = Arc::clone(&target);
         let task = tokio::spawn(async move {
@@ -298,9 +355,10 @@ impl Forwarder {
                 });
             }
         });
-        Forwarder { addr, target, task }
+        Ok(Forwarder { addr, target, task })
     }
 
+    /// Points new connections at `target` (none: closed at once).
     pub fn point_to(&self, target: Option<SocketAddr>) {
         *self.target.lock().unwrap_or_else(|e| e.into_inner()) = target;
     }
