@@ -37,7 +37,7 @@ pub use producer::{
     ControlError, EnqueueError, LinkSpend, LinkState, Outcome, Producer, RejectReason, RouteHealth,
     Transmit, TransmitError, TransmitId,
 };
-pub use store::{Persist, RamStore, RecordInfo, RecordKey, Store, StoreError};
+pub use store::{Persist, RamStore, RecordInfo, RecordKey, Settlement, Store, StoreError};
 pub use time::{Duration, Instant};
 
 // The README's examples run as doctests of the `twinhub` crate, which sees both this

@@ -762,7 +762,7 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
         self.refresh_arming();
         if drained && self.config.routing() == Routing::Mirror {
             // Records that now have every required acknowledgement are complete.
-            self.sweep_mirror(None);
+            self.sweep_mirror(None, None);
         }
         Ok(())
     }

@@ -3,6 +3,8 @@
 
 use core::fmt;
 
+use crate::config::EndpointId;
+use crate::event::DropReason;
 use crate::frame::{self, RecordMeta};
 use crate::producer::LinkSpend;
 
@@ -34,6 +36,18 @@ impl RecordInfo {
     pub fn key(&self) -> RecordKey {
         self.meta.key()
     }
+}
+
+/// How a record that left the store was settled; see [`Store::settled`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Settlement {
+    /// Acknowledged. The endpoint is the one whose acknowledgement completed it (in mirror
+    /// routing, the last required endpoint to acknowledge, as far as the engine knows).
+    Delivered(EndpointId),
+    /// Dropped by policy, for this reason (also raised as [`crate::Event::Dropped`]).
+    Dropped(DropReason),
 }
 
 /// Why a store operation failed.
@@ -103,6 +117,13 @@ pub trait Store {
     fn read(&mut self, key: RecordKey, out: &mut [u8]) -> Result<usize, StoreError>;
     /// Removes record `key` (any record, not only the oldest).
     fn remove(&mut self, key: RecordKey) -> Result<(), StoreError>;
+    /// Told, right after the engine removed record `key`, how it was settled. Every
+    /// record the engine takes out goes through here once, whatever the call that settled
+    /// it, so a driver can confirm deliveries per record without the event queue (which
+    /// holds a few events, not one per record). The default does nothing and costs
+    /// nothing; stores that only store need not implement it.
+    #[inline]
+    fn settled(&mut self, _key: RecordKey, _how: Settlement) {}
 }
 
 /// What a device keeps across restarts besides its records: the epoch counter and the

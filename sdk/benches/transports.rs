@@ -14,6 +14,10 @@
 //! * `event_hubs_sdk_1000_vs_preencoded`: the same, against POSTs of bodies encoded before
 //!   the clock starts (the floor: reqwest and the emulator alone).
 //!
+//! Each whole-SDK comparison is also run with every record sent by
+//! `Producer::send_confirmed` and its delivery awaited (one task per record), against the
+//! same baseline.
+//!
 //! The whole-SDK comparisons are also printed as `ROW` lines for `cargo xtask bench`:
 //! records per second, each side the median of rounds run in pairs with the other, and
 //! the median of the pairs' ratios, so a burst of noise on a shared machine falls on both
@@ -275,6 +279,27 @@ fn send_all(rt: &tokio::runtime::Runtime, p: &twinhub::Producer) {
     })
 }
 
+/// As [`send_all`], each record with [`twinhub::Producer::send_confirmed`] from its own
+/// task (as an application awaiting each delivery would), waiting for every confirmation.
+fn send_all_confirmed(rt: &tokio::runtime::Runtime, p: &twinhub::Producer) {
+    rt.block_on(async {
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..SDK_RECORDS {
+            let p = p.clone();
+            set.spawn(async move {
+                let ticket = p
+                    .send_confirmed(vec![b'x'; SIZE], twinhub::SendOptions::default())
+                    .await
+                    .expect("accepted");
+                ticket.await.expect("delivered");
+            });
+        }
+        while let Some(done) = set.join_next().await {
+            done.expect("sender task");
+        }
+    })
+}
+
 fn sdk_mqtt(c: &mut Criterion) {
     let rt = runtime();
     // Without nodelay the broker's last PUBACK of a burst waits for a delayed ACK (~40 ms),
@@ -320,6 +345,8 @@ fn sdk_mqtt(c: &mut Criterion) {
     g.finish();
     let paired = interleaved(|| send_all(&rt, &p), raw_round);
     rows("MQTT QoS 1 whole SDK vs rumqttc", &paired);
+    let paired = interleaved(|| send_all_confirmed(&rt, &p), raw_round);
+    rows("MQTT QoS 1 whole SDK, send_confirmed, vs rumqttc", &paired);
     assert_eq!(p.stats().stats.pending, 0);
 }
 
@@ -380,6 +407,15 @@ fn sdk_event_hubs(c: &mut Criterion) {
     let paired = interleaved(sdk_round, raw_round);
     rows(
         "Event Hubs whole SDK vs serde_json derived structs+reqwest",
+        &paired,
+    );
+    let confirmed_round = || {
+        send_all_confirmed(&rt, &p);
+        region.reset();
+    };
+    let paired = interleaved(confirmed_round, raw_round);
+    rows(
+        "Event Hubs whole SDK, send_confirmed, vs serde_json derived structs+reqwest",
         &paired,
     );
     // The floor: the same POSTs with bodies encoded before the clock starts.

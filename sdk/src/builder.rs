@@ -8,7 +8,7 @@ use crate::config::{ConfigError, ErrorKind};
 use crate::epoch::{self, EpochError};
 use crate::memstore::MemStore;
 use crate::outbox::{DiskStore, OutboxError, Recovery};
-use crate::producer::{Outbox, Parts, Producer};
+use crate::producer::{Outbox, OutboxFailure, Parts, PartsError, Producer};
 use crate::spec::SdkConfig;
 use crate::spec::{LinkSpec, OutboxSpec};
 use crate::transport::{self, SharedTransport, TransportError};
@@ -30,6 +30,9 @@ pub enum BuildError {
     /// was accepted.
     #[error("outbox state_dir: {0}")]
     State(#[from] EpochError),
+    /// The parts handed to [`Producer::start`] do not fit together.
+    #[error("producer parts: {0}")]
+    Parts(#[from] PartsError),
 }
 
 /// The outbox a configuration asks for: in memory, or on disk.
@@ -78,16 +81,16 @@ impl Store for AnyOutbox {
 }
 
 impl Outbox for AnyOutbox {
-    fn sync(&mut self) -> Result<(), String> {
+    fn sync(&mut self) -> Result<(), OutboxFailure> {
         match self {
             AnyOutbox::Mem(_) => Ok(()),
-            AnyOutbox::Disk(d) => d.sync().map_err(|e| e.to_string()),
+            AnyOutbox::Disk(d) => Ok(d.sync()?),
         }
     }
-    fn save_link_spend(&mut self, spends: &[(&str, LinkSpend)]) -> Result<(), String> {
+    fn save_link_spend(&mut self, spends: &[(&str, LinkSpend)]) -> Result<(), OutboxFailure> {
         match self {
             AnyOutbox::Mem(_) => Ok(()),
-            AnyOutbox::Disk(d) => d.save_link_spend(spends).map_err(|e| e.to_string()),
+            AnyOutbox::Disk(d) => Ok(d.save_link_spend(spends)?),
         }
     }
     fn load_link_spend(&mut self) -> Vec<(String, LinkSpend)> {
@@ -156,6 +159,7 @@ pub struct ProducerBuilder {
     config: SdkConfig,
     request_timeout: Duration,
     seed: Option<u64>,
+    max_confirmations: usize,
 }
 
 impl Producer {
@@ -165,6 +169,7 @@ impl Producer {
             config,
             request_timeout: transport::DEFAULT_REQUEST_TIMEOUT,
             seed: None,
+            max_confirmations: crate::producer::DEFAULT_MAX_CONFIRMATIONS,
         }
     }
 }
@@ -173,6 +178,14 @@ impl ProducerBuilder {
     /// How long one send may wait for a hub's answer (default 10 s).
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
+        self
+    }
+
+    /// The most [`Producer::send_confirmed`] tickets outstanding at once (default
+    /// [`DEFAULT_MAX_CONFIRMATIONS`](crate::producer::DEFAULT_MAX_CONFIRMATIONS)); see
+    /// [`Parts::max_confirmations`]. Zero is refused by `build`.
+    pub fn max_confirmations(mut self, max: usize) -> Self {
+        self.max_confirmations = max;
         self
     }
 
@@ -219,13 +232,14 @@ impl ProducerBuilder {
                 .unwrap_or(0);
             t ^ u64::from(epoch).rotate_left(32)
         });
-        Ok(Producer::start(Parts {
+        Producer::start(Parts {
             config: engine,
             outbox,
             epoch,
             transports,
             seed,
-        }))
+            max_confirmations: self.max_confirmations,
+        })
     }
 }
 

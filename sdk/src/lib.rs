@@ -21,7 +21,8 @@ pub mod transport;
 
 pub use builder::{BuildError, ProducerBuilder};
 pub use producer::{
-    ControlFailure, FlushError, Outbox, Parts, Producer, SendError, SendOptions, SendTicket,
+    ControlFailure, Delivered, DeliveryTicket, EndpointRef, FlushError, LinkRef, NotDelivered,
+    Outbox, OutboxFailure, Parts, PartsError, Producer, SendError, SendOptions, SendTicket,
     Snapshot,
 };
 pub use spec::SdkConfig;
@@ -34,7 +35,8 @@ pub use twinhub_core::wire;
 pub use twinhub_core::{
     Budget, Class, ClassSet, Cost, DeviceId, DownCause, DropCounts, DropReason,
     Duration as EngineDuration, EndpointId, Event, Instant as EngineInstant, LinkId, LinkSpend,
-    MessageId, OnFull, Outcome, RejectReason, RouteHealth, Routing, Stats, Timings, TransmitError,
+    MessageId, OnFull, Outcome, RejectReason, RouteHealth, Routing, Settlement, Stats, Timings,
+    TransmitError,
 };
 
 // The README's examples (the engine's and the SDK's) run as doctests of this crate, the

@@ -10,7 +10,10 @@ use std::time::Duration;
 use twinhub::memstore::MemStore;
 use twinhub::producer::GROUP_COMMIT_MAX;
 use twinhub::transport::{BoxFuture, Transport};
-use twinhub::{Class, Event, FlushError, Outbox, Outcome, Parts, Producer, SendError, SendOptions};
+use twinhub::{
+    BuildError, Class, Event, FlushError, NotDelivered, Outbox, Outcome, Parts, PartsError,
+    Producer, SendError, SendOptions,
+};
 use twinhub_core::{
     Config, DropReason, EndpointConfig, EndpointId, MessageId, OnFull, RecordInfo, RecordKey,
     RecordMeta, Store, StoreError,
@@ -117,7 +120,7 @@ impl Store for Counted {
 }
 
 impl Outbox for Counted {
-    fn sync(&mut self) -> Result<(), String> {
+    fn sync(&mut self) -> Result<(), twinhub::OutboxFailure> {
         self.syncs.fetch_add(1, Ordering::SeqCst);
         self.groups
             .lock()
@@ -177,7 +180,9 @@ fn start_counted(
             vec![Arc::new(secondary.clone())],
         ],
         seed: 1,
-    });
+        max_confirmations: 4,
+    })
+    .unwrap();
     (p, syncs, groups)
 }
 
@@ -275,6 +280,40 @@ async fn primary_failure_fails_over_and_back() {
     }));
 }
 
+/// Events and controls name endpoints the same way: the id an event carries drains that
+/// endpoint, and the handle maps it to and from the configured name.
+#[tokio::test(start_paused = true)]
+async fn an_events_endpoint_id_drives_controls_and_maps_to_its_name() {
+    let (a, b) = (Fake::new(), Fake::new());
+    let (p, _) = start(&a, &b, 1 << 20);
+    let mut events = p.events();
+    a.set(Mode::Fail(Outcome::Unreachable));
+    let left = loop {
+        p.send(vec![1]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if let Ok(Event::FailedOver { from, .. }) = events.try_recv() {
+            break from;
+        }
+    };
+    assert_eq!(p.endpoint_name(left), Some("primary"));
+    assert_eq!(p.endpoint_id("primary"), Some(left));
+    assert_eq!(p.endpoint_name(EndpointId(9)), None);
+    assert_eq!(p.link_id("default"), Some(twinhub::LinkId(0)));
+    assert_eq!(p.link_name(twinhub::LinkId(0)), Some("default"));
+    // Draining the secondary by name and the primary by the event's id both apply.
+    p.set_drained(left, true).await.unwrap();
+    p.set_drained("secondary", true).await.unwrap();
+    p.set_drained(left, false).await.unwrap();
+    a.set(Mode::Deliver);
+    let id = p.send(vec![2]).await.unwrap();
+    p.flush(Duration::from_secs(120)).await.unwrap();
+    assert!(
+        a.ids().contains(&id),
+        "the undrained primary carries new records"
+    );
+    assert!(!b.ids().contains(&id), "the drained secondary carries none");
+}
+
 #[tokio::test(start_paused = true)]
 async fn bad_input_and_full_outbox_are_typed_errors() {
     let (a, b) = (Fake::new(), Fake::new());
@@ -306,7 +345,11 @@ async fn bad_input_and_full_outbox_are_typed_errors() {
     ));
     assert!(matches!(
         p.set_link_state("nope", false).await,
-        Err(twinhub::ControlFailure::NoSuchName(_))
+        Err(twinhub::ControlFailure::NoSuchLink(name)) if name == "named `nope`"
+    ));
+    assert!(matches!(
+        p.set_drained(EndpointId(2), true).await,
+        Err(twinhub::ControlFailure::NoSuchEndpoint(id)) if id == "with id 2"
     ));
 }
 
@@ -398,4 +441,172 @@ async fn shutdown_drains_then_refuses() {
     assert_eq!((snap.stats.delivered, snap.stats.pending), (50, 0));
     assert_eq!(p.send(vec![1]).await, Err(SendError::Closed));
     assert_eq!(a.ids().len(), 50);
+}
+
+/// Transports that do not match the configuration's routes are refused when the producer
+/// starts, with the mismatch named. (Before this was checked, the driver task panicked at
+/// the first transmit to the missing route, and every later `send` returned `Closed`.)
+#[tokio::test(start_paused = true)]
+async fn mismatched_transports_are_a_build_error_not_a_dead_driver() {
+    let a = Fake::new();
+    let parts = |transports| Parts {
+        config: config(4096, OnFull::Reject),
+        outbox: MemStore::new(1 << 20),
+        epoch: 1,
+        transports,
+        seed: 1,
+        max_confirmations: 4,
+    };
+    let one: Vec<Vec<twinhub::transport::SharedTransport>> = vec![vec![Arc::new(a.clone())]];
+    match Producer::start(parts(one)) {
+        Err(BuildError::Parts(PartsError::EndpointCount {
+            configured: 2,
+            given: 1,
+        })) => {}
+        other => panic!("expected an endpoint count error, got {other:?}"),
+    }
+    let ragged: Vec<Vec<twinhub::transport::SharedTransport>> =
+        vec![vec![Arc::new(a.clone())], vec![]];
+    let err = Producer::start(parts(ragged)).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            BuildError::Parts(PartsError::LinkCount { endpoint, configured: 1, given: 0 })
+                if endpoint == "secondary"
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("`secondary`"), "{err}");
+}
+
+/// A confirmed record resolves with the endpoint whose acknowledgement completed it: the
+/// primary while it works, the secondary after a failover.
+#[tokio::test(start_paused = true)]
+async fn a_confirmation_names_the_endpoint_that_acked_after_a_failover() {
+    let (a, b) = (Fake::new(), Fake::new());
+    let (p, _) = start(&a, &b, 1 << 20);
+    let before = p
+        .send_confirmed(b"one".to_vec(), SendOptions::default())
+        .await
+        .unwrap();
+    let id = before.id().clone();
+    let got = before.await.unwrap();
+    assert_eq!((got.id, got.endpoint), (id, EndpointId(0)));
+
+    a.set(Mode::Fail(Outcome::Unreachable));
+    let after = p
+        .send_confirmed(b"two".to_vec(), SendOptions::default())
+        .await
+        .unwrap();
+    let id = after.id().clone();
+    let got = tokio::time::timeout(Duration::from_secs(60), after)
+        .await
+        .expect("the confirmation resolves")
+        .unwrap();
+    assert_eq!((&got.id, got.endpoint), (&id, EndpointId(1)));
+    assert_eq!(p.endpoint_name(got.endpoint), Some("secondary"));
+    assert!(b.ids().contains(&id) && !a.ids().contains(&id));
+    assert_eq!(p.stats().stats.failovers, 1);
+}
+
+/// A record the hubs reject is dropped, and its ticket says so with the reason; a record
+/// still pending when the producer stops resolves `Stopped`.
+#[tokio::test(start_paused = true)]
+async fn a_dropped_or_abandoned_record_resolves_its_ticket_with_why() {
+    let (a, b) = (Fake::new(), Fake::new());
+    let (p, _) = start(&a, &b, 1 << 20);
+    a.set(Mode::Fail(Outcome::Rejected(
+        twinhub::RejectReason::TooLarge,
+    )));
+    let ticket = p
+        .send_confirmed(b"poison".to_vec(), SendOptions::default())
+        .await
+        .unwrap();
+    let id = ticket.id().clone();
+    let got = tokio::time::timeout(Duration::from_secs(60), ticket)
+        .await
+        .expect("the confirmation resolves");
+    assert_eq!(
+        got,
+        Err(NotDelivered::Dropped {
+            id,
+            reason: DropReason::TooLarge
+        })
+    );
+
+    a.set(Mode::Hang);
+    b.set(Mode::Hang);
+    let ticket = p
+        .send_confirmed(b"stuck".to_vec(), SendOptions::default())
+        .await
+        .unwrap();
+    let id = ticket.id().clone();
+    assert!(matches!(
+        p.shutdown(Duration::from_secs(1)).await,
+        Err(FlushError::Timeout { pending: 1 })
+    ));
+    assert_eq!(ticket.await, Err(NotDelivered::Stopped { id }));
+}
+
+/// The driver holds at most `max_confirmations` (4 here) waiters: a fifth confirmed send
+/// waits, without being accepted, until one resolves. Plain sends are never held back.
+#[tokio::test(start_paused = true)]
+async fn outstanding_confirmations_are_bounded_and_the_next_one_waits() {
+    let (a, b) = (Fake::new(), Fake::new());
+    a.set(Mode::Fail(Outcome::Unreachable));
+    b.set(Mode::Fail(Outcome::Unreachable));
+    let (p, _) = start(&a, &b, 1 << 20);
+    let mut tickets = Vec::new();
+    for i in 0..4u8 {
+        let t = p.send_confirmed(vec![i], SendOptions::default()).await;
+        tickets.push(t.unwrap());
+    }
+    let fifth = tokio::time::timeout(
+        Duration::from_secs(30),
+        p.send_confirmed(vec![4], SendOptions::default()),
+    )
+    .await;
+    assert!(fifth.is_err(), "a fifth confirmation waits for a slot");
+    assert_eq!(
+        p.stats().stats.accepted,
+        4,
+        "and its record is not accepted yet"
+    );
+    p.send(vec![9]).await.expect("plain sends do not wait");
+
+    a.set(Mode::Deliver);
+    let fifth = tokio::time::timeout(
+        Duration::from_secs(120),
+        p.send_confirmed(vec![4], SendOptions::default()),
+    )
+    .await
+    .expect("a slot frees once the outage ends")
+    .unwrap();
+    tickets.push(fifth);
+    for t in tickets {
+        let got = tokio::time::timeout(Duration::from_secs(120), t)
+            .await
+            .expect("every confirmation resolves")
+            .unwrap();
+        assert_eq!(got.endpoint, EndpointId(0));
+    }
+}
+
+/// The `delivered` stream lists every acknowledged record once, in order, with its endpoint.
+#[tokio::test(start_paused = true)]
+async fn the_delivered_stream_lists_acked_ids() {
+    let (a, b) = (Fake::new(), Fake::new());
+    let (p, _) = start(&a, &b, 1 << 20);
+    let mut delivered = p.delivered();
+    let mut ids = Vec::new();
+    for i in 0..50u8 {
+        ids.push(p.send(vec![i]).await.unwrap());
+    }
+    p.flush(Duration::from_secs(10)).await.unwrap();
+    let mut seen = Vec::new();
+    while let Ok(d) = delivered.try_recv() {
+        assert_eq!(d.endpoint, EndpointId(0));
+        seen.push(d.id);
+    }
+    assert_eq!(seen, ids);
 }

@@ -445,3 +445,60 @@ async fn the_outbox_reopens_as_soon_as_shutdown_returns() {
     );
     let _ = open.shutdown(Duration::ZERO).await;
 }
+
+/// Delivery confirmation through real brokers: a confirmed record resolves with the broker
+/// that acknowledged it, the primary while it runs, then the secondary once the primary is
+/// killed, and the secondary really has it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_confirmation_names_the_broker_that_acked_after_a_failover() {
+    let mut primary = Mosquitto::start();
+    let secondary = Mosquitto::start();
+    let seen_s = Arc::default();
+    collect(secondary.port, "s", Arc::clone(&seen_s)).await;
+    let toml = format!(
+        r#"device_id = "e2e-confirm"
+[[endpoint]]
+name = "primary"
+protocol = "mqtt"
+url = "mqtt://127.0.0.1:{}"
+topic = "telemetry/{{device_id}}"
+[[endpoint]]
+name = "secondary"
+protocol = "mqtt"
+url = "mqtt://127.0.0.1:{}"
+topic = "telemetry/{{device_id}}"
+"#,
+        primary.port, secondary.port
+    );
+    let producer = Producer::builder(SdkConfig::from_toml_str(&toml).unwrap())
+        .request_timeout(Duration::from_secs(2))
+        .build()
+        .await
+        .unwrap();
+    let confirmed = |body: &'static [u8]| producer.send_confirmed(body, SendOptions::default());
+    let before = confirmed(b"before").await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(30), before)
+        .await
+        .expect("the primary acknowledges")
+        .unwrap();
+    assert_eq!(producer.endpoint_name(got.endpoint), Some("primary"));
+
+    primary.kill();
+    let after = confirmed(b"after").await.unwrap();
+    let id = after.id().to_string();
+    let got = tokio::time::timeout(Duration::from_secs(60), after)
+        .await
+        .expect("the secondary acknowledges within the failover time")
+        .unwrap();
+    assert_eq!(producer.endpoint_name(got.endpoint), Some("secondary"));
+    assert_eq!(got.id.to_string(), id);
+    assert!(
+        wait_until(Duration::from_secs(10), || seen_s
+            .lock()
+            .unwrap()
+            .contains_key(&id))
+        .await,
+        "the secondary broker has the confirmed record"
+    );
+    assert!(producer.stats().stats.failovers >= 1);
+}

@@ -82,7 +82,7 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
         if self.config.routing() == Routing::Mirror {
             // Records held back only by this transmit (to an endpoint drained since) may
             // now have every acknowledgement they need.
-            self.sweep_mirror(None);
+            self.sweep_mirror(None, None);
         }
     }
 }

@@ -5,12 +5,13 @@
 //! Every record that leaves the store goes through [`Ledger::remove`], once, with its fate.
 
 use super::*;
+use crate::store::Settlement;
 
 /// What became of a record taken out of the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Fate {
-    /// Acknowledged by every endpoint that had to have it.
-    Delivered,
+    /// Acknowledged by every endpoint that had to have it; the last one is named.
+    Delivered(EndpointId),
     /// Dropped by policy, counted by reason.
     Dropped(DropReason),
 }
@@ -74,10 +75,17 @@ impl Ledger {
         self.stats.pending -= 1;
         self.stats.pending_bytes -= u64::from(info.payload_len);
         self.class_count[info.meta.class as usize] -= 1;
-        match fate {
-            Fate::Delivered => self.stats.delivered += 1,
-            Fate::Dropped(reason) => self.stats.dropped.bump(reason),
-        }
+        let how = match fate {
+            Fate::Delivered(endpoint) => {
+                self.stats.delivered += 1;
+                Settlement::Delivered(endpoint)
+            }
+            Fate::Dropped(reason) => {
+                self.stats.dropped.bump(reason);
+                Settlement::Dropped(reason)
+            }
+        };
+        store.settled(info.key(), how);
         true
     }
 
@@ -135,7 +143,7 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
         if self.config.routing() == Routing::Mirror {
             // The transmit held every record from the floor up to its last one.
             self.endpoints[e].raise_floor(f.last_key());
-            self.sweep_mirror(self.endpoints[e].floor());
+            self.sweep_mirror(self.endpoints[e].floor(), Some(e));
             return;
         }
         let mut left = f.records;
@@ -154,15 +162,22 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
             }
             if held.holds(key, info.meta.class, allow) {
                 left -= 1;
-                self.ledger.remove(&mut self.store, &info, Fate::Delivered);
+                let by = Fate::Delivered(EndpointId(e as u8));
+                self.ledger.remove(&mut self.store, &info, by);
             }
         }
     }
 
     /// Mirror routing: removes, as delivered, the records every required endpoint has
-    /// acknowledged (`fallback` is the bound when no endpoint is required).
-    pub(super) fn sweep_mirror(&mut self, fallback: Option<RecordKey>) {
+    /// acknowledged (`fallback` is the bound when no endpoint is required). `by` is the
+    /// endpoint whose acknowledgement prompted the sweep; without one, the records are
+    /// credited to the first required endpoint, which has acknowledged them too.
+    pub(super) fn sweep_mirror(&mut self, fallback: Option<RecordKey>, by: Option<usize>) {
         let required = self.mirror_required();
+        let by = by
+            .or_else(|| (0..self.config.endpoints().len()).find(|e| required & (1 << e) != 0))
+            .unwrap_or(0);
+        let by = Fate::Delivered(EndpointId(by as u8));
         let mut bound = None;
         for e in (0..self.config.endpoints().len()).filter(|e| required & (1 << e) != 0) {
             // An endpoint that acknowledged nothing yet holds every record back.
@@ -181,7 +196,7 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
             after = Some(key);
             // A drained endpoint's transmit may still hold it; its outcome settles it.
             if !self.in_flight(&info) {
-                self.ledger.remove(&mut self.store, &info, Fate::Delivered);
+                self.ledger.remove(&mut self.store, &info, by);
             }
         }
     }
