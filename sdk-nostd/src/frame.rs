@@ -268,6 +268,16 @@ pub fn peek_len(bytes: &[u8]) -> Result<usize, FrameError> {
     Ok(HEADER_AND_CRC + body)
 }
 
+/// The metadata of the frame starting at `bytes`, from its first bytes alone (no CRC
+/// check): for a store that reads only the front of a frame to learn its key.
+#[cfg(feature = "flash")]
+pub(crate) fn peek_meta(bytes: &[u8]) -> Option<RecordMeta> {
+    if *bytes.first()? != VERSION {
+        return None;
+    }
+    get_meta(bytes.get(5..)?).map(|(meta, _)| meta)
+}
+
 /// Decodes and checks the frame at the front of `bytes`; returns it and its length.
 pub fn decode(bytes: &[u8]) -> Result<(Frame<'_>, usize), FrameError> {
     let total = peek_len(bytes)?;

@@ -551,14 +551,10 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
             });
         }
         if !self.store.fits(flen) {
-            if self.config.on_full() == OnFull::Reject || !self.can_evict_for(flen, class) {
+            if self.config.on_full() == OnFull::Reject {
                 return Err(EnqueueError::Full);
             }
-            while !self.store.fits(flen) {
-                if !self.evict_one(class) {
-                    return Err(EnqueueError::Full);
-                }
-            }
+            self.make_room(flen, class)?;
         }
         self.store.append(&meta, payload).map_err(|e| match e {
             // The medium itself is full (a disk): refused as a full outbox is. Evicting

@@ -103,6 +103,18 @@ pub trait Store {
     fn read(&mut self, key: RecordKey, out: &mut [u8]) -> Result<usize, StoreError>;
     /// Removes record `key` (any record, not only the oldest).
     fn remove(&mut self, key: RecordKey) -> Result<(), StoreError>;
+
+    /// For a store that gets room back only in whole units, oldest first (flash pages,
+    /// erased whole): the newest record that must go, with every record older than it,
+    /// before a frame of `frame_len` bytes fits. The engine then evicts exactly those, or
+    /// nothing when one of them may not be evicted.
+    ///
+    /// `Ok(None)`, the default, says that removing any record frees its
+    /// [`cost`](Store::cost) at once, as in RAM: the engine then evicts record by record.
+    fn reclaim_through(&mut self, frame_len: usize) -> Result<Option<RecordKey>, StoreError> {
+        let _ = frame_len;
+        Ok(None)
+    }
 }
 
 /// What a device keeps across restarts besides its records: the epoch counter and the

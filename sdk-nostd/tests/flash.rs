@@ -505,3 +505,112 @@ fn power_cut_at_every_byte() {
         check_after_cut(flash, &m);
     }
 }
+
+/// The engine on a flash store with 1 KiB pages, a few dozen small records to a page.
+mod eviction {
+    use super::flash_mock;
+    use twinhub_core::flash::FlashStore;
+    use twinhub_core::store::Store;
+    use twinhub_core::*;
+
+    type BigFlash = flash_mock::Flash<6, 256>;
+    type Engine<'c> = Producer<FlashStore<BigFlash, 256>, &'c Config>;
+
+    fn config() -> Config {
+        Config::builder("sensor-9")
+            .endpoint(EndpointConfig::new("primary"))
+            .on_full(OnFull::Evict)
+            .build()
+            .unwrap()
+    }
+
+    fn engine(config: &Config) -> Engine<'_> {
+        let store = FlashStore::open(BigFlash::new(None), 0..4096, 4096..6144).unwrap();
+        Producer::new(config, store, Instant::ZERO, 1, 7)
+    }
+
+    /// Enqueues records until the next one needs an eviction; returns how many went in.
+    fn fill(p: &mut Engine<'_>) -> u64 {
+        let mut n = 0;
+        while p.store().fits(frame::encoded_len(
+            &RecordMeta {
+                epoch: 1,
+                seq: n,
+                class: Class::Normal,
+                enqueued_at: Instant::ZERO,
+            },
+            8,
+        )) {
+            p.enqueue(Instant::ZERO, &[n as u8; 8], Class::Normal)
+                .unwrap();
+            n += 1;
+        }
+        n
+    }
+
+    fn dropped_events(p: &mut Engine<'_>) -> Vec<u64> {
+        core::iter::from_fn(|| p.poll_event())
+            .filter_map(|e| match e {
+                Event::Dropped {
+                    id,
+                    reason: DropReason::Evicted,
+                } => Some(id.seq),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_in_flight_record_on_the_oldest_page_makes_the_outbox_full_not_empty() {
+        let config = config();
+        let mut p = engine(&config);
+        p.enqueue(Instant::ZERO, &[0; 8], Class::Normal).unwrap();
+        let mut buf = [0u8; 512];
+        let tx = p.poll_transmit(Instant::ZERO, &mut buf).unwrap().unwrap();
+        let held = 1 + fill(&mut p);
+        assert!(held > 60, "{held} records in four 1 KiB pages");
+        // The oldest page cannot be erased while its in-flight record is there, so no
+        // eviction can make room: the record is refused, and nothing is dropped for it.
+        assert_eq!(
+            p.enqueue(Instant::ZERO, &[9; 8], Class::Normal),
+            Err(EnqueueError::Full)
+        );
+        assert_eq!(p.stats().dropped.total(), 0);
+        assert_eq!(p.stats().pending, held);
+
+        // Once it is delivered, the next record evicts the rest of that page and no more,
+        // and every eviction is reported.
+        p.handle_outcome(Instant::ZERO, tx.id, Outcome::Delivered);
+        p.enqueue(Instant::ZERO, &[9; 8], Class::Normal).unwrap();
+        let evicted = p.stats().dropped.evicted;
+        assert!(
+            evicted > 6,
+            "a page holds more records than the event queue"
+        );
+        assert!(
+            evicted < held / 3,
+            "{evicted} of {held}: one page of four at most"
+        );
+        assert_eq!(p.stats().events_lost, 0);
+        assert_eq!(dropped_events(&mut p), (1..=evicted).collect::<Vec<_>>());
+        assert_eq!(p.stats().pending, held - 1 - evicted + 1);
+    }
+
+    #[test]
+    fn a_more_important_record_on_the_oldest_page_is_not_evicted_for_a_bulk_one() {
+        let config = config();
+        let mut p = engine(&config);
+        p.enqueue(Instant::ZERO, &[0; 8], Class::Critical).unwrap();
+        let held = 1 + fill(&mut p);
+        assert_eq!(
+            p.enqueue(Instant::ZERO, &[9; 8], Class::Bulk),
+            Err(EnqueueError::Full)
+        );
+        assert_eq!(p.stats().dropped.total(), 0);
+        // A critical record may evict it, with its page.
+        p.enqueue(Instant::ZERO, &[9; 8], Class::Critical).unwrap();
+        let evicted = p.stats().dropped.evicted;
+        assert!(evicted > 6 && evicted < held / 3, "{evicted} of {held}");
+        assert_eq!(dropped_events(&mut p), (0..evicted).collect::<Vec<_>>());
+    }
+}

@@ -8,6 +8,7 @@
 
 mod adapter;
 mod error;
+mod pages;
 mod state;
 
 use core::fmt;
@@ -474,6 +475,23 @@ impl<F: MultiwriteNorFlash, const N: usize> Store for FlashStore<F, N> {
             })
         })?;
         r.ok_or(StoreError::NoSuchRecord)
+    }
+
+    /// The newest record on the oldest page: a page is erased, and its room given back,
+    /// only once every record on it is gone. (The oldest record alone when the page cannot
+    /// be told, so that eviction still goes oldest first, one record at a time.)
+    fn reclaim_through(&mut self, frame_len: usize) -> Result<Option<RecordKey>, StoreError> {
+        self.settle()?;
+        let (Some(oldest), Some(newest)) = (self.summary.oldest, self.summary.newest) else {
+            return Ok(None);
+        };
+        if self.fits(frame_len) {
+            return Ok(None);
+        }
+        let oldest = oldest.key();
+        Ok(Some(
+            self.newest_on_page_of(oldest, newest)?.unwrap_or(oldest),
+        ))
     }
 
     fn remove(&mut self, key: RecordKey) -> Result<(), StoreError> {
