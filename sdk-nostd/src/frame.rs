@@ -270,12 +270,11 @@ pub fn peek_len(bytes: &[u8]) -> Result<usize, FrameError> {
 
 /// The metadata of the frame starting at `bytes`, from its first bytes alone (no CRC
 /// check): for a store that reads only the front of a frame to learn its key.
+/// Also returns the body length the header declares and the metadata's length.
 #[cfg(feature = "flash")]
-pub(crate) fn peek_meta(bytes: &[u8]) -> Option<RecordMeta> {
-    if *bytes.first()? != VERSION {
-        return None;
-    }
-    get_meta(bytes.get(5..)?).map(|(meta, _)| meta)
+pub(crate) fn peek_meta(bytes: &[u8]) -> Option<(RecordMeta, usize, usize)> {
+    let body = peek_len(bytes).ok()? - HEADER_AND_CRC;
+    get_meta(bytes.get(5..)?).map(|(meta, n)| (meta, body, n))
 }
 
 /// Decodes and checks the frame at the front of `bytes`; returns it and its length.
