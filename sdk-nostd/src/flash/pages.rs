@@ -13,7 +13,7 @@
 //! power loss leaves one that does not). Nothing is written here, and anything unexpected
 //! sends the caller back to the queue's own walk.
 
-use crc::{Crc, Table};
+use crc::{Crc, NoTable};
 use embedded_storage::nor_flash::MultiwriteNorFlash;
 
 use super::{FlashStore, MAX_WORD};
@@ -27,8 +27,10 @@ const HEADER: usize = 8;
 struct ReadBuf([u8; HEADER + MAX_WORD]);
 
 /// The queue's item checksum: CRC-32C with its register started at `0xEEEE_EEEE` (the
-/// `crc` crate takes a reflected algorithm's initial value bit-reversed).
-const ITEM_CRC: Crc<u32, Table<1>> = Crc::<u32, Table<1>>::new(&crc::Algorithm {
+/// `crc` crate takes a reflected algorithm's initial value bit-reversed). Bit by bit, with
+/// no table: it runs once per item read, beside the flash read itself, and firmware flash
+/// is tight.
+const ITEM_CRC: Crc<u32, NoTable> = Crc::<u32, NoTable>::new(&crc::Algorithm {
     width: 32,
     poly: 0x1edc_6f41,
     init: 0x7777_7777,
@@ -38,6 +40,16 @@ const ITEM_CRC: Crc<u32, Table<1>> = Crc::<u32, Table<1>>::new(&crc::Algorithm {
     check: 0,
     residue: 0,
 });
+
+/// The checksum the queue stores for `data`: never 0 (a popped item), and never with a
+/// first byte of `0x00` or `0xff`.
+fn item_crc(data: &[u8]) -> u32 {
+    match ITEM_CRC.checksum(data) {
+        0 => 1,
+        v if v as u8 == 0 || v as u8 == 0xff => v ^ 1,
+        v => v,
+    }
+}
 
 /// The checksum of an item header's length field: CRC-16 with polynomial `0x1a2e`
 /// (reflected), initial value and final XOR `0xffff`, and `0xffff` itself never used.
@@ -56,16 +68,6 @@ fn length_crc(len: [u8; 2]) -> u16 {
     match crc ^ 0xffff {
         0xffff => 0xfffe,
         c => c,
-    }
-}
-
-/// The checksum the queue stores for `data`: never 0 (a popped item), and never with a
-/// first byte of `0x00` or `0xff`.
-fn item_crc(data: &[u8]) -> u32 {
-    match ITEM_CRC.checksum(data) {
-        0 => 1,
-        v if v as u8 == 0 || v as u8 == 0xff => v ^ 1,
-        v => v,
     }
 }
 
