@@ -1,7 +1,9 @@
 //! The flash outbox's cost per record: append, then acknowledge (remove the oldest) with a
 //! window of records held, through `FlashStore`, beside `sequential-storage`'s raw queue
 //! pushing and popping the same frame bytes on the same mock flash geometry, in the same run.
-//! Prints both rates, their ratio, and page erases per 1,000 records.
+//! Prints both rates, their ratio, and page erases per 1,000 records. Then the read side:
+//! every record of a full window read oldest first, as the engine fills a transmit
+//! (`next_after` then `read`, record by record), beside the raw queue's own iterator.
 
 #[path = "../tests/common/flash_mock.rs"]
 #[allow(dead_code)] // The power-cut helpers are for the tests.
@@ -28,6 +30,8 @@ const STATE: core::ops::Range<u32> = 8 * PAGE..10 * PAGE;
 /// Records held while new ones arrive (acknowledged ones leave from the front).
 const WINDOW: u64 = 16;
 const PAYLOAD: [u8; 64] = [0x5a; 64];
+/// Records held for the read benchmark: a few pages' worth.
+const HELD: u64 = 128;
 
 type Fs = FlashStore<Flash, 256>;
 
@@ -142,6 +146,45 @@ impl RawQueue {
     }
 }
 
+/// Reads every record held, oldest first, as the engine does to fill a transmit.
+fn read_in_order(s: &mut Fs, buf: &mut [u8]) -> usize {
+    let mut after = None;
+    let mut bytes = 0;
+    while let Some(info) = s.next_after(after).unwrap() {
+        bytes += s.read(info.key(), buf).unwrap();
+        after = Some(info.key());
+    }
+    bytes
+}
+
+/// The raw queue's walk over the same items.
+fn raw_in_order(q: &mut Raw, buf: &mut [u8]) -> usize {
+    embassy_futures::block_on(async {
+        let mut it = q.iter().await.unwrap();
+        let mut bytes = 0;
+        while let Some(entry) = it.next(buf).await.unwrap() {
+            bytes += entry.len();
+        }
+        bytes
+    })
+}
+
+fn held_store() -> Fs {
+    let mut s = Fs::open(Flash::new(None), RECORDS, STATE).unwrap();
+    for seq in 0..HELD {
+        s.append(&meta(seq), &PAYLOAD).unwrap();
+    }
+    s
+}
+
+fn held_raw() -> RawQueue {
+    let mut q = RawQueue::new();
+    for _ in WINDOW..HELD {
+        q.push();
+    }
+    q
+}
+
 /// One outbox under test.
 trait Outboxes {
     fn step(&mut self);
@@ -186,6 +229,18 @@ fn bench(c: &mut Criterion) {
     g.bench_function("sequential-storage queue", |b| b.iter(|| raw.step()));
     g.finish();
 
+    let mut g = c.benchmark_group(format!("flash read {HELD} records in order"));
+    let mut buf = Aligned([0; 256]);
+    let mut store = held_store();
+    g.bench_function("FlashStore", |b| {
+        b.iter(|| black_box(read_in_order(&mut store, &mut buf.0)))
+    });
+    let mut raw = held_raw();
+    g.bench_function("sequential-storage queue", |b| {
+        b.iter(|| black_box(raw_in_order(&mut raw.queue, &mut buf.0)))
+    });
+    g.finish();
+
     // The same comparison by hand, so that the ratio and erase counts are printed.
     const N: u64 = 20_000;
     let mut outbox = Outbox::new();
@@ -203,6 +258,26 @@ fn bench(c: &mut Criterion) {
         raw_rate / fs_rate
     );
     println!("  page erases per 1,000 records: FlashStore {fs_e:.1}, raw queue {raw_e:.1}");
+
+    const WALKS: u32 = 200;
+    let (mut store, mut raw) = (held_store(), held_raw());
+    let t = Clock::now();
+    for _ in 0..WALKS {
+        black_box(read_in_order(&mut store, &mut buf.0));
+    }
+    let fs_rate = f64::from(WALKS) * HELD as f64 / t.elapsed().as_secs_f64();
+    let t = Clock::now();
+    for _ in 0..WALKS {
+        black_box(raw_in_order(&mut raw.queue, &mut buf.0));
+    }
+    let raw_rate = f64::from(WALKS) * HELD as f64 / t.elapsed().as_secs_f64();
+    println!("reading {HELD} held records oldest first:");
+    println!("  FlashStore next_after + read:        {fs_rate:>10.0} records/s");
+    println!("  sequential-storage queue iterator:   {raw_rate:>10.0} records/s");
+    println!(
+        "  ratio (raw / FlashStore):            {:>10.2}",
+        raw_rate / fs_rate
+    );
 }
 
 criterion_group!(benches, bench);

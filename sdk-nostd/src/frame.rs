@@ -145,14 +145,50 @@ fn put_varint(mut v: u64, out: &mut [u8]) -> usize {
 /// Reads a varint of at most `max` bytes whose value fits in `bits`, as postcard does.
 #[inline]
 fn get_varint(bytes: &[u8], max: usize, bits: u32) -> Option<(u64, usize)> {
+    // One byte is the common case (epochs, classes, small sequence numbers).
+    if let Some(&b) = bytes.first()
+        && b < 0x80
+    {
+        return Some((u64::from(b), 1));
+    }
+    // Up to eight bytes at once when eight are there to load: the hot path for sequence
+    // numbers and timestamps, which take two to six bytes.
+    if let Some(word) = bytes.get(..8) {
+        let w = u64::from_le_bytes([
+            word[0], word[1], word[2], word[3], word[4], word[5], word[6], word[7],
+        ]);
+        let ends = !w & 0x8080_8080_8080_8080;
+        if ends != 0 {
+            let n = (ends.trailing_zeros() / 8 + 1) as usize;
+            if n <= max {
+                let v = gather7(w & (u64::MAX >> (64 - 8 * n as u32)));
+                return (bits == 64 || v >> bits == 0).then_some((v, n));
+            }
+        }
+    }
     let mut v = 0u64;
     for (i, &b) in bytes.iter().take(max).enumerate() {
-        v |= u64::from(b & 0x7f) << (7 * i);
+        let bits7 = u64::from(b & 0x7f);
+        // The tenth byte of a u64 carries one bit; more would shift out unseen.
+        if (bits7 << (7 * i)) >> (7 * i) != bits7 {
+            return None;
+        }
+        v |= bits7 << (7 * i);
         if b & 0x80 == 0 {
             return (bits == 64 || v >> bits == 0).then_some((v, i + 1));
         }
     }
     None
+}
+
+/// The low seven bits of each byte of `w`, packed together (byte 0 lowest): the value of
+/// a varint of at most eight bytes loaded little endian.
+#[inline]
+fn gather7(w: u64) -> u64 {
+    let x = w & 0x7f7f_7f7f_7f7f_7f7f;
+    let x = (x & 0x007f_007f_007f_007f) | ((x & 0x7f00_7f00_7f00_7f00) >> 1);
+    let x = (x & 0x0000_3fff_0000_3fff) | ((x & 0x3fff_0000_3fff_0000) >> 2);
+    (x & 0x0000_0000_0fff_ffff) | ((x & 0x0fff_ffff_0000_0000) >> 4)
 }
 
 /// Bytes of the encoded metadata.
@@ -230,6 +266,15 @@ pub fn peek_len(bytes: &[u8]) -> Result<usize, FrameError> {
         return Err(FrameError::TooLong);
     }
     Ok(HEADER_AND_CRC + body)
+}
+
+/// The metadata of the frame starting at `bytes`, from its first bytes alone (no CRC
+/// check): for a store that reads only the front of a frame to learn its key.
+/// Also returns the body length the header declares and the metadata's length.
+#[cfg(feature = "flash")]
+pub(crate) fn peek_meta(bytes: &[u8]) -> Option<(RecordMeta, usize, usize)> {
+    let body = peek_len(bytes).ok()? - HEADER_AND_CRC;
+    get_meta(bytes.get(5..)?).map(|(meta, n)| (meta, body, n))
 }
 
 /// Decodes and checks the frame at the front of `bytes`; returns it and its length.
@@ -400,6 +445,13 @@ mod tests {
             assert_eq!(&ours[..n], &*expected);
             assert_eq!(n, meta_len(&meta));
             assert_eq!(get_meta(&ours[..n]), Some((meta, n)));
+            // Followed by a payload, as in a frame: the eight-byte path reads past the end
+            // of a varint and must ignore what it finds there, high bits set or not.
+            for fill in [0x00, 0xaa, 0xff] {
+                let mut framed = [fill; MAX_META + 8];
+                framed[..n].copy_from_slice(&ours[..n]);
+                assert_eq!(get_meta(&framed), Some((meta, n)), "{fill:#x}");
+            }
             let (back, rest) = postcard::take_from_bytes::<RecordMeta>(&ours[..n]).unwrap();
             assert_eq!((back, rest.len()), (meta, 0));
         }
@@ -408,6 +460,13 @@ mod tests {
             &[0x80, 0x80, 0x80, 0x80, 0x80, 0x01, 0, 0, 0][..],
             &[0xff, 0xff, 0xff, 0xff, 0x1f, 0, 0, 0],
             &[1, 1, 3, 0],
+            &[0xff, 0xff, 0xff, 0xff, 0x1f, 0, 0, 0, 0, 0],
+            &[
+                1, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x02, 0, 0,
+            ],
+            &[
+                1, 0, 0, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01,
+            ],
         ] {
             assert_eq!(
                 get_meta(bad).is_some(),

@@ -27,7 +27,7 @@ pub use budget::LinkSpend;
 pub use health::RouteHealth;
 
 use budget::LinkRt;
-use events::{EVENT_QUEUE, Raw};
+use events::{Events, Raw};
 use health::{Route, Stamp};
 use inflight::InFlight;
 use ledger::Ledger;
@@ -298,7 +298,7 @@ pub struct Producer<
     endpoints: [EndpointRt; E],
     links: [LinkRt; L],
     inflight: [InFlight; MAX_INFLIGHT],
-    events: heapless::Deque<Raw, EVENT_QUEUE>,
+    events: Events,
     ledger: Ledger,
     rng: fastrand::Rng,
     next_seq: u64,
@@ -311,10 +311,15 @@ pub struct Producer<
     active: u8,
     aa_mask: u8,
     mirror_next: u8,
-    // Facts of the (immutable) config that `touch` needs on every call.
-    has_budget: bool,
-    has_costly: bool,
+    // Facts of the (immutable) config that `touch` needs on every call: `HAS_BUDGET`,
+    // `HAS_COSTLY` (bits of one byte, as the engine is held to a RAM budget).
+    facts: u8,
 }
+
+/// A link has a budget.
+const HAS_BUDGET: u8 = 1;
+/// A costly link is usable.
+const HAS_COSTLY: u8 = 2;
 
 impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> core::fmt::Debug
     for Producer<S, C, E, L>
@@ -406,7 +411,7 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
             endpoints,
             links: [LinkRt {
                 window_start: now.into(),
-                spent: 0,
+                spent: 0.into(),
                 app_down: false,
                 armed: false,
                 exhausted: false,
@@ -422,7 +427,7 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
                 epoch: 0,
                 span: 0,
             }; MAX_INFLIGHT],
-            events: heapless::Deque::new(),
+            events: Events::new(),
             ledger,
             rng: fastrand::Rng::with_seed(seed),
             next_seq: 0,
@@ -435,11 +440,19 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
             active: 0,
             aa_mask,
             mirror_next: 0,
-            has_budget: config.links().iter().any(|l| l.budget.is_some()),
-            has_costly: config
+            facts: if config.links().iter().any(|l| l.budget.is_some()) {
+                HAS_BUDGET
+            } else {
+                0
+            } | if config
                 .links()
                 .iter()
-                .any(|l| l.cost == Cost::Costly && l.usable()),
+                .any(|l| l.cost == Cost::Costly && l.usable())
+            {
+                HAS_COSTLY
+            } else {
+                0
+            },
             config,
             store,
         };
@@ -538,14 +551,10 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
             });
         }
         if !self.store.fits(flen) {
-            if self.config.on_full() == OnFull::Reject || !self.can_evict_for(flen, class) {
+            if self.config.on_full() == OnFull::Reject {
                 return Err(EnqueueError::Full);
             }
-            while !self.store.fits(flen) {
-                if !self.evict_one(class) {
-                    return Err(EnqueueError::Full);
-                }
-            }
+            self.make_room(flen, class)?;
         }
         self.store.append(&meta, payload).map_err(|e| match e {
             // The medium itself is full (a disk): refused as a full outbox is. Evicting
@@ -682,7 +691,7 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
 
     /// The next event, if any.
     pub fn poll_event(&mut self) -> Option<Event> {
-        let ev = self.events.pop_front()?;
+        let ev = self.events.pop()?;
         Some(ev.expand(|epoch, seq| self.message_id(epoch, seq)))
     }
 
@@ -694,7 +703,7 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
         self.config.links().get(l)?.budget?;
         let rt = &self.links[l];
         Some(LinkSpend {
-            spent: rt.spent,
+            spent: rt.spent.get(),
             window_elapsed: self.now.saturating_since(rt.window_start.get()),
         })
     }
@@ -724,8 +733,8 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
         rt.window_start = Stamp::from(Instant::from_millis(
             self.now.as_millis().saturating_sub(elapsed),
         ));
-        rt.spent = rt.spent.max(spend.spent);
-        rt.exhausted = rt.spent >= budget.bytes;
+        rt.spent = rt.spent.get().max(spend.spent).into();
+        rt.exhausted = rt.spent.get() >= budget.bytes;
         Ok(())
     }
 

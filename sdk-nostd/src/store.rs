@@ -124,6 +124,18 @@ pub trait Store {
     /// nothing; stores that only store need not implement it.
     #[inline]
     fn settled(&mut self, _key: RecordKey, _how: Settlement) {}
+
+    /// For a store that gets room back only in whole units, oldest first (flash pages,
+    /// erased whole): the newest record that must go, with every record older than it,
+    /// before a frame of `frame_len` bytes fits. The engine then evicts exactly those, or
+    /// nothing when one of them may not be evicted.
+    ///
+    /// `Ok(None)`, the default, says that removing any record frees its
+    /// [`cost`](Store::cost) at once, as in RAM: the engine then evicts record by record.
+    fn reclaim_through(&mut self, frame_len: usize) -> Result<Option<RecordKey>, StoreError> {
+        let _ = frame_len;
+        Ok(None)
+    }
 }
 
 /// What a device keeps across restarts besides its records: the epoch counter and the
@@ -155,12 +167,35 @@ const SLOT_HEADER: usize = 1;
 /// No slot: for the cursor, the next look-up starts at the oldest record.
 const NO_SLOT: u32 = u32::MAX;
 
+/// A [`RecordKey`] in 4-byte words: it packs beside the store's `u32` fields without the
+/// padding a `u64` would bring, which matters in an engine held to a RAM budget.
+#[derive(Debug, Clone, Copy)]
+struct PackedKey([u32; 3]);
+
+impl PackedKey {
+    const ZERO: PackedKey = PackedKey([0; 3]);
+
+    fn get(self) -> RecordKey {
+        RecordKey {
+            epoch: self.0[0],
+            seq: u64::from(self.0[1]) | (u64::from(self.0[2]) << 32),
+        }
+    }
+}
+
+impl From<RecordKey> for PackedKey {
+    fn from(k: RecordKey) -> Self {
+        PackedKey([k.epoch, k.seq as u32, (k.seq >> 32) as u32])
+    }
+}
+
 /// A store in a fixed byte arena of `N` bytes: no allocation, sized at compile time.
 ///
 /// Each record takes its frame length plus one byte. Removing the oldest record frees its
 /// space at once; removing another leaves a hole that is reclaimed by compaction when an
-/// append needs the room. Look-ups walk from the last record looked up, so the engine's
-/// walks (oldest to newest) cost one step a record.
+/// append needs the room. Look-ups walk from the last record looked up, whose key is kept
+/// beside it, so the engine's walks (oldest to newest, each record looked up, read and
+/// removed in turn) decode one frame header a record.
 ///
 /// ```
 /// use twinhub_core::{RamStore, Store, RecordMeta, Class, Instant};
@@ -177,10 +212,13 @@ pub struct RamStore<const N: usize> {
     tail: u32,
     live: u32,
     live_bytes: u32,
-    // The slot looked up last (live or not): walks go on from there.
+    // The slot looked up last (live or not; `NO_SLOT` for none), and its key: walks go on
+    // from there, and a look-up of that key needs no decoding.
     cursor: u32,
-    // The slot appended last (live or not), whose key the next append must pass.
-    newest: u32,
+    cursor_key: PackedKey,
+    // The key appended last (meaningful while a record is held), which the next append
+    // must pass.
+    newest: PackedKey,
 }
 
 impl<const N: usize> Default for RamStore<N> {
@@ -214,7 +252,8 @@ impl<const N: usize> RamStore<N> {
             live: 0,
             live_bytes: 0,
             cursor: NO_SLOT,
-            newest: NO_SLOT,
+            cursor_key: PackedKey::ZERO,
+            newest: PackedKey::ZERO,
         }
     }
 
@@ -237,17 +276,6 @@ impl<const N: usize> RamStore<N> {
         &self.arena[off + SLOT_HEADER..off + self.slot_len(off)]
     }
 
-    /// The key of the slot at `off`, live or not (a removed slot's frame stays intact until
-    /// compaction).
-    fn key_at(&self, off: u32) -> Option<RecordKey> {
-        if off == NO_SLOT {
-            return None;
-        }
-        frame::decode_trusted(self.frame_at(off as usize))
-            .ok()
-            .map(|(f, _)| f.meta.key())
-    }
-
     fn info_at(&self, off: usize) -> Result<RecordInfo, StoreError> {
         let bytes = self.frame_at(off);
         let (f, len) = frame::decode_trusted(bytes).map_err(StoreError::Corrupt)?;
@@ -258,27 +286,29 @@ impl<const N: usize> RamStore<N> {
         })
     }
 
-    /// The first live slot whose key passes `keep`, with its info; moves the cursor to it.
+    fn set_cursor(&mut self, off: usize, key: RecordKey) {
+        self.cursor = off as u32;
+        self.cursor_key = key.into();
+    }
+
+    /// The first live slot whose key passes `keep`; moves the cursor to it. Its info comes
+    /// along when the walk had to decode it (not when it is the cursor's own slot).
     ///
     /// The walk starts at the cursor when its key is not past `bound` (keys below `bound`
-    /// are the ones `keep` skips), else at the oldest slot. The cursor's slot is decoded
-    /// once, both to choose the start and as the walk's first step: the engine's look-ups
-    /// mostly land on the cursor or the slot after it.
+    /// are the ones `keep` skips), else at the oldest slot. The engine's look-ups mostly
+    /// land on the cursor or the slot after it.
     fn walk(
         &mut self,
         bound: Option<RecordKey>,
         keep: impl Fn(RecordKey) -> Walk,
-    ) -> Result<Option<(usize, RecordInfo)>, StoreError> {
+    ) -> Result<Option<(usize, Option<RecordInfo>)>, StoreError> {
         let mut off = self.head as usize;
         if let (Some(b), true) = (bound, self.cursor != NO_SLOT) {
-            let at = self.cursor as usize;
-            // A cursor that does not decode is not trusted: walk from the oldest slot.
-            if let Ok(info) = self.info_at(at)
-                && info.key() <= b
-            {
-                match keep(info.key()) {
+            let (at, key) = (self.cursor as usize, self.cursor_key.get());
+            if key <= b {
+                match keep(key) {
                     Walk::Stop => return Ok(None),
-                    Walk::Take if self.is_live(at) => return Ok(Some((at, info))),
+                    Walk::Take if self.is_live(at) => return Ok(Some((at, None))),
                     _ => off = at + self.slot_len(at),
                 }
             }
@@ -289,8 +319,8 @@ impl<const N: usize> RamStore<N> {
             match keep(key) {
                 Walk::Stop => break,
                 Walk::Take if self.is_live(off) => {
-                    self.cursor = off as u32;
-                    return Ok(Some((off, info)));
+                    self.set_cursor(off, key);
+                    return Ok(Some((off, Some(info))));
                 }
                 _ => off += self.slot_len(off),
             }
@@ -298,24 +328,29 @@ impl<const N: usize> RamStore<N> {
         Ok(None)
     }
 
-    fn find(&mut self, key: RecordKey) -> Result<(usize, RecordInfo), StoreError> {
+    /// The offset of live record `key`.
+    fn find(&mut self, key: RecordKey) -> Result<usize, StoreError> {
+        // The engine reads and removes the record it just looked up: answer that first.
+        let at = self.cursor as usize;
+        if self.cursor != NO_SLOT && self.cursor_key.get() == key && self.is_live(at) {
+            return Ok(at);
+        }
         self.walk(Some(key), |k| match k.cmp(&key) {
             core::cmp::Ordering::Less => Walk::Skip,
             core::cmp::Ordering::Equal => Walk::Take,
             core::cmp::Ordering::Greater => Walk::Stop,
         })?
+        .map(|(off, _)| off)
         .ok_or(StoreError::NoSuchRecord)
     }
 
     fn compact(&mut self) {
         let mut write = 0;
         let mut read = self.head as usize;
-        self.newest = NO_SLOT;
         while read < self.tail as usize {
             let len = self.slot_len(read);
             if self.is_live(read) {
                 self.arena.copy_within(read..read + len, write);
-                self.newest = write as u32;
                 write += len;
             }
             read += len;
@@ -351,10 +386,7 @@ impl<const N: usize> Store for RamStore<N> {
     }
 
     fn append(&mut self, meta: &RecordMeta, payload: &[u8]) -> Result<(), StoreError> {
-        if self
-            .key_at(self.newest)
-            .is_some_and(|last| meta.key() <= last)
-        {
+        if self.live > 0 && meta.key() <= self.newest.get() {
             return Err(StoreError::OutOfOrder);
         }
         let need = SLOT_HEADER + frame::encoded_len(meta, payload.len());
@@ -375,21 +407,24 @@ impl<const N: usize> Store for RamStore<N> {
         self.tail += need as u32;
         self.live += 1;
         self.live_bytes += need as u32;
-        self.newest = off as u32;
+        self.newest = meta.key().into();
         Ok(())
     }
 
     fn next_after(&mut self, after: Option<RecordKey>) -> Result<Option<RecordInfo>, StoreError> {
-        let found = self.walk(after, |k| match after {
+        match self.walk(after, |k| match after {
             Some(a) if k <= a => Walk::Skip,
             _ => Walk::Take,
-        })?;
-        Ok(found.map(|(_, info)| info))
+        })? {
+            Some((_, Some(info))) => Ok(Some(info)),
+            Some((off, None)) => self.info_at(off).map(Some),
+            None => Ok(None),
+        }
     }
 
     fn read(&mut self, key: RecordKey, out: &mut [u8]) -> Result<usize, StoreError> {
-        let (off, info) = self.find(key)?;
-        let len = info.frame_len as usize;
+        let off = self.find(key)?;
+        let len = self.slot_len(off) - SLOT_HEADER;
         let dst = out
             .get_mut(..len)
             .ok_or(StoreError::Corrupt(frame::FrameError::BufferTooSmall))?;
@@ -398,7 +433,7 @@ impl<const N: usize> Store for RamStore<N> {
     }
 
     fn remove(&mut self, key: RecordKey) -> Result<(), StoreError> {
-        let (off, _) = self.find(key)?;
+        let off = self.find(key)?;
         let len = self.slot_len(off);
         self.arena[off] = 0;
         self.live -= 1;
@@ -407,7 +442,6 @@ impl<const N: usize> Store for RamStore<N> {
             self.head = 0;
             self.tail = 0;
             self.cursor = NO_SLOT;
-            self.newest = NO_SLOT;
             return Ok(());
         }
         // Reclaim holes at the front at once; the rest wait for compaction. A cursor on a

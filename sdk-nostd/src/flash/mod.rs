@@ -8,6 +8,7 @@
 
 mod adapter;
 mod error;
+mod pages;
 mod state;
 
 use core::fmt;
@@ -68,8 +69,11 @@ struct Scratch<const N: usize>([u8; N]);
 ///
 /// `len`, `fits`, `cost`, `capacity` and `next_after(None)` read a RAM summary (count, bytes,
 /// oldest record, room for the next append) rebuilt at [`open`](Self::open) by one scan.
-/// `read`, `remove` and `next_after(Some(key))` walk the queue from its oldest record to
-/// `key`, so they are cheap for the records near the front, where an outbox works.
+/// `read` and `next_after(Some(key))` go on from the record looked up last (a cursor kept
+/// until the next `append` or `remove`), so reading the records in order, as the engine
+/// does to fill a transmit, costs one item a record; a look-up behind the cursor finds its
+/// page first. `remove` walks the queue from its oldest record to `key`, which is cheap
+/// for the records near the front, where an outbox removes.
 /// `next_epoch`, `load_spend` and `save_spend` read the small state range.
 ///
 /// # Example
@@ -126,6 +130,10 @@ pub struct FlashStore<F: MultiwriteNorFlash, const N: usize = 1024> {
     state: Range<u32>,
     buf: Scratch<N>,
     summary: Summary,
+    /// The record looked up last, with its page: where the next look-up starts.
+    cursor: Option<(usize, pages::Item)>,
+    /// The queue's oldest page when the cursor was placed: where its walks end.
+    page_hint: usize,
     /// Whether the summary may be wrong (an operation failed part way); it is rebuilt
     /// before the next operation.
     stale: bool,
@@ -245,6 +253,8 @@ impl<F: MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
             state,
             buf: Scratch([0; N]),
             summary: Summary::default(),
+            cursor: None,
+            page_hint: 0,
             stale: true,
             discarded: 0,
         };
@@ -285,6 +295,7 @@ impl<F: MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
     /// Rebuilds the RAM summary by scanning every record, dropping frames that do not
     /// decode.
     fn rebuild(&mut self) -> Result<(), sequential_storage::Error<F::Error>> {
+        self.cursor = None;
         let mut s = Summary::default();
         let mut discarded = 0;
         let Self { queue, buf, .. } = self;
@@ -337,6 +348,7 @@ impl<F: MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
     /// before the next operation.
     fn failed(&mut self, e: sequential_storage::Error<F::Error>) -> StoreError {
         self.stale = true;
+        self.cursor = None;
         let _ = self.rebuild();
         store_err(e)
     }
@@ -412,6 +424,8 @@ impl<F: MultiwriteNorFlash, const N: usize> Store for FlashStore<F, N> {
             return Err(StoreError::Full);
         }
         let len = frame::encode(meta, payload, &mut self.buf.0).map_err(|_| StoreError::Full)?;
+        // A push may erase the page the cursor is on.
+        self.cursor = None;
         if let Err(e) = block_on(self.queue.push(&self.buf.0[..len], false)) {
             return Err(self.failed(e));
         }
@@ -442,6 +456,9 @@ impl<F: MultiwriteNorFlash, const N: usize> Store for FlashStore<F, N> {
         if self.summary.oldest.is_some_and(|o| o.key() > after) {
             return Ok(self.summary.oldest);
         }
+        if let Some(info) = self.cursor_next(after)? {
+            return Ok(Some(info));
+        }
         let mut found = None;
         self.scan(|info, _| {
             (info.key() > after).then(|| {
@@ -456,6 +473,11 @@ impl<F: MultiwriteNorFlash, const N: usize> Store for FlashStore<F, N> {
         self.settle()?;
         if !self.may_hold(key) {
             return Err(StoreError::NoSuchRecord);
+        }
+        if let Some(it) = self.locate(key)?
+            && let Some(n) = self.read_item(&it, out)?
+        {
+            return Ok(n);
         }
         let r = self.scan(|info, item| {
             let k = info.key();
@@ -476,8 +498,27 @@ impl<F: MultiwriteNorFlash, const N: usize> Store for FlashStore<F, N> {
         r.ok_or(StoreError::NoSuchRecord)
     }
 
+    /// The newest record on the oldest page: a page is erased, and its room given back,
+    /// only once every record on it is gone. (The oldest record alone when the page cannot
+    /// be told, so that eviction still goes oldest first, one record at a time.)
+    fn reclaim_through(&mut self, frame_len: usize) -> Result<Option<RecordKey>, StoreError> {
+        self.settle()?;
+        let (Some(oldest), Some(newest)) = (self.summary.oldest, self.summary.newest) else {
+            return Ok(None);
+        };
+        if self.fits(frame_len) {
+            return Ok(None);
+        }
+        let oldest = oldest.key();
+        Ok(Some(
+            self.newest_on_page_of(oldest, newest)?.unwrap_or(oldest),
+        ))
+    }
+
     fn remove(&mut self, key: RecordKey) -> Result<(), StoreError> {
         self.settle()?;
+        // Popping may let the queue erase the cursor's page on its next push.
+        self.cursor = None;
         if !self.may_hold(key) {
             return Err(StoreError::NoSuchRecord);
         }

@@ -64,9 +64,9 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
                 ep.max_batch_records
             },
             max_wire: u64::from(ep.max_batch_bytes),
-            budget_left: link
-                .budget
-                .map_or(u64::MAX, |b| b.bytes.saturating_sub(self.links[l].spent)),
+            budget_left: link.budget.map_or(u64::MAX, |b| {
+                b.bytes.saturating_sub(self.links[l].spent.get())
+            }),
             record_overhead: ep.record_overhead,
             frame_overhead: link.frame_overhead,
             allow: link.allow,
@@ -196,7 +196,8 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
 
     /// Charges the link and puts the batch in flight in `slot`.
     fn launch(&mut self, slot: usize, e: usize, l: usize, probe: bool, b: &Batch) -> Transmit {
-        self.links[l].spent += b.charged;
+        let spent = self.links[l].spent.get() + b.charged;
+        self.links[l].spent = spent.into();
         self.ledger.charged(l, b.charged);
         let id = self.next_tx;
         self.next_tx = self.next_tx.wrapping_add(1).max(1);

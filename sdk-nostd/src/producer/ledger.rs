@@ -131,6 +131,7 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
             epoch: info.meta.epoch,
             seq_lo: seq as u32,
             seq_hi: (seq >> 32) as u32,
+            count: 1,
             reason,
         });
         true

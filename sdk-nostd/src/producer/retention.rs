@@ -4,6 +4,70 @@
 use super::*;
 
 impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Producer<S, C, E, L> {
+    /// Evicts what a frame of `flen` bytes of `class` needs, or nothing and
+    /// [`EnqueueError::Full`] when that cannot be done.
+    pub(super) fn make_room(&mut self, flen: usize, class: Class) -> Result<(), EnqueueError> {
+        // A store that frees room in whole units says which oldest records must go; each
+        // round frees one unit, so the rounds are bounded by the records held.
+        let mut rounds = self.store.len();
+        while let Some(bound) = self
+            .store
+            .reclaim_through(flen)
+            .map_err(EnqueueError::Store)?
+        {
+            if !self.evict_through(bound, class) {
+                return Err(EnqueueError::Full);
+            }
+            if self.store.fits(flen) {
+                return Ok(());
+            }
+            rounds = rounds.checked_sub(1).ok_or(EnqueueError::Full)?;
+        }
+        if self.store.fits(flen) {
+            return Ok(());
+        }
+        if !self.can_evict_for(flen, class) {
+            return Err(EnqueueError::Full);
+        }
+        while !self.store.fits(flen) {
+            if !self.evict_one(class) {
+                return Err(EnqueueError::Full);
+            }
+        }
+        Ok(())
+    }
+
+    /// Evicts every record up to `bound` if each is evictable for a record of `class` (no
+    /// more important, not in flight); else evicts nothing. False when nothing was evicted
+    /// or the store refused a removal.
+    fn evict_through(&mut self, bound: RecordKey, class: Class) -> bool {
+        let mut after = None;
+        let mut any = false;
+        while let Ok(Some(info)) = self.store.next_after(after) {
+            if info.key() > bound {
+                break;
+            }
+            if info.meta.class < class || self.in_flight(&info) {
+                return false;
+            }
+            after = Some(info.key());
+            any = true;
+        }
+        if !any {
+            return false;
+        }
+        while let Ok(Some(info)) = self.store.next_after(None) {
+            if info.key() > bound || !self.drop_record(&info, DropReason::Evicted) {
+                break;
+            }
+        }
+        self.store
+            .next_after(None)
+            .ok()
+            .flatten()
+            .is_none_or(|i| i.key() > bound)
+    }
+
     /// Whether evicting records no more important than `class` makes room for `flen`.
     pub(super) fn can_evict_for(&mut self, flen: usize, class: Class) -> bool {
         let mut free = self.store.capacity();

@@ -11,7 +11,7 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
             return;
         }
         self.now = self.now.max(now);
-        let links = if self.has_budget {
+        let links = if self.facts & HAS_BUDGET != 0 {
             self.config.links()
         } else {
             &[]
@@ -26,7 +26,7 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
                         rt.window_start.get()
                             + Duration::from_millis(windows * b.window.as_millis()),
                     );
-                    rt.spent = 0;
+                    rt.spent = 0.into();
                     rt.exhausted = false;
                 }
             }
