@@ -9,11 +9,11 @@ pub mod builder;
 pub mod client_cert;
 pub mod config;
 pub mod dedup;
+pub mod disk;
 pub mod epoch;
 pub mod memstore;
 #[cfg(feature = "metrics")]
 pub mod metrics;
-pub mod outbox;
 pub mod producer;
 pub mod record;
 pub mod spec;

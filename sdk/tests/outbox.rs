@@ -6,7 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
-use twinhub::outbox::{DiskStore, Recovery};
+use twinhub::disk::{DiskStore, Recovery};
 use twinhub::spec::Fsync;
 use twinhub_core::{
     Class, Config, EndpointConfig, Instant, Outcome, Producer, RecordInfo, RecordKey, RecordMeta,
@@ -618,7 +618,7 @@ fn a_second_producer_on_the_same_directory_is_refused() {
     let (first, _) = open(dir.path(), 1 << 20);
     let second = DiskStore::open(dir.path(), 1 << 20, Fsync::Batch);
     assert!(
-        matches!(&second, Err(twinhub::outbox::OutboxError::Locked { dir: d }) if d == dir.path()),
+        matches!(&second, Err(twinhub::disk::OutboxError::Locked { dir: d }) if d == dir.path()),
         "{second:?}"
     );
     let msg = second.err().unwrap().to_string();

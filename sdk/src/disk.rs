@@ -176,7 +176,7 @@ struct Segment {
 /// the engine become durable at the same syncs.
 ///
 /// ```
-/// use twinhub::outbox::DiskStore;
+/// use twinhub::disk::DiskStore;
 /// use twinhub::spec::Fsync;
 /// use twinhub_core::{Class, Instant, RecordMeta, Store};
 ///
