@@ -20,12 +20,12 @@ pub mod spec;
 pub mod transport;
 
 pub use builder::{BuildError, ProducerBuilder};
+pub use config::SdkConfig;
 pub use producer::{
     ControlFailure, Delivered, DeliveryTicket, EndpointRef, FlushError, LinkRef, NotDelivered,
     Outbox, OutboxFailure, Parts, PartsError, Producer, SendError, SendOptions, SendTicket,
     Snapshot,
 };
-pub use spec::SdkConfig;
 
 /// The engine itself, for what the flat re-exports leave out.
 pub use twinhub_core as core;
