@@ -172,7 +172,7 @@ struct Segment {
 ///
 /// Driving it: open it, take an epoch with [`next_epoch`](Self::next_epoch), hand it to
 /// the engine, and after each group of accepted records call [`sync`](Self::sync) (through
-/// `Producer::store_mut`) before telling their callers they are stored. Removals made by
+/// `Engine::store_mut`) before telling their callers they are stored. Removals made by
 /// the engine become durable at the same syncs.
 ///
 /// ```

@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Producer<S, C, E, L> {
+impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Engine<S, C, E, L> {
     /// Whether evicting records no more important than `class` makes room for `flen`.
     pub(super) fn can_evict_for(&mut self, flen: usize, class: Class) -> bool {
         let mut free = self.store.capacity();

@@ -69,7 +69,7 @@ impl Raw {
 /// Events held until polled; more are counted in [`Stats::events_lost`].
 pub(super) const EVENT_QUEUE: usize = 6;
 
-impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Producer<S, C, E, L> {
+impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Engine<S, C, E, L> {
     pub(super) fn push_event(&mut self, ev: Raw) {
         if self.events.push_back(ev).is_err() {
             self.ledger.event_lost();
