@@ -2,7 +2,7 @@
 //! enqueued, handed out as a transmit, its records read back as a driver does, and
 //! delivered. The C API side goes through the `extern "C"` functions with a callback store
 //! that does what a C RAM store does (`ffi/c/ram_store.c`: copy the frame in, find it,
-//! copy it out); the Rust side is `Producer<RamStore<4096>>` called directly, as
+//! copy it out); the Rust side is `twinhub_core::Engine<RamStore<4096>>` called directly, as
 //! sdk-nostd's cycle bench does. The ratio line also times the Rust engine on the same
 //! ring store written as a Rust `Store`, which leaves the C API layer alone in the ratio.
 #![allow(
@@ -21,8 +21,8 @@ use std::time::Instant as Clock;
 use criterion::{Criterion, criterion_group, criterion_main};
 use twinhub_core::frame::{self, RecordMeta};
 use twinhub_core::{
-    Class, Config, EndpointConfig, Instant, Outcome, Producer, RamStore, RecordInfo, RecordKey,
-    Store, StoreError,
+    Class, Config, EndpointConfig, Instant, Outcome, RamStore, RecordInfo, RecordKey, Store,
+    StoreError,
 };
 use twinhub_ffi::*;
 
@@ -356,7 +356,7 @@ fn config() -> Config {
 
 /// The Rust engine's cycle: the same steps, called directly.
 struct Engine<'c, S: Store> {
-    p: Producer<S, &'c Config>,
+    p: twinhub_core::Engine<S, &'c Config>,
     t: u64,
 }
 
@@ -385,7 +385,7 @@ fn c_api(c: &mut Criterion) {
     });
     g.bench_function("baseline", |b| {
         let mut e = Engine {
-            p: Producer::new(&config, RamStore::<4096>::new(), Instant::ZERO, 1, 1),
+            p: twinhub_core::Engine::new(&config, RamStore::<4096>::new(), Instant::ZERO, 1, 1),
             t: 0,
         };
         b.iter(|| black_box(e.cycle(&mut buf)));
@@ -396,11 +396,11 @@ fn c_api(c: &mut Criterion) {
     // whatever reads criterion's files.
     let mut api = CApi::new();
     let mut e = Engine {
-        p: Producer::new(&config, RamStore::<4096>::new(), Instant::ZERO, 1, 1),
+        p: twinhub_core::Engine::new(&config, RamStore::<4096>::new(), Instant::ZERO, 1, 1),
         t: 0,
     };
     let mut same = Engine {
-        p: Producer::new(&config, RustRing(Ring::new()), Instant::ZERO, 1, 1),
+        p: twinhub_core::Engine::new(&config, RustRing(Ring::new()), Instant::ZERO, 1, 1),
         t: 0,
     };
     const N: u32 = 100_000;

@@ -4,11 +4,11 @@ use core::ffi::c_char;
 use core::fmt::Write as _;
 use core::ops::Deref;
 
+use twinhub_core::Engine as CoreEngine;
 use twinhub_core::frame;
 use twinhub_core::{
     Config, DownCause, DropReason, Duration, EndpointId, EnqueueError, Event, Instant, LinkId,
-    LinkState, Outcome, Persist, Producer, RejectReason, RouteHealth, Transmit, TransmitError,
-    TransmitId,
+    LinkState, Outcome, Persist, RejectReason, RouteHealth, Transmit, TransmitError, TransmitId,
 };
 
 use crate::config::{self, TWINHUB_MAX_ENDPOINTS, TWINHUB_MAX_LINKS, twinhub_config};
@@ -67,7 +67,7 @@ impl Deref for OwnedConfig {
     }
 }
 
-type Engine = Producer<CStore, OwnedConfig>;
+type Engine = CoreEngine<CStore, OwnedConfig>;
 
 /// Marks initialised storage: calls on zeroed (`static`) storage are refused.
 const MAGIC: u32 = 0x7457_5052; // "tWPR"
@@ -208,7 +208,7 @@ pub unsafe extern "C" fn twinhub_producer_init(
             epoch
         };
         let now = Instant::from_millis(now_ms);
-        let mut engine = Producer::new(OwnedConfig(config), store, now, epoch, seed);
+        let mut engine = Engine::new(OwnedConfig(config), store, now, epoch, seed);
         if engine.store().has_load_spend() {
             let links = engine.config().links().len();
             for l in (0..links).filter_map(|l| u8::try_from(l).ok()) {

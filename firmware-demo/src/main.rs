@@ -55,7 +55,7 @@ use panic_semihosting as _;
 use twinhub_core::wire::{self, Accumulator, Downlink, Uplink};
 use twinhub_core::{
     Budget, Class, ClassSet, Config, Cost, Duration, EndpointConfig, FlashStore, Instant,
-    LinkConfig, LinkId, Outcome, Persist, Producer, RecordKey, StoreError, Timings, TransmitId,
+    LinkConfig, LinkId, Outcome, Persist, RecordKey, StoreError, Timings, TransmitId,
 };
 
 use crate::flash::{FileFlash, PAGE, PAGES};
@@ -103,7 +103,7 @@ const SLOTS: usize = 4;
 static TICKS: AtomicU32 = AtomicU32::new(0);
 
 /// The engine as this device runs it: the flash outbox, one shared configuration.
-type Engine = Producer<FlashStore<FileFlash, FRAME_BUF>, &'static Config>;
+type Engine = twinhub_core::Engine<FlashStore<FileFlash, FRAME_BUF>, &'static Config>;
 
 #[exception]
 fn SysTick() {
@@ -266,7 +266,7 @@ fn main() -> ! {
         cortex_m::singleton!(: Config = config).unwrap_or_else(|| fail("config twice"));
     let seed = 0x5eed ^ u64::from(epoch);
     let engine: &'static mut Engine =
-        cortex_m::singleton!(: Engine = Producer::new(config, store, Instant::ZERO, epoch, seed))
+        cortex_m::singleton!(: Engine = Engine::new(config, store, Instant::ZERO, epoch, seed))
             .unwrap_or_else(|| fail("engine twice"));
     if let Some(spend) = spend
         && engine

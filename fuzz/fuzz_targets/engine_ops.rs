@@ -25,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
         .link(sat)
         .build()
         .unwrap();
-    let mut p = Producer::new(&config, RamStore::<1024>::new(), Instant::ZERO, 1, 7);
+    let mut p = Engine::new(&config, RamStore::<1024>::new(), Instant::ZERO, 1, 7);
     let mut now = Instant::ZERO;
     let mut buf = [0u8; 4096];
     let mut sent: Vec<TransmitId> = Vec::new();

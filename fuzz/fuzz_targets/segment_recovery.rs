@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use twinhub::outbox::{DiskStore, Recovery};
+use twinhub::disk::{DiskStore, Recovery};
 use twinhub::spec::Fsync;
 use twinhub_core::frame::{self, RecordMeta};
 use twinhub_core::{Class, Instant, Store};

@@ -49,7 +49,7 @@ fn cycle(c: &mut Criterion) {
     let config = config();
     let mut g = c.benchmark_group("engine_cycle_per_record");
     g.bench_function("twinhub", |b| {
-        let mut p = Producer::new(&config, RamStore::<4096>::new(), Instant::ZERO, 1, 1);
+        let mut p = Engine::new(&config, RamStore::<4096>::new(), Instant::ZERO, 1, 1);
         let mut buf = [0u8; 4096];
         let mut t = 0u64;
         b.iter(|| {
@@ -76,7 +76,7 @@ fn cycle(c: &mut Criterion) {
     // Batched: 32 records per transmit, the shape a busy gateway sees.
     let mut g = c.benchmark_group("engine_cycle_batch_of_32");
     g.bench_function("twinhub", |b| {
-        let mut p = Producer::new(&config, RamStore::<8192>::new(), Instant::ZERO, 1, 1);
+        let mut p = Engine::new(&config, RamStore::<8192>::new(), Instant::ZERO, 1, 1);
         let mut buf = [0u8; 8192];
         let mut t = 0u64;
         b.iter(|| {
@@ -109,8 +109,8 @@ fn cycle(c: &mut Criterion) {
     g.finish();
 
     // Memory: the engine state beside the 1,000-byte budget it must stay under.
-    let size = size_of::<Producer<RamStore<4096>, &Config>>() - 4096;
-    println!("ROW\tProducer size, bytes (excl. 4 KiB arena) vs budget\t{size}\t1000\tB");
+    let size = size_of::<Engine<RamStore<4096>, &Config>>() - 4096;
+    println!("ROW\tEngine size, bytes (excl. 4 KiB arena) vs budget\t{size}\t1000\tB");
 }
 
 criterion_group!(benches, cycle);

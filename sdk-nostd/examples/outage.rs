@@ -51,7 +51,7 @@ fn main() {
     let name = |e: EndpointId| config.endpoints()[e.0 as usize].name.as_str();
     let link = |l: LinkId| config.links()[l.0 as usize].name.as_str();
 
-    let mut p = Producer::new(&config, RamStore::<32768>::new(), Instant::ZERO, 1, 2026);
+    let mut p = Engine::new(&config, RamStore::<32768>::new(), Instant::ZERO, 1, 2026);
     let mut buf = vec![0u8; 300 * 1024];
     let mut inflight: Vec<(u64, TransmitId, Outcome)> = Vec::new();
     let mut delivered_over = [0u64; 3];

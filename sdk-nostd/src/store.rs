@@ -4,9 +4,9 @@
 use core::fmt;
 
 use crate::config::EndpointId;
+use crate::engine::LinkSpend;
 use crate::event::DropReason;
 use crate::frame::{self, RecordMeta};
-use crate::producer::LinkSpend;
 
 /// Names one record in a store: the epoch it was accepted in and its number within it.
 /// Keys order records as they were accepted (epoch first, then sequence number).
@@ -143,7 +143,7 @@ pub trait Store {
 ///
 /// The engine never calls it; the driver does, once at start ([`next_epoch`], then
 /// [`load_spend`] for each budgeted link, handed to
-/// [`Producer::restore_link_spend`](crate::Producer::restore_link_spend)) and after each
+/// [`Engine::restore_link_spend`](crate::Engine::restore_link_spend)) and after each
 /// transmit on a budgeted link ([`save_spend`], before the bytes go out, so a reboot
 /// never hands the link a budget it already spent).
 ///

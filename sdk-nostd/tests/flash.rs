@@ -547,7 +547,7 @@ mod eviction {
     use twinhub_core::*;
 
     type BigFlash = flash_mock::Flash<6, 256>;
-    type Engine<'c> = Producer<FlashStore<BigFlash, 256>, &'c Config>;
+    type FlashEngine<'c> = Engine<FlashStore<BigFlash, 256>, &'c Config>;
 
     fn config() -> Config {
         Config::builder("sensor-9")
@@ -557,13 +557,13 @@ mod eviction {
             .unwrap()
     }
 
-    fn engine(config: &Config) -> Engine<'_> {
+    fn engine(config: &Config) -> FlashEngine<'_> {
         let store = FlashStore::open(BigFlash::new(None), 0..4096, 4096..6144).unwrap();
-        Producer::new(config, store, Instant::ZERO, 1, 7)
+        Engine::new(config, store, Instant::ZERO, 1, 7)
     }
 
     /// Enqueues records until the next one needs an eviction; returns how many went in.
-    fn fill(p: &mut Engine<'_>) -> u64 {
+    fn fill(p: &mut FlashEngine<'_>) -> u64 {
         let mut n = 0;
         while p.store().fits(frame::encoded_len(
             &RecordMeta {
@@ -581,7 +581,7 @@ mod eviction {
         n
     }
 
-    fn dropped_events(p: &mut Engine<'_>) -> Vec<u64> {
+    fn dropped_events(p: &mut FlashEngine<'_>) -> Vec<u64> {
         core::iter::from_fn(|| p.poll_event())
             .filter_map(|e| match e {
                 Event::Dropped {

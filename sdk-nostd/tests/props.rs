@@ -68,7 +68,7 @@ fn outcome(kind: u8) -> Outcome {
     }
 }
 
-fn healths(p: &Producer<RamStore<2048>, &Config>) -> Vec<RouteHealth> {
+fn healths(p: &Engine<RamStore<2048>, &Config>) -> Vec<RouteHealth> {
     (0..2)
         .flat_map(|e| (0..3).map(move |l| (e, l)))
         .map(|(e, l)| p.route_health(EndpointId(e), LinkId(l)))
@@ -81,7 +81,7 @@ fn dead(h: RouteHealth) -> bool {
 
 fn run(routing: Routing, seed: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let config = config(routing);
-    let mut p = Producer::new(&config, RamStore::<2048>::new(), Instant::ZERO, 1, seed);
+    let mut p = Engine::new(&config, RamStore::<2048>::new(), Instant::ZERO, 1, seed);
     let mut now = Instant::ZERO;
     let mut buf = vec![0u8; 1 << 19];
     let mut outstanding: Vec<Transmit> = Vec::new();
@@ -229,7 +229,7 @@ fn run(routing: Routing, seed: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
 /// Liveness: once every link is up and every hub acknowledges, nothing stays pending: each
 /// record is delivered, or dropped by a policy, within its time to live.
 fn heal_and_drain(
-    p: &mut Producer<RamStore<2048>, &Config>,
+    p: &mut Engine<RamStore<2048>, &Config>,
     mut now: Instant,
     outstanding: Vec<Transmit>,
     buf: &mut [u8],
@@ -263,9 +263,9 @@ fn heal_and_drain(
 /// its bytes, every event and the final counts.
 fn sized_engine_agrees(routing: Routing, seed: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let config = config(routing);
-    let mut full = Producer::new(&config, RamStore::<2048>::new(), Instant::ZERO, 1, seed);
+    let mut full = Engine::new(&config, RamStore::<2048>::new(), Instant::ZERO, 1, seed);
     let mut small =
-        Producer::<_, _, 2, 3>::try_new(&config, RamStore::<2048>::new(), Instant::ZERO, 1, seed)
+        Engine::<_, _, 2, 3>::try_new(&config, RamStore::<2048>::new(), Instant::ZERO, 1, seed)
             .expect("the configuration fits");
     let (mut a, mut b) = (vec![0u8; 1 << 16], vec![0u8; 1 << 16]);
     let mut now = Instant::ZERO;

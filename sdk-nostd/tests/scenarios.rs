@@ -414,7 +414,7 @@ fn expired_records_are_dropped_and_counted() {
 #[test]
 fn full_store_evicts_lowest_class_or_rejects() {
     let config = two_regions().build().unwrap();
-    let mut p = Producer::new(&config, RamStore::<512>::new(), Instant::ZERO, 1, 1);
+    let mut p = Engine::new(&config, RamStore::<512>::new(), Instant::ZERO, 1, 1);
     let crit = p
         .enqueue(Instant::ZERO, &[0; 100], Class::Critical)
         .unwrap();
@@ -452,7 +452,7 @@ fn full_store_evicts_lowest_class_or_rejects() {
     let _ = crit;
 
     let reject = two_regions().on_full(OnFull::Reject).build().unwrap();
-    let mut p = Producer::new(&reject, RamStore::<256>::new(), Instant::ZERO, 1, 1);
+    let mut p = Engine::new(&reject, RamStore::<256>::new(), Instant::ZERO, 1, 1);
     while p.enqueue(Instant::ZERO, &[1; 50], Class::Bulk).is_ok() {}
     assert_eq!(
         p.enqueue(Instant::ZERO, &[1; 50], Class::Critical),
@@ -470,14 +470,14 @@ fn oversized_records_are_refused_at_enqueue_by_the_smallest_endpoint() {
         .endpoint(small)
         .build()
         .unwrap();
-    let mut p = Producer::new(&config, RamStore::<4096>::new(), Instant::ZERO, 1, 1);
+    let mut p = Engine::new(&config, RamStore::<4096>::new(), Instant::ZERO, 1, 1);
     assert_eq!(
         p.enqueue(Instant::ZERO, &[0; 1001], Class::Normal),
         Err(EnqueueError::TooLarge { limit: 1000 })
     );
     p.enqueue(Instant::ZERO, &[0; 1000], Class::Normal).unwrap();
     let big = two_regions().build().unwrap();
-    let mut p = Producer::new(&big, RamStore::<512>::new(), Instant::ZERO, 1, 1);
+    let mut p = Engine::new(&big, RamStore::<512>::new(), Instant::ZERO, 1, 1);
     assert!(matches!(
         p.enqueue(Instant::ZERO, &[0; 600], Class::Normal),
         Err(EnqueueError::TooLarge { .. })
@@ -575,7 +575,7 @@ fn recovered_store_records_keep_their_ids_and_epoch_moves_on() {
         enqueued_at: Instant::ZERO,
     };
     store.append(&meta, b"old").unwrap();
-    let mut p = Producer::new(&config, store, Instant::from_millis(10), 3, 1);
+    let mut p = Engine::new(&config, store, Instant::from_millis(10), 3, 1);
     assert_eq!(p.epoch(), 6, "epoch raised past the recovered records");
     assert_eq!(p.stats().accepted, 1);
     let mut buf = [0u8; 1024];
@@ -641,7 +641,7 @@ fn budget_spent_before_a_reboot_stays_spent() {
     let mut buf = vec![0u8; 1 << 16];
     // Sends one critical record a minute from `from` to `to` and delivers whatever goes;
     // returns the times (ms) at which something went out.
-    let run = |p: &mut Producer<RamStore<8192>, &Config>, from: u64, to: u64, buf: &mut [u8]| {
+    let run = |p: &mut Engine<RamStore<8192>, &Config>, from: u64, to: u64, buf: &mut [u8]| {
         let mut went = Vec::new();
         for m in from..to {
             let now = Instant::from_millis(m * 60_000);
@@ -654,7 +654,7 @@ fn budget_spent_before_a_reboot_stays_spent() {
         }
         went
     };
-    let mut before = Producer::new(&config, RamStore::new(), Instant::ZERO, 1, 1);
+    let mut before = Engine::new(&config, RamStore::new(), Instant::ZERO, 1, 1);
     let went = run(&mut before, 0, 10, &mut buf);
     assert!(!went.is_empty(), "the link was used before the reboot");
     let spend = before.link_spend(link).unwrap();
@@ -664,7 +664,7 @@ fn budget_spent_before_a_reboot_stays_spent() {
 
     // The device reboots: its clock starts again at zero.
     let boot = |restore: bool| {
-        let mut p = Producer::new(&config, RamStore::<8192>::new(), Instant::ZERO, 2, 2);
+        let mut p = Engine::new(&config, RamStore::<8192>::new(), Instant::ZERO, 2, 2);
         if restore {
             p.restore_link_spend(Instant::ZERO, link, spend).unwrap();
         }
@@ -699,7 +699,7 @@ fn budget_spent_before_a_reboot_stays_spent() {
 #[test]
 fn a_deadline_passed_by_another_call_is_still_due() {
     let config = two_regions().build().unwrap();
-    let mut p = Producer::new(&config, RamStore::<4096>::new(), Instant::ZERO, 1, 3);
+    let mut p = Engine::new(&config, RamStore::<4096>::new(), Instant::ZERO, 1, 3);
     let mut buf = [0u8; 4096];
     p.enqueue(Instant::ZERO, b"a", Class::Normal).unwrap();
     let tx = p.poll_transmit(Instant::ZERO, &mut buf).unwrap().unwrap();
@@ -722,7 +722,7 @@ fn a_deadline_passed_by_another_call_is_still_due() {
 #[test]
 fn draining_a_mirror_endpoint_completes_what_the_others_have() {
     let config = two_regions().routing(Routing::Mirror).build().unwrap();
-    let mut p = Producer::new(&config, RamStore::<4096>::new(), Instant::ZERO, 1, 7);
+    let mut p = Engine::new(&config, RamStore::<4096>::new(), Instant::ZERO, 1, 7);
     let now = Instant::ZERO;
     for _ in 0..3 {
         p.enqueue(now, b"r", Class::Normal).unwrap();
@@ -751,7 +751,7 @@ fn draining_a_mirror_endpoint_completes_what_the_others_have() {
 #[test]
 fn draining_a_mirror_endpoint_with_nothing_in_flight_completes_at_once() {
     let config = two_regions().routing(Routing::Mirror).build().unwrap();
-    let mut p = Producer::new(&config, RamStore::<4096>::new(), Instant::ZERO, 1, 7);
+    let mut p = Engine::new(&config, RamStore::<4096>::new(), Instant::ZERO, 1, 7);
     let now = Instant::ZERO;
     p.enqueue(now, b"r", Class::Normal).unwrap();
     let mut buf = [0u8; 1024];
@@ -778,7 +778,7 @@ fn a_rejected_first_record_of_an_epoch_is_dropped_behind_an_older_epochs_record(
         enqueued_at: Instant::ZERO,
     };
     store.append(&old, b"old").unwrap();
-    let mut p = Producer::new(&config, store, Instant::ZERO, 6, 1);
+    let mut p = Engine::new(&config, store, Instant::ZERO, 6, 1);
     let id = p.enqueue(Instant::ZERO, b"poison", Class::Normal).unwrap();
     assert_eq!((id.epoch, id.seq), (6, 0));
     let mut buf = [0u8; 1024];
@@ -812,7 +812,7 @@ fn a_buffer_too_small_for_the_next_record_is_an_error_naming_the_size() {
         .endpoint(EndpointConfig::new("primary"))
         .build()
         .unwrap();
-    let mut p = Producer::new(&config, RamStore::<4096>::new(), Instant::ZERO, 1, 7);
+    let mut p = Engine::new(&config, RamStore::<4096>::new(), Instant::ZERO, 1, 7);
     let meta = RecordMeta {
         epoch: 1,
         seq: 0,

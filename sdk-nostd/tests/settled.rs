@@ -50,7 +50,7 @@ fn config(routing: Routing) -> Config {
 }
 
 /// Sends everything the engine wants and answers each transmit with `answer(endpoint)`.
-fn answer_all(p: &mut Producer<Recording, &Config>, now: Instant, answer: impl Fn(u8) -> Outcome) {
+fn answer_all(p: &mut Engine<Recording, &Config>, now: Instant, answer: impl Fn(u8) -> Outcome) {
     let mut buf = vec![0; 1 << 16];
     let mut sent = Vec::new();
     while let Some(tx) = p.poll_transmit(now, &mut buf).unwrap() {
@@ -65,7 +65,7 @@ fn answer_all(p: &mut Producer<Recording, &Config>, now: Instant, answer: impl F
 fn each_delivered_record_is_settled_once_naming_the_acking_endpoint() {
     let config = config(Routing::ActivePassive);
     let now = Instant::from_millis(1_000);
-    let mut p = Producer::new(&config, Recording::default(), now, 1, 7);
+    let mut p = Engine::new(&config, Recording::default(), now, 1, 7);
     for i in 0..3u8 {
         p.enqueue(now, &[i], Class::Normal).unwrap();
     }
@@ -79,7 +79,7 @@ fn each_delivered_record_is_settled_once_naming_the_acking_endpoint() {
 fn a_rejected_record_is_settled_as_dropped_with_the_reason() {
     let config = config(Routing::ActivePassive);
     let now = Instant::from_millis(1_000);
-    let mut p = Producer::new(&config, Recording::default(), now, 1, 7);
+    let mut p = Engine::new(&config, Recording::default(), now, 1, 7);
     p.enqueue(now, b"poison", Class::Normal).unwrap();
     answer_all(&mut p, now, |_| Outcome::Rejected(RejectReason::Malformed));
     assert_eq!(
@@ -92,7 +92,7 @@ fn a_rejected_record_is_settled_as_dropped_with_the_reason() {
 fn in_mirror_routing_a_record_settles_when_the_last_endpoint_acks() {
     let config = config(Routing::Mirror);
     let now = Instant::from_millis(1_000);
-    let mut p = Producer::new(&config, Recording::default(), now, 1, 7);
+    let mut p = Engine::new(&config, Recording::default(), now, 1, 7);
     p.enqueue(now, b"x", Class::Normal).unwrap();
     // Only `a` acknowledges: not delivered yet.
     answer_all(&mut p, now, |e| {

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::time::{Duration, Instant as WallClock};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use twinhub::outbox::DiskStore;
+use twinhub::disk::DiskStore;
 use twinhub::producer::GROUP_COMMIT_MAX;
 use twinhub::spec::Fsync;
 use twinhub_core::{Class, Instant, RecordMeta, Store, frame};

@@ -4,12 +4,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use twinhub_core::{LinkSpend, RecordInfo, RecordKey, RecordMeta, Store, StoreError};
 
+use crate::config::SdkConfig;
 use crate::config::{ConfigError, ErrorKind};
+use crate::disk::{DiskStore, OutboxError, Recovery};
 use crate::epoch::{self, EpochError};
 use crate::memstore::MemStore;
-use crate::outbox::{DiskStore, OutboxError, Recovery};
 use crate::producer::{Outbox, OutboxFailure, Parts, PartsError, Producer};
-use crate::spec::SdkConfig;
 use crate::spec::{LinkSpec, OutboxSpec};
 use crate::transport::{self, SharedTransport, TransportError};
 

@@ -9,23 +9,23 @@ pub mod builder;
 pub mod client_cert;
 pub mod config;
 pub mod dedup;
+pub mod disk;
 pub mod epoch;
 pub mod memstore;
 #[cfg(feature = "metrics")]
 pub mod metrics;
-pub mod outbox;
 pub mod producer;
 pub mod record;
 pub mod spec;
 pub mod transport;
 
 pub use builder::{BuildError, ProducerBuilder};
+pub use config::SdkConfig;
 pub use producer::{
     ControlFailure, Delivered, DeliveryTicket, EndpointRef, FlushError, LinkRef, NotDelivered,
     Outbox, OutboxFailure, Parts, PartsError, Producer, SendError, SendOptions, SendTicket,
     Snapshot,
 };
-pub use spec::SdkConfig;
 
 /// The engine itself, for what the flat re-exports leave out.
 pub use twinhub_core as core;

@@ -69,7 +69,8 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use twinhub_core::{Budget, DropReason, RouteHealth};
 
-use crate::spec::{ProtocolSpec, SdkConfig};
+use crate::config::SdkConfig;
+use crate::spec::ProtocolSpec;
 use crate::{Producer, Snapshot};
 
 /// The route states, as the `state` label of `twinhub_route_health` spells them.

@@ -1,5 +1,6 @@
-//! The SDK's configuration as data: what [`crate::config`] reads from TOML and what the
-//! outbox, the transports and the engine are built from.
+//! The parts of the SDK's configuration ([`crate::config::SdkConfig`]) as data: what
+//! [`crate::config`] reads from TOML and what the outbox, the transports and the engine
+//! are built from.
 //!
 //! Secrets are held in [`Secret`], whose `Debug` never shows them.
 
@@ -9,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use crate::client_cert::ClientCert;
-use twinhub_core::{Budget, Class, ClassSet, Cost, OnFull, Routing};
+use twinhub_core::{Budget, Class, ClassSet, Cost, OnFull};
 
 /// A secret (key, password, token, connection string). `Debug` and `Display` print
 /// `<redacted>`; read it with [`Secret::expose`].
@@ -37,28 +38,6 @@ impl fmt::Display for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("<redacted>")
     }
-}
-
-/// The whole configuration of one producer.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SdkConfig {
-    /// The device id (part of every message id).
-    pub device_id: String,
-    /// How records are spread over endpoints.
-    pub routing: Routing,
-    /// The local outbox.
-    pub outbox: OutboxSpec,
-    /// Hubs, in failover priority order.
-    pub endpoints: Vec<EndpointSpec>,
-    /// Network paths; none means one free link with the system's default route.
-    pub links: Vec<LinkSpec>,
-    /// Time to live per class (critical, normal, bulk); default 30 days each.
-    pub ttl: [Duration; 3],
-    /// Engine timings (defaults from the engine).
-    pub timings: twinhub_core::Timings,
-    /// Extra CA certificates (PEM) trusted besides the web PKI roots. Verification is
-    /// always on; this is the only way to trust a private broker.
-    pub ca_file: Option<PathBuf>,
 }
 
 /// Where and how records wait for delivery.

@@ -5,8 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use twinhub::SdkConfig;
 use twinhub::config::{ConfigError, ErrorKind};
-use twinhub::spec::{Bind, Fsync, MqttVersion, ProtocolSpec, SdkConfig};
+use twinhub::spec::{Bind, Fsync, MqttVersion, ProtocolSpec};
 use twinhub::{Budget, Class, ClassSet, Cost, EngineDuration, OnFull, Routing};
 
 fn examples() -> PathBuf {

@@ -6,8 +6,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use twinhub::SdkConfig;
 use twinhub::config::{ConfigError, EndpointBuilder, KafkaSecurity, LinkBuilder, SecretSource};
-use twinhub::spec::{Bind, Fsync, MqttVersion, SaslMechanism, SdkConfig};
+use twinhub::spec::{Bind, Fsync, MqttVersion, SaslMechanism};
 use twinhub::{Budget, Class, ClassSet, Cost, EngineDuration, OnFull, Routing, Timings};
 
 fn examples() -> PathBuf {

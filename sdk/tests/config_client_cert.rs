@@ -4,8 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
+use twinhub::SdkConfig;
 use twinhub::config::{ConfigError, ErrorKind};
-use twinhub::spec::{IotHubTransport, ProtocolSpec, SdkConfig};
+use twinhub::spec::{IotHubTransport, ProtocolSpec};
 
 /// A directory with `cert.pem`/`key.pem` (a pair) and `other-key.pem` (another key).
 struct Files {

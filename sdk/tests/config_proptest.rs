@@ -1,9 +1,9 @@
 //! No input panics the config parsers: random text, and random edits of a valid file.
 
 use proptest::prelude::*;
+use twinhub::SdkConfig;
 use twinhub::config::connstr::{parse_event_hubs, parse_iot_hub};
 use twinhub::config::units::{parse_budget, parse_duration, parse_size};
-use twinhub::spec::SdkConfig;
 
 const VALID: &str = include_str!("../../examples/config/design.toml");
 

@@ -6,10 +6,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
-use twinhub::outbox::{DiskStore, Recovery};
+use twinhub::disk::{DiskStore, Recovery};
 use twinhub::spec::Fsync;
 use twinhub_core::{
-    Class, Config, EndpointConfig, Instant, Outcome, Producer, RecordInfo, RecordKey, RecordMeta,
+    Class, Config, EndpointConfig, Engine, Instant, Outcome, RecordInfo, RecordKey, RecordMeta,
     Store, StoreError, frame,
 };
 
@@ -377,7 +377,7 @@ fn the_engine_drives_a_disk_store_and_recovered_records_keep_their_ids() {
         .unwrap();
     let (mut store, _) = open(dir, MIB);
     let epoch = store.next_epoch().unwrap();
-    let mut p = Producer::new(&config, store, Instant::ZERO, epoch, 1);
+    let mut p = Engine::new(&config, store, Instant::ZERO, epoch, 1);
     let now = Instant::from_millis(5);
     let ids: Vec<_> = (0..10u8)
         .map(|i| p.enqueue(now, &[i; 32], Class::Normal).unwrap())
@@ -399,7 +399,7 @@ fn the_engine_drives_a_disk_store_and_recovered_records_keep_their_ids() {
     assert_eq!(rec.records, pending);
     let epoch2 = store.next_epoch().unwrap();
     assert!(epoch2 > epoch);
-    let mut p = Producer::new(&config, store, now, epoch2, 2);
+    let mut p = Engine::new(&config, store, now, epoch2, 2);
     assert_eq!(p.stats().pending, pending);
     let mut got = Vec::new();
     while let Some(tx) = p.poll_transmit(now, &mut buf).unwrap() {
@@ -430,7 +430,7 @@ fn a_frame_that_rots_after_recovery_is_dropped_as_corrupt_not_kept_for_ever() {
         .build()
         .unwrap();
     let (store, _) = open(dir, MIB);
-    let mut p = Producer::new(&config, store, Instant::ZERO, 1, 1);
+    let mut p = Engine::new(&config, store, Instant::ZERO, 1, 1);
     let now = Instant::from_millis(5);
     let ids: Vec<_> = (0..3u8)
         .map(|i| p.enqueue(now, &[i; 40], Class::Normal).unwrap())
@@ -618,7 +618,7 @@ fn a_second_producer_on_the_same_directory_is_refused() {
     let (first, _) = open(dir.path(), 1 << 20);
     let second = DiskStore::open(dir.path(), 1 << 20, Fsync::Batch);
     assert!(
-        matches!(&second, Err(twinhub::outbox::OutboxError::Locked { dir: d }) if d == dir.path()),
+        matches!(&second, Err(twinhub::disk::OutboxError::Locked { dir: d }) if d == dir.path()),
         "{second:?}"
     );
     let msg = second.err().unwrap().to_string();

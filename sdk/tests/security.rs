@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+use twinhub::SdkConfig;
 use twinhub::config::connstr::{parse_event_hubs, parse_iot_hub};
 use twinhub::config::{ConfigError, ErrorKind};
-use twinhub::spec::{ProtocolSpec, SdkConfig, Secret};
+use twinhub::spec::{ProtocolSpec, Secret};
 use twinhub::transport::eventhubs::EventHubsTransport;
 use twinhub::transport::http::HttpTransport;
 use twinhub::transport::iothub::iot_hub_transport;

@@ -10,7 +10,7 @@ use std::time::Instant as WallClock;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use twinhub_core::store::RecordKey;
-use twinhub_core::{Class, Config, EndpointConfig, Instant, Outcome, Producer};
+use twinhub_core::{Class, Config, EndpointConfig, Engine, Instant, Outcome};
 use twinhub_sim::flash::{DEFAULT_STORE_BYTES, SimFlash, synthetic_payload};
 use twinhub_sim::{RunOptions, Scenario, run};
 
@@ -42,7 +42,7 @@ cost = "free"
 /// transmitted and acknowledged.
 fn bare(config: &Config, n: u64) {
     let store = SimFlash::new(DEFAULT_STORE_BYTES, 1).expect("store");
-    let mut p: Producer<SimFlash, &Config> = Producer::new(config, store, Instant::ZERO, 1, 1);
+    let mut p: Engine<SimFlash, &Config> = Engine::new(config, store, Instant::ZERO, 1, 1);
     let mut buf = [0u8; 4096];
     let mut payload = [0u8; 48];
     for i in 0..n {

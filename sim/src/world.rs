@@ -11,7 +11,7 @@
 //! (an answer came before the engine's deadline) is replaced rather than run; and an answer
 //! that nothing else could observe before it arrives is handed to the engine at once, with
 //! its arrival time, instead of going through the queue. Engines are sized for the
-//! scenario's regions and links (`Producer<_, _, E, L>`).
+//! scenario's regions and links (`twinhub_core::Engine<_, _, E, L>`).
 //!
 //! What the world trusts: only what its regions received, resolved in its ledger.
 
@@ -20,8 +20,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use twinhub_core::store::{Persist, RecordKey};
 use twinhub_core::{
-    Config, Cost, DropReason, EnqueueError, Event, Frame, Instant, LinkId, Outcome, Producer,
-    Transmit, TransmitId, frame,
+    Config, Cost, DropReason, EnqueueError, Event, Frame, Instant, LinkId, Outcome, Transmit,
+    TransmitId, frame,
 };
 
 use crate::draw::{mix, salt, unit};
@@ -35,7 +35,8 @@ use crate::scenario::MAX_PAYLOAD;
 
 /// An engine, as every device runs it: on a simulated flash outbox, sized for at most `E`
 /// regions and `L` links.
-pub type Engine<'c, const E: usize, const L: usize> = Producer<SimFlash, &'c Config, E, L>;
+pub type Engine<'c, const E: usize, const L: usize> =
+    twinhub_core::Engine<SimFlash, &'c Config, E, L>;
 
 /// No time (no deadline, no attempt yet).
 const NONE: u32 = u32::MAX;

@@ -14,7 +14,7 @@ use sequential_storage::map::{MapConfig, MapConfigError, MapStorage};
 use super::adapter::{Blocking, block_on};
 use super::error::{OpenError, store_err};
 use super::{FlashStore, MAX_WORD};
-use crate::producer::LinkSpend;
+use crate::engine::LinkSpend;
 use crate::store::{Persist, StoreError};
 use crate::time::Duration;
 

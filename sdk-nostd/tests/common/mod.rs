@@ -20,7 +20,7 @@ pub enum Reply {
 pub type Net<'a> = Box<dyn FnMut(Instant, &Transmit, &[Frame<'_>]) -> Reply + 'a>;
 
 pub struct Harness<'c, 'n> {
-    pub p: Producer<RamStore<65536>, &'c Config>,
+    pub p: Engine<RamStore<65536>, &'c Config>,
     pub now: Instant,
     pub net: Net<'n>,
     buf: Vec<u8>,
@@ -39,7 +39,7 @@ pub struct Harness<'c, 'n> {
 impl<'c, 'n> Harness<'c, 'n> {
     pub fn new(config: &'c Config, net: Net<'n>) -> Self {
         Harness {
-            p: Producer::new(config, RamStore::new(), Instant::ZERO, 1, 7),
+            p: Engine::new(config, RamStore::new(), Instant::ZERO, 1, 7),
             now: Instant::ZERO,
             net,
             buf: vec![0; 1 << 20],

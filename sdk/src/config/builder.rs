@@ -16,6 +16,7 @@ use std::time::Duration;
 use toml::Value;
 use twinhub_core::{Budget, Class, ClassSet, Cost, OnFull, Routing, Timings};
 
+use super::SdkConfig;
 use super::azure::PARTITION_KEYS;
 use super::raw::{
     COMPRESSION, COST, FSYNC, IOT_HUB_TRANSPORT, ON_FULL, ROUTING, RawEndpoint, RawFile, RawLink,
@@ -24,7 +25,7 @@ use super::raw::{
 use super::{ConfigError, ErrorKind};
 use crate::spec::{
     Bind, Fsync, IotHubTransport, KafkaCompression, MqttVersion, PartitionKey, SaslMechanism,
-    SdkConfig, Secret, class_names,
+    Secret, class_names,
 };
 
 /// A value set in code: it has no place in a file, so its span is empty.

@@ -13,6 +13,7 @@ use std::time::Duration;
 use toml::Value;
 use twinhub_core::{Class, ClassSet, Cost, LinkConfig, Timings};
 
+use super::SdkConfig;
 use super::azure;
 use super::connstr::{self, split_host_port};
 use super::error::{ConfigError, ErrorKind, line_of};
@@ -23,7 +24,7 @@ use super::raw::{
 use super::units::{self, UnitError};
 use crate::spec::{
     Bind, EndpointSpec, HttpSpec, KafkaSasl, KafkaSpec, MqttSpec, MqttVersion, OutboxSpec,
-    ProtocolSpec, SdkConfig, Secret,
+    ProtocolSpec, Secret,
 };
 
 mod client_auth;

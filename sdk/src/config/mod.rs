@@ -5,8 +5,8 @@
 //! The format (shared by the SDK, the CLI, the gateway and the simulator):
 //!
 //! ```
-//! use twinhub::config::ConfigError;
-//! use twinhub::spec::{Fsync, ProtocolSpec, SdkConfig};
+//! use twinhub::config::{ConfigError, SdkConfig};
+//! use twinhub::spec::{Fsync, ProtocolSpec};
 //! use twinhub::{Cost, OnFull, Routing};
 //!
 //! let text = r#"
@@ -131,6 +131,7 @@ pub mod connstr;
 mod error;
 mod file;
 mod raw;
+mod sdk_config;
 pub mod units;
 
 use std::path::Path;
@@ -141,8 +142,9 @@ use twinhub_core::{Class, EndpointConfig, LinkConfig};
 pub use builder::{EndpointBuilder, KafkaSecurity, LinkBuilder, SdkConfigBuilder, SecretSource};
 pub use error::{ConfigError, ErrorKind};
 pub(crate) use file::STATE_DIR_WITH_PATH;
+pub use sdk_config::SdkConfig;
 
-use crate::spec::{ProtocolSpec, SdkConfig};
+use crate::spec::ProtocolSpec;
 
 impl SdkConfig {
     /// Reads a configuration from TOML text, taking `X_env` secrets from the process

@@ -61,7 +61,7 @@ fn buffer_len(config: &Config) -> usize {
 
 /// The state of the driver task; see [`Driver::run`].
 pub(super) struct Driver<S: Outbox> {
-    engine: twinhub_core::Producer<Confirming<S>, Arc<Config>>,
+    engine: twinhub_core::Engine<Confirming<S>, Arc<Config>>,
     transports: Vec<Vec<SharedTransport>>,
     clock: Clock,
     shared: Arc<Shared>,
@@ -90,13 +90,8 @@ impl<S: Outbox> Driver<S> {
         let clock = Clock::new();
         let (delivered, _) = broadcast::channel(4096);
         let outbox = Confirming::new(parts.outbox, config.device_id().clone(), delivered.clone());
-        let mut engine = twinhub_core::Producer::new(
-            config.clone(),
-            outbox,
-            clock.now(),
-            parts.epoch,
-            parts.seed,
-        );
+        let mut engine =
+            twinhub_core::Engine::new(config.clone(), outbox, clock.now(), parts.epoch, parts.seed);
         // A restart must not hand a costly link a fresh budget.
         for (name, spend) in engine.store_mut().load_link_spend() {
             if let Some(l) = config.link_id(&name) {

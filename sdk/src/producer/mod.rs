@@ -1,6 +1,6 @@
 //! The `Producer` handle: what applications call.
 //!
-//! One tokio task (the driver, in `driver`) owns a [`twinhub_core::Producer`]: it accepts
+//! One tokio task (the driver, in `driver`) owns a [`twinhub_core::Engine`]: it accepts
 //! records, runs transports, feeds their outcomes and the clock back to the engine, and
 //! publishes events and stats. [`Producer`] is a cheap `Clone + Send` handle that talks to
 //! it over channels. The store it drives is an [`Outbox`]; what it reports is a

@@ -35,14 +35,14 @@ pub enum OutboxFailure {
     Store(#[from] StoreError),
     /// The disk outbox failed on a named file or directory.
     #[error(transparent)]
-    Disk(Arc<crate::outbox::OutboxError>),
+    Disk(Arc<crate::disk::OutboxError>),
     /// Another outbox's I/O failed.
     #[error("outbox I/O failed: {0}")]
     Io(Arc<io::Error>),
 }
 
-impl From<crate::outbox::OutboxError> for OutboxFailure {
-    fn from(e: crate::outbox::OutboxError) -> Self {
+impl From<crate::disk::OutboxError> for OutboxFailure {
+    fn from(e: crate::disk::OutboxError) -> Self {
         OutboxFailure::Disk(Arc::new(e))
     }
 }

@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Producer<S, C, E, L> {
+impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Engine<S, C, E, L> {
     /// Evicts what a frame of `flen` bytes of `class` needs, or nothing and
     /// [`EnqueueError::Full`] when that cannot be done.
     pub(super) fn make_room(&mut self, flen: usize, class: Class) -> Result<(), EnqueueError> {

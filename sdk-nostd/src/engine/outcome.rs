@@ -2,7 +2,7 @@
 
 use super::*;
 
-impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Producer<S, C, E, L> {
+impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Engine<S, C, E, L> {
     pub(super) fn complete(&mut self, slot: usize, outcome: Outcome) {
         let f = self.inflight[slot];
         self.inflight[slot].id = 0;

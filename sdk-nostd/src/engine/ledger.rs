@@ -116,7 +116,7 @@ impl Ledger {
     }
 }
 
-impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Producer<S, C, E, L> {
+impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Engine<S, C, E, L> {
     /// Drops a record by policy: counted by reason and evented. False when the store would
     /// not remove it.
     pub(super) fn drop_record(&mut self, info: &RecordInfo, reason: DropReason) -> bool {

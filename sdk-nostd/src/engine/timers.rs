@@ -2,7 +2,7 @@
 
 use super::*;
 
-impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Producer<S, C, E, L> {
+impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Engine<S, C, E, L> {
     /// Brings time forward and does what time alone decides: budget windows, expiry, arming.
     pub(super) fn touch(&mut self, now: Instant) {
         if now <= self.now && self.now < self.next_expiry {

@@ -43,7 +43,7 @@ pub(super) enum Status {
 
 pub(super) const TIERS: [Cost; 3] = [Cost::Free, Cost::Metered, Cost::Costly];
 
-impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Producer<S, C, E, L> {
+impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Engine<S, C, E, L> {
     pub(super) fn probeable(&self, e: usize, l: usize) -> bool {
         let link = &self.config.links()[l];
         !self.endpoints[e].drained

@@ -34,7 +34,7 @@ struct Batch {
     too_small: Option<usize>,
 }
 
-impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Producer<S, C, E, L> {
+impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Engine<S, C, E, L> {
     /// Selects records for `(e, l)`, copies their frames into `buf` and marks them in
     /// flight; `Ok(None)` when there is nothing to send there now.
     pub(super) fn build(

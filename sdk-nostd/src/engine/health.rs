@@ -45,7 +45,7 @@ pub(super) struct Route {
     pub(super) trouble_since: Stamp,
 }
 
-impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Producer<S, C, E, L> {
+impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Engine<S, C, E, L> {
     pub(super) fn backoff(&mut self, base: Duration, attempt: u8, cap: Duration) -> Duration {
         // Full jitter: uniform in [1 ms, min(cap, base * 2^attempt)].
         let ceiling = base

@@ -62,7 +62,7 @@ impl InFlight {
     }
 }
 
-impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Producer<S, C, E, L> {
+impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Engine<S, C, E, L> {
     /// Whether a transmit awaiting its outcome holds the record.
     pub(super) fn in_flight(&self, info: &RecordInfo) -> bool {
         let (key, class) = (info.key(), info.meta.class);

@@ -38,7 +38,7 @@ pub(super) struct LinkRt {
     pub(super) exhausted: bool,
 }
 
-impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Producer<S, C, E, L> {
+impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Engine<S, C, E, L> {
     pub(super) fn refresh_arming(&mut self) {
         let (ne, links) = (self.config.endpoints().len(), self.config.links());
         // Arming only matters where a costly link could ever be used.

@@ -38,13 +38,13 @@ use routing::{EndpointRt, Status};
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct TransmitId(pub u32);
 
-/// A batch of records the driver must send, written by [`Producer::poll_transmit`] into the
+/// A batch of records the driver must send, written by [`Engine::poll_transmit`] into the
 /// caller's buffer as back-to-back frames (see [`crate::frame`]).
 #[must_use = "a transmit must be sent and its outcome handed back"]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Transmit {
-    /// Pass this back to [`Producer::handle_outcome`].
+    /// Pass this back to [`Engine::handle_outcome`].
     pub id: TransmitId,
     /// The hub to send to.
     pub endpoint: EndpointId,
@@ -164,7 +164,7 @@ impl core::fmt::Display for ControlError {
 
 impl core::error::Error for ControlError {}
 
-/// Why [`Producer::poll_transmit`] could not write a transmit. Nothing was marked in
+/// Why [`Engine::poll_transmit`] could not write a transmit. Nothing was marked in
 /// flight: the same call with a large enough buffer succeeds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -222,7 +222,7 @@ impl core::error::Error for TransmitError {}
 ///     .endpoint(EndpointConfig::new("secondary"))
 ///     .build()
 ///     .unwrap();
-/// let mut p = Producer::new(&config, RamStore::<4096>::new(), Instant::ZERO, 1, 42);
+/// let mut p = Engine::new(&config, RamStore::<4096>::new(), Instant::ZERO, 1, 42);
 /// let id = p.enqueue(Instant::ZERO, b"21.5", Class::Normal).unwrap();
 /// assert_eq!(id.to_string(), "sensor-1:1:0");
 ///
@@ -269,7 +269,7 @@ impl core::error::Error for TransmitError {}
 /// `E` and `L` are the most endpoints and links this engine can take (the configuration's
 /// own limits, [`MAX_ENDPOINTS`] and [`MAX_LINKS`], by default). A device that knows it has
 /// two endpoints and two links saves a third of the engine's RAM with
-/// `Producer<S, C, 2, 2>`, built with [`try_new`](Self::try_new):
+/// `Engine<S, C, 2, 2>`, built with [`try_new`](Self::try_new):
 ///
 /// ```
 /// use twinhub_core::*;
@@ -279,14 +279,14 @@ impl core::error::Error for TransmitError {}
 ///     .endpoint(EndpointConfig::new("secondary"))
 ///     .build()
 ///     .unwrap();
-/// let small = Producer::<_, _, 2, 1>::try_new(&config, RamStore::<512>::new(), Instant::ZERO, 1, 7)
+/// let small = Engine::<_, _, 2, 1>::try_new(&config, RamStore::<512>::new(), Instant::ZERO, 1, 7)
 ///     .unwrap();
-/// assert!(size_of_val(&small) < size_of::<Producer<RamStore<512>, &Config>>());
+/// assert!(size_of_val(&small) < size_of::<Engine<RamStore<512>, &Config>>());
 /// // A configuration larger than the engine is refused, naming what is over.
-/// let one = Producer::<_, _, 1, 1>::try_new(&config, RamStore::<512>::new(), Instant::ZERO, 1, 7);
+/// let one = Engine::<_, _, 1, 1>::try_new(&config, RamStore::<512>::new(), Instant::ZERO, 1, 7);
 /// assert_eq!(one.err(), Some(ConfigError::TooManyEndpoints));
 /// ```
-pub struct Producer<
+pub struct Engine<
     S: Store,
     C: Deref<Target = Config> = &'static Config,
     const E: usize = MAX_ENDPOINTS,
@@ -322,10 +322,10 @@ const HAS_BUDGET: u8 = 1;
 const HAS_COSTLY: u8 = 2;
 
 impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> core::fmt::Debug
-    for Producer<S, C, E, L>
+    for Engine<S, C, E, L>
 {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Producer")
+        f.debug_struct("Engine")
             .field("device", self.config.device_id())
             .field("epoch", &self.epoch)
             .field("stats", self.ledger.stats())
@@ -333,7 +333,7 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> core::
     }
 }
 
-impl<S: Store, C: Deref<Target = Config>> Producer<S, C> {
+impl<S: Store, C: Deref<Target = Config>> Engine<S, C> {
     /// Starts the engine.
     ///
     /// `epoch` must be larger than at any earlier start of this device (persist a counter);
@@ -346,9 +346,9 @@ impl<S: Store, C: Deref<Target = Config>> Producer<S, C> {
     }
 }
 
-impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Producer<S, C, E, L> {
+impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Engine<S, C, E, L> {
     /// Starts an engine sized for at most `E` endpoints and `L` links, as
-    /// [`new`](Producer::new) does; fails with [`ConfigError::TooManyEndpoints`] or
+    /// [`new`](Engine::new) does; fails with [`ConfigError::TooManyEndpoints`] or
     /// [`ConfigError::TooManyLinks`] when the configuration has more.
     pub fn try_new(
         config: C,
@@ -406,7 +406,7 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Produc
                 aa_mask |= 1 << i;
             }
         }
-        let mut p = Producer {
+        let mut p = Engine {
             routes: [[route; L]; E],
             endpoints,
             links: [LinkRt {

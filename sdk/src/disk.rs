@@ -172,11 +172,11 @@ struct Segment {
 ///
 /// Driving it: open it, take an epoch with [`next_epoch`](Self::next_epoch), hand it to
 /// the engine, and after each group of accepted records call [`sync`](Self::sync) (through
-/// `Producer::store_mut`) before telling their callers they are stored. Removals made by
+/// `Engine::store_mut`) before telling their callers they are stored. Removals made by
 /// the engine become durable at the same syncs.
 ///
 /// ```
-/// use twinhub::outbox::DiskStore;
+/// use twinhub::disk::DiskStore;
 /// use twinhub::spec::Fsync;
 /// use twinhub_core::{Class, Instant, RecordMeta, Store};
 ///
