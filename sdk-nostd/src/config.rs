@@ -383,6 +383,7 @@ pub struct Config {
     timings: Timings,
     on_full: OnFull,
     max_inflight: u8,
+    hold_partial: bool,
     max_record_bytes: u32,
     order: heapless::Vec<(u8, u8), { MAX_ENDPOINTS * MAX_LINKS }>,
 }
@@ -413,6 +414,7 @@ impl Config {
             timings: Timings::default(),
             on_full: OnFull::default(),
             max_inflight: MAX_INFLIGHT as u8,
+            hold_partial: false,
             overflow: None,
         }
     }
@@ -457,6 +459,26 @@ impl Config {
     pub fn max_inflight(&self) -> usize {
         self.max_inflight as usize
     }
+    /// Whether a partial batch waits while records are in flight; see
+    /// [`ConfigBuilder::hold_partial`].
+    #[inline]
+    pub fn hold_partial(&self) -> bool {
+        self.hold_partial
+    }
+    /// Turns [`hold_partial`](ConfigBuilder::hold_partial) on or off in a built
+    /// configuration (it needs no validation): for a driver that always batches this way.
+    pub fn set_hold_partial(&mut self, on: bool) {
+        self.hold_partial = on;
+    }
+    /// A full batch for [`hold_partial`](ConfigBuilder::hold_partial): the smallest
+    /// `max_batch_records` of the endpoints, so a batch this large is full wherever it goes.
+    pub fn full_batch(&self) -> u16 {
+        self.endpoints
+            .iter()
+            .map(|e| e.max_batch_records)
+            .min()
+            .unwrap_or(1)
+    }
     /// The largest payload every endpoint accepts: records are checked against it at
     /// enqueue, so a record the primary takes also fits the secondary.
     #[inline]
@@ -498,6 +520,7 @@ pub struct ConfigBuilder<'a> {
     timings: Timings,
     on_full: OnFull,
     max_inflight: u8,
+    hold_partial: bool,
     overflow: Option<ConfigError>,
 }
 
@@ -539,6 +562,21 @@ impl ConfigBuilder<'_> {
     /// Sets the most transmits in flight (1 to [`MAX_INFLIGHT`], default the maximum).
     pub fn max_inflight(mut self, n: u8) -> Self {
         self.max_inflight = n;
+        self
+    }
+
+    /// Holds partial batches back while records are in flight (default off).
+    ///
+    /// With it on, [`Producer::poll_transmit`](crate::Producer::poll_transmit) sends
+    /// nothing while a transmit awaits its outcome and fewer than a
+    /// [full batch](Config::full_batch) of records wait behind it. As with Nagle's
+    /// algorithm, a burst then leaves in full batches (one request per batch, not a trickle
+    /// of small ones), while an idle producer still sends at once: with nothing in flight,
+    /// whatever waits goes, as linger allows. Held records go when the transmits in flight
+    /// settle (an outcome, their request timeout, or their route going down), at the
+    /// latest. It delays sending, never drops or reorders records.
+    pub fn hold_partial(mut self, on: bool) -> Self {
+        self.hold_partial = on;
         self
     }
 
@@ -615,6 +653,7 @@ impl ConfigBuilder<'_> {
             timings: self.timings,
             on_full: self.on_full,
             max_inflight: self.max_inflight,
+            hold_partial: self.hold_partial,
             max_record_bytes,
             order,
         })

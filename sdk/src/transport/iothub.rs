@@ -59,8 +59,14 @@ pub fn iot_hub_transport(
         });
     }
     // `host` may carry a port for a local broker; the identity uses the host name only.
+    // An IPv6 literal has colons of its own: only `[addr]:port` or `name:port` split.
     let (name, port) = match spec.host.rsplit_once(':') {
-        Some((h, p)) if p.parse::<u16>().is_ok() => (h.to_string(), p.parse().unwrap_or(spec.port)),
+        Some((h, p)) if !h.contains(':') || h.starts_with('[') && h.ends_with(']') => {
+            match p.parse::<u16>() {
+                Ok(port) => (h.to_string(), port),
+                Err(_) => (spec.host.clone(), spec.port),
+            }
+        }
         _ => (spec.host.clone(), spec.port),
     };
     // The host actually connected to: an IoT Edge gateway when there is one.
