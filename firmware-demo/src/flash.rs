@@ -38,6 +38,17 @@ pub enum FlashError {
     Host,
 }
 
+impl core::fmt::Display for FlashError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            FlashError::NotAligned => "flash access not aligned",
+            FlashError::OutOfBounds => "flash access out of bounds",
+            FlashError::Open => "the host could not open the flash file",
+            FlashError::Host => "the host failed a flash file operation",
+        })
+    }
+}
+
 impl NorFlashError for FlashError {
     fn kind(&self) -> NorFlashErrorKind {
         match self {

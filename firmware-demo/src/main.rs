@@ -395,7 +395,7 @@ fn main() -> ! {
             // stay here and the engine times the transmit out.
             if let Some(spend) = engine.link_spend(tx.link) {
                 if let Err(e) = engine.store_mut().save_spend(tx.link.0, spend) {
-                    hprintln!("firmware: spend not saved ({:?}): transmit held back", e);
+                    hprintln!("firmware: spend not saved ({}): transmit held back", e);
                     lines.held_back += 1;
                     continue;
                 }
@@ -514,7 +514,7 @@ fn satellite_hello(
         // record that reaches it.
         Ok(false) => return,
         Err(e) => {
-            hprintln!("firmware: spend not saved ({:?}): no hello", e);
+            hprintln!("firmware: spend not saved ({}): no hello", e);
             return;
         }
     }
@@ -613,8 +613,8 @@ fn fail(why: &str) -> ! {
 }
 
 /// Fails naming what failed and the typed error it gave.
-fn fail_because(what: &str, error: impl core::fmt::Debug) -> ! {
-    hprintln!("firmware: FAILED: {}: {:?}", what, error);
+fn fail_because(what: &str, error: impl core::fmt::Display) -> ! {
+    hprintln!("firmware: FAILED: {}: {}", what, error);
     exit_failure()
 }
 
