@@ -465,14 +465,9 @@ impl Config {
     pub fn hold_partial(&self) -> bool {
         self.hold_partial
     }
-    /// Turns [`hold_partial`](ConfigBuilder::hold_partial) on or off in a built
-    /// configuration (it needs no validation): for a driver that always batches this way.
-    pub fn set_hold_partial(&mut self, on: bool) {
-        self.hold_partial = on;
-    }
     /// A full batch for [`hold_partial`](ConfigBuilder::hold_partial): the smallest
     /// `max_batch_records` of the endpoints, so a batch this large is full wherever it goes.
-    pub fn full_batch(&self) -> u16 {
+    pub(crate) fn full_batch(&self) -> u16 {
         self.endpoints
             .iter()
             .map(|e| e.max_batch_records)
@@ -567,7 +562,7 @@ impl ConfigBuilder<'_> {
 
     /// Holds partial batches back while records are in flight (default off).
     ///
-    /// With it on, [`Producer::poll_transmit`](crate::Producer::poll_transmit) sends
+    /// With it on, [`Engine::poll_transmit`](crate::Engine::poll_transmit) sends
     /// nothing while a transmit awaits its outcome and fewer than a
     /// [full batch](Config::full_batch) of records wait behind it. As with Nagle's
     /// algorithm, a burst then leaves in full batches (one request per batch, not a trickle

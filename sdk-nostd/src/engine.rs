@@ -570,7 +570,8 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Engine
 
     /// Writes the next batch to send into `buf` and describes it, or returns `Ok(None)`
     /// when nothing should be sent now (nothing pending, every slot in flight, a back-off
-    /// or linger running, no allowed route).
+    /// or linger running, no allowed route, a partial batch
+    /// [held](crate::ConfigBuilder::hold_partial) behind transmits in flight).
     ///
     /// `buf` should hold at least the largest `max_batch_bytes` plus frame overhead; a
     /// smaller buffer makes smaller batches. A buffer too small for even the next record
@@ -589,8 +590,16 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Engine
         else {
             return Ok(None);
         };
-        if self.ledger.pending() <= u64::from(self.inflight_records())
-            && self.config.routing() != Routing::Mirror
+        let in_flight = u64::from(self.inflight_records());
+        let waiting = self.ledger.pending().saturating_sub(in_flight);
+        if waiting == 0 && self.config.routing() != Routing::Mirror {
+            return Ok(None);
+        }
+        // Nagle's rule (see `ConfigBuilder::hold_partial`): a partial batch waits for the
+        // transmits in flight.
+        if self.config.hold_partial()
+            && in_flight > 0
+            && waiting < u64::from(self.config.full_batch())
         {
             return Ok(None);
         }

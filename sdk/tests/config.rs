@@ -820,6 +820,8 @@ fn engine_config_carries_limits_budgets_and_defaults() {
     assert_eq!(engine.device_id().as_str(), "gw-1");
     assert_eq!(engine.routing(), Routing::ActiveActive);
     assert_eq!(engine.on_full(), OnFull::Reject);
+    // A gateway's bursts leave in full batches.
+    assert!(engine.hold_partial());
 
     let [eh, m] = engine.endpoints() else {
         panic!()

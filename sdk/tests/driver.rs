@@ -137,6 +137,8 @@ fn config(max_record: u32, on_full: OnFull) -> Config {
         .endpoint(a)
         .endpoint(EndpointConfig::new("secondary"))
         .on_full(on_full)
+        // As the SDK's builder sets it.
+        .hold_partial(true)
         .build()
         .unwrap()
 }

@@ -307,7 +307,9 @@ impl SdkConfig {
         let mut b = twinhub_core::Config::builder(&self.device_id)
             .routing(self.routing)
             .on_full(self.outbox.on_full)
-            .timings(self.timings);
+            .timings(self.timings)
+            // A gateway's bursts leave in full batches, one request each.
+            .hold_partial(true);
         for (class, ttl) in Class::ALL.iter().zip(self.ttl) {
             b = b.ttl(*class, units::to_engine(ttl));
         }

@@ -66,8 +66,6 @@ pub(super) struct Driver<S: Outbox> {
     clock: Clock,
     shared: Arc<Shared>,
     inflight: JoinSet<(TransmitId, Outcome)>,
-    /// The smallest full batch of any endpoint, in records.
-    full_batch: u64,
     flushers: Vec<oneshot::Sender<()>>,
     buf: Vec<u8>,
     /// The record envelope being enqueued, reused for every record.
@@ -120,12 +118,6 @@ impl<S: Outbox> Driver<S> {
             clock,
             shared: shared.clone(),
             inflight: JoinSet::new(),
-            full_batch: config
-                .endpoints()
-                .iter()
-                .map(|e| u64::from(e.max_batch_records))
-                .min()
-                .unwrap_or(1),
             flushers: Vec::new(),
             buf: vec![0; buffer_len(&config)],
             envelope: Vec::new(),
@@ -292,21 +284,11 @@ impl<S: Outbox> Driver<S> {
         }
     }
 
-    /// Whether records not yet sent should wait: while a transmit is in flight and they
-    /// would not fill a batch. As with Nagle's algorithm, a burst then leaves in full
-    /// batches (one request per batch, not a trickle of small ones), while an idle producer
-    /// still sends at once; held records go out when the transmits in flight complete (or
-    /// are abandoned with their route), at the latest.
-    fn hold_partial(&self) -> bool {
-        let in_flight = u64::from(self.engine.inflight_records());
-        in_flight > 0 && self.engine.stats().pending.saturating_sub(in_flight) < self.full_batch
-    }
-
     /// Sends everything the engine wants sent, publishes events and the snapshot.
     fn pump(&mut self) {
         let now = self.clock.now();
         let mut urgent = false;
-        while !self.hold_partial() {
+        loop {
             let tx = match self.engine.poll_transmit(now, &mut self.buf) {
                 Ok(Some(tx)) => tx,
                 Ok(None) => break,

@@ -189,7 +189,9 @@ impl std::fmt::Debug for Producer {
 /// The parts a producer is made of, for callers that build them themselves (tests, custom
 /// transports). Most applications use [`crate::Producer::builder`] from a configuration.
 pub struct Parts<S: Outbox> {
-    /// The validated engine configuration.
+    /// The validated engine configuration. It carries the batching rules too: the
+    /// builder's configurations turn on [`hold_partial`](twinhub_core::ConfigBuilder::hold_partial),
+    /// so a burst leaves in full batches; one built by hand decides for itself.
     pub config: Config,
     /// The outbox.
     pub outbox: S,
