@@ -563,8 +563,8 @@ impl ConfigBuilder<'_> {
     /// Holds partial batches back while records are in flight (default off).
     ///
     /// With it on, [`Engine::poll_transmit`](crate::Engine::poll_transmit) sends
-    /// nothing while a transmit awaits its outcome and fewer than a
-    /// [full batch](Config::full_batch) of records wait behind it. As with Nagle's
+    /// nothing while a transmit awaits its outcome and fewer than a full batch (the
+    /// smallest `max_batch_records` of the endpoints) wait behind it. As with Nagle's
     /// algorithm, a burst then leaves in full batches (one request per batch, not a trickle
     /// of small ones), while an idle producer still sends at once: with nothing in flight,
     /// whatever waits goes, as linger allows. Held records go when the transmits in flight
