@@ -412,14 +412,27 @@ impl<const N: usize> Store for RamStore<N> {
     }
 
     fn next_after(&mut self, after: Option<RecordKey>) -> Result<Option<RecordInfo>, StoreError> {
-        match self.walk(after, |k| match after {
-            Some(a) if k <= a => Walk::Skip,
-            _ => Walk::Take,
-        })? {
-            Some((_, Some(info))) => Ok(Some(info)),
-            Some((off, None)) => self.info_at(off).map(Some),
-            None => Ok(None),
+        let mut off = self.head as usize;
+        if let (Some(a), true) = (after, self.cursor != NO_SLOT) {
+            let (at, key) = (self.cursor as usize, self.cursor_key.get());
+            // Walks ask for the record after the one looked up last: go on from there.
+            if key <= a {
+                off = at + self.slot_len(at);
+            }
         }
+        // Slots hold keys in ascending order, so the first live one above `after` is it.
+        while off < self.tail as usize {
+            if self.is_live(off) {
+                let info = self.info_at(off)?;
+                let key = info.key();
+                if after.is_none_or(|a| key > a) {
+                    self.set_cursor(off, key);
+                    return Ok(Some(info));
+                }
+            }
+            off += self.slot_len(off);
+        }
+        Ok(None)
     }
 
     fn read(&mut self, key: RecordKey, out: &mut [u8]) -> Result<usize, StoreError> {
