@@ -329,12 +329,19 @@ impl<const N: usize> RamStore<N> {
     }
 
     /// The offset of live record `key`.
+    #[inline]
     fn find(&mut self, key: RecordKey) -> Result<usize, StoreError> {
-        // The engine reads and removes the record it just looked up: answer that first.
+        // The engine reads and removes the record it just looked up: answer that first,
+        // inline, and leave the walk out of line.
         let at = self.cursor as usize;
         if self.cursor != NO_SLOT && self.cursor_key.get() == key && self.is_live(at) {
             return Ok(at);
         }
+        self.find_by_walk(key)
+    }
+
+    #[inline(never)]
+    fn find_by_walk(&mut self, key: RecordKey) -> Result<usize, StoreError> {
         self.walk(Some(key), |k| match k.cmp(&key) {
             core::cmp::Ordering::Less => Walk::Skip,
             core::cmp::Ordering::Equal => Walk::Take,
