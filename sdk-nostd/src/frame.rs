@@ -297,7 +297,7 @@ pub fn decode(bytes: &[u8]) -> Result<(Frame<'_>, usize), FrameError> {
 
 /// Decodes the frame at the front of `bytes` without checking its CRC: for frames that
 /// never left memory since they were encoded.
-#[inline]
+#[inline(always)]
 pub fn decode_trusted(bytes: &[u8]) -> Result<(Frame<'_>, usize), FrameError> {
     let total = peek_len(bytes)?;
     let frame = bytes
