@@ -442,6 +442,8 @@ impl<const N: usize> Store for RamStore<N> {
         Ok(None)
     }
 
+    // Inlined into the engine's batch loop, where the record is the cursor's.
+    #[inline]
     fn read(&mut self, key: RecordKey, out: &mut [u8]) -> Result<usize, StoreError> {
         let off = self.find(key)?;
         let len = self.slot_len(off) - SLOT_HEADER;
