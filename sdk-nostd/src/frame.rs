@@ -192,7 +192,7 @@ fn gather7(w: u64) -> u64 {
 
 /// Bytes of the encoded metadata.
 #[inline]
-fn meta_len(meta: &RecordMeta) -> usize {
+pub(crate) fn meta_len(meta: &RecordMeta) -> usize {
     varint_len(u64::from(meta.epoch))
         + varint_len(meta.seq)
         + 1
@@ -237,7 +237,18 @@ pub fn encoded_len(meta: &RecordMeta, payload_len: usize) -> usize {
 /// Writes one frame into the front of `out`, returning its length.
 #[inline]
 pub fn encode(meta: &RecordMeta, payload: &[u8], out: &mut [u8]) -> Result<usize, FrameError> {
-    let m = meta_len(meta);
+    encode_sized(meta, meta_len(meta), payload, out)
+}
+
+/// [`encode`] given the metadata's length, `m` (what [`encoded_len`] less the header, CRC
+/// and payload), for a caller that has it already.
+#[inline(always)]
+pub(crate) fn encode_sized(
+    meta: &RecordMeta,
+    m: usize,
+    payload: &[u8],
+    out: &mut [u8],
+) -> Result<usize, FrameError> {
     let body = m + payload.len();
     if body > MAX_BODY {
         return Err(FrameError::TooLong);

@@ -396,7 +396,9 @@ impl<const N: usize> Store for RamStore<N> {
         if self.live > 0 && meta.key() <= self.newest.get() {
             return Err(StoreError::OutOfOrder);
         }
-        let need = SLOT_HEADER + frame::encoded_len(meta, payload.len());
+        // The metadata's length once, for the room check and the encoding.
+        let m = frame::meta_len(meta);
+        let need = SLOT_HEADER + frame::HEADER_AND_CRC + m + payload.len();
         if self.live_bytes as usize + need > N {
             return Err(StoreError::Full);
         }
@@ -404,8 +406,9 @@ impl<const N: usize> Store for RamStore<N> {
             self.compact();
         }
         let off = self.tail as usize;
-        frame::encode(
+        frame::encode_sized(
             meta,
+            m,
             payload,
             &mut self.arena[off + SLOT_HEADER..off + need],
         )
