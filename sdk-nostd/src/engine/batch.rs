@@ -115,6 +115,9 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Engine
         // Records looked at: once it is every record held, the walk is over without asking
         // the store for one more.
         let mut seen = 0;
+        // With no transmit in flight (the usual case on a healthy link), no record is in one:
+        // asked once, not for every record.
+        let check_in_flight = !lim.mirror && self.inflight.iter().any(|f| f.id != 0);
         // Expired records were dropped by `touch` before we got here.
         while b.count < lim.max_records && seen < self.store.len() {
             let info = match self.store.next_after(after) {
@@ -125,7 +128,7 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Engine
             let key = info.key();
             after = Some(key);
             seen += 1;
-            if !lim.mirror && self.in_flight(&info) {
+            if check_in_flight && self.in_flight(&info) {
                 if b.first.is_some() {
                     // The records of a transmit are a run with no gap: stop at another's.
                     b.full = true;
