@@ -212,7 +212,7 @@ fn put_meta(meta: &RecordMeta, out: &mut [u8]) -> usize {
     n
 }
 
-#[inline]
+#[inline(always)]
 fn get_meta(body: &[u8]) -> Option<(RecordMeta, usize)> {
     let (epoch, a) = get_varint(body, 5, 32)?;
     let (seq, b) = get_varint(&body[a..], 10, 64)?;
@@ -317,7 +317,9 @@ pub fn decode_trusted(bytes: &[u8]) -> Result<(Frame<'_>, usize), FrameError> {
     Ok((decode_body(&frame[5..total - 4])?, total))
 }
 
-#[inline]
+// Always inlined (as is `get_meta`), for `RamStore`'s walk; left to the compiler, one of
+// the three was kept out of line and returned its parts through memory.
+#[inline(always)]
 fn decode_body(body: &[u8]) -> Result<Frame<'_>, FrameError> {
     let (meta, n) = get_meta(body).ok_or(FrameError::Meta)?;
     Ok(Frame {

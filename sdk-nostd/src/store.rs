@@ -276,6 +276,9 @@ impl<const N: usize> RamStore<N> {
         &self.arena[off + SLOT_HEADER..off + self.slot_len(off)]
     }
 
+    // Inlined whole, decoding included, into the walks: the engine's hot loops call them
+    // once a record, and the frame's parts need not come back through memory.
+    #[inline(always)]
     fn info_at(&self, off: usize) -> Result<RecordInfo, StoreError> {
         let bytes = self.frame_at(off);
         let (f, len) = frame::decode_trusted(bytes).map_err(StoreError::Corrupt)?;
