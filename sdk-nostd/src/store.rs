@@ -473,12 +473,17 @@ impl<const N: usize> Store for RamStore<N> {
             return Ok(());
         }
         // Reclaim holes at the front at once; the rest wait for compaction. A cursor on a
-        // hole stays usable (its frame is intact) until the hole is reclaimed.
-        while self.head < self.tail && !self.is_live(self.head as usize) {
-            self.head += self.slot_len(self.head as usize) as u32;
-        }
-        if self.cursor != NO_SLOT && self.cursor < self.head {
-            self.cursor = NO_SLOT;
+        // hole stays usable (its frame is intact) until the hole is reclaimed. The head is
+        // live while records are held, so only removing it opens holes at the front.
+        if off == self.head as usize {
+            let mut head = off + len;
+            while head < self.tail as usize && !self.is_live(head) {
+                head += self.slot_len(head);
+            }
+            self.head = head as u32;
+            if self.cursor != NO_SLOT && self.cursor < self.head {
+                self.cursor = NO_SLOT;
+            }
         }
         Ok(())
     }
