@@ -125,9 +125,22 @@ impl fmt::Display for FrameError {
 
 impl core::error::Error for FrameError {}
 
+/// Bytes of a varint, by its value's leading zero bits: a load, where the division by
+/// seven took a multiply and shifts (three varints are sized per record, twice).
+const VARINT_LEN: [u8; 64] = {
+    let mut t = [0u8; 64];
+    let mut lz = 0;
+    while lz < 64 {
+        t[lz] = (64 - lz).div_ceil(7) as u8;
+        lz += 1;
+    }
+    t
+};
+
 #[inline]
 fn varint_len(v: u64) -> usize {
-    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+    // `v | 1` has at most 63 leading zeros.
+    VARINT_LEN[(v | 1).leading_zeros() as usize] as usize
 }
 
 #[inline]
@@ -153,10 +166,9 @@ fn get_varint(bytes: &[u8], max: usize, bits: u32) -> Option<(u64, usize)> {
     }
     // Up to eight bytes at once when eight are there to load: the hot path for sequence
     // numbers and timestamps, which take two to six bytes.
-    if let Some(word) = bytes.get(..8) {
-        let w = u64::from_le_bytes([
-            word[0], word[1], word[2], word[3], word[4], word[5], word[6], word[7],
-        ]);
+    if let Some(word) = bytes.first_chunk::<8>() {
+        // From an array, not eight indexed bytes: one load rather than eight and shifts.
+        let w = u64::from_le_bytes(*word);
         let ends = !w & 0x8080_8080_8080_8080;
         if ends != 0 {
             let n = (ends.trailing_zeros() / 8 + 1) as usize;
@@ -193,7 +205,7 @@ fn gather7(w: u64) -> u64 {
 
 /// Bytes of the encoded metadata.
 #[inline]
-fn meta_len(meta: &RecordMeta) -> usize {
+pub(crate) fn meta_len(meta: &RecordMeta) -> usize {
     varint_len(u64::from(meta.epoch))
         + varint_len(meta.seq)
         + 1
@@ -213,7 +225,7 @@ fn put_meta(meta: &RecordMeta, out: &mut [u8]) -> usize {
     n
 }
 
-#[inline]
+#[inline(always)]
 fn get_meta(body: &[u8]) -> Option<(RecordMeta, usize)> {
     let (epoch, a) = get_varint(body, 5, 32)?;
     let (seq, b) = get_varint(&body[a..], 10, 64)?;
@@ -238,7 +250,18 @@ pub fn encoded_len(meta: &RecordMeta, payload_len: usize) -> usize {
 /// Writes one frame into the front of `out`, returning its length.
 #[inline]
 pub fn encode(meta: &RecordMeta, payload: &[u8], out: &mut [u8]) -> Result<usize, FrameError> {
-    let m = meta_len(meta);
+    encode_sized(meta, meta_len(meta), payload, out)
+}
+
+/// [`encode`] given the metadata's length, `m` (what [`encoded_len`] less the header, CRC
+/// and payload), for a caller that has it already.
+#[inline(always)]
+pub(crate) fn encode_sized(
+    meta: &RecordMeta,
+    m: usize,
+    payload: &[u8],
+    out: &mut [u8],
+) -> Result<usize, FrameError> {
     let body = m + payload.len();
     if body > MAX_BODY {
         return Err(FrameError::TooLong);
@@ -298,7 +321,7 @@ pub fn decode(bytes: &[u8]) -> Result<(Frame<'_>, usize), FrameError> {
 
 /// Decodes the frame at the front of `bytes` without checking its CRC: for frames that
 /// never left memory since they were encoded.
-#[inline]
+#[inline(always)]
 pub fn decode_trusted(bytes: &[u8]) -> Result<(Frame<'_>, usize), FrameError> {
     let total = peek_len(bytes)?;
     let frame = bytes
@@ -307,7 +330,9 @@ pub fn decode_trusted(bytes: &[u8]) -> Result<(Frame<'_>, usize), FrameError> {
     Ok((decode_body(&frame[5..total - 4])?, total))
 }
 
-#[inline]
+// Always inlined (as is `get_meta`), for `RamStore`'s walk; left to the compiler, one of
+// the three was kept out of line and returned its parts through memory.
+#[inline(always)]
 fn decode_body(body: &[u8]) -> Result<Frame<'_>, FrameError> {
     let (meta, n) = get_meta(body).ok_or(FrameError::Meta)?;
     Ok(Frame {
@@ -473,6 +498,16 @@ mod tests {
                 postcard::from_bytes::<RecordMeta>(bad).is_ok(),
                 "{bad:?}"
             );
+        }
+    }
+
+    #[test]
+    fn varint_len_is_what_put_varint_writes() {
+        let mut buf = [0u8; 10];
+        for bits in 0..64 {
+            for v in [1u64 << bits, (1u64 << bits) - 1, u64::MAX >> (63 - bits)] {
+                assert_eq!(varint_len(v), put_varint(v, &mut buf), "{v:#x}");
+            }
         }
     }
 

@@ -276,6 +276,9 @@ impl<const N: usize> RamStore<N> {
         &self.arena[off + SLOT_HEADER..off + self.slot_len(off)]
     }
 
+    // Inlined whole, decoding included, into the walks: the engine's hot loops call them
+    // once a record, and the frame's parts need not come back through memory.
+    #[inline(always)]
     fn info_at(&self, off: usize) -> Result<RecordInfo, StoreError> {
         let bytes = self.frame_at(off);
         let (f, len) = frame::decode_trusted(bytes).map_err(StoreError::Corrupt)?;
@@ -329,12 +332,19 @@ impl<const N: usize> RamStore<N> {
     }
 
     /// The offset of live record `key`.
+    #[inline]
     fn find(&mut self, key: RecordKey) -> Result<usize, StoreError> {
-        // The engine reads and removes the record it just looked up: answer that first.
+        // The engine reads and removes the record it just looked up: answer that first,
+        // inline, and leave the walk out of line.
         let at = self.cursor as usize;
         if self.cursor != NO_SLOT && self.cursor_key.get() == key && self.is_live(at) {
             return Ok(at);
         }
+        self.find_by_walk(key)
+    }
+
+    #[inline(never)]
+    fn find_by_walk(&mut self, key: RecordKey) -> Result<usize, StoreError> {
         self.walk(Some(key), |k| match k.cmp(&key) {
             core::cmp::Ordering::Less => Walk::Skip,
             core::cmp::Ordering::Equal => Walk::Take,
@@ -389,7 +399,9 @@ impl<const N: usize> Store for RamStore<N> {
         if self.live > 0 && meta.key() <= self.newest.get() {
             return Err(StoreError::OutOfOrder);
         }
-        let need = SLOT_HEADER + frame::encoded_len(meta, payload.len());
+        // The metadata's length once, for the room check and the encoding.
+        let m = frame::meta_len(meta);
+        let need = SLOT_HEADER + frame::HEADER_AND_CRC + m + payload.len();
         if self.live_bytes as usize + need > N {
             return Err(StoreError::Full);
         }
@@ -397,8 +409,9 @@ impl<const N: usize> Store for RamStore<N> {
             self.compact();
         }
         let off = self.tail as usize;
-        frame::encode(
+        frame::encode_sized(
             meta,
+            m,
             payload,
             &mut self.arena[off + SLOT_HEADER..off + need],
         )
@@ -412,16 +425,31 @@ impl<const N: usize> Store for RamStore<N> {
     }
 
     fn next_after(&mut self, after: Option<RecordKey>) -> Result<Option<RecordInfo>, StoreError> {
-        match self.walk(after, |k| match after {
-            Some(a) if k <= a => Walk::Skip,
-            _ => Walk::Take,
-        })? {
-            Some((_, Some(info))) => Ok(Some(info)),
-            Some((off, None)) => self.info_at(off).map(Some),
-            None => Ok(None),
+        let mut off = self.head as usize;
+        if let (Some(a), true) = (after, self.cursor != NO_SLOT) {
+            let (at, key) = (self.cursor as usize, self.cursor_key.get());
+            // Walks ask for the record after the one looked up last: go on from there.
+            if key <= a {
+                off = at + self.slot_len(at);
+            }
         }
+        // Slots hold keys in ascending order, so the first live one above `after` is it.
+        while off < self.tail as usize {
+            if self.is_live(off) {
+                let info = self.info_at(off)?;
+                let key = info.key();
+                if after.is_none_or(|a| key > a) {
+                    self.set_cursor(off, key);
+                    return Ok(Some(info));
+                }
+            }
+            off += self.slot_len(off);
+        }
+        Ok(None)
     }
 
+    // Inlined into the engine's batch loop, where the record is the cursor's.
+    #[inline]
     fn read(&mut self, key: RecordKey, out: &mut [u8]) -> Result<usize, StoreError> {
         let off = self.find(key)?;
         let len = self.slot_len(off) - SLOT_HEADER;
@@ -445,12 +473,17 @@ impl<const N: usize> Store for RamStore<N> {
             return Ok(());
         }
         // Reclaim holes at the front at once; the rest wait for compaction. A cursor on a
-        // hole stays usable (its frame is intact) until the hole is reclaimed.
-        while self.head < self.tail && !self.is_live(self.head as usize) {
-            self.head += self.slot_len(self.head as usize) as u32;
-        }
-        if self.cursor != NO_SLOT && self.cursor < self.head {
-            self.cursor = NO_SLOT;
+        // hole stays usable (its frame is intact) until the hole is reclaimed. The head is
+        // live while records are held, so only removing it opens holes at the front.
+        if off == self.head as usize {
+            let mut head = off + len;
+            while head < self.tail as usize && !self.is_live(head) {
+                head += self.slot_len(head);
+            }
+            self.head = head as u32;
+            if self.cursor != NO_SLOT && self.cursor < self.head {
+                self.cursor = NO_SLOT;
+            }
         }
         Ok(())
     }

@@ -115,17 +115,21 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Engine
         // Records looked at: once it is every record held, the walk is over without asking
         // the store for one more.
         let mut seen = 0;
+        // With no transmit in flight (the usual case on a healthy link), no record is in one:
+        // asked once, not for every record.
+        let check_in_flight = !lim.mirror && self.inflight.iter().any(|f| f.id != 0);
         // Expired records were dropped by `touch` before we got here.
         while b.count < lim.max_records && seen < self.store.len() {
-            let info = match self.store.next_after(after) {
-                Ok(Some(info)) => info,
+            // Borrowed where the store returned it, not copied out.
+            let next = self.store.next_after(after);
+            let Ok(Some(info)) = &next else {
                 // The end, or a store that cannot be walked now: send what we have.
-                _ => break,
+                break;
             };
             let key = info.key();
             after = Some(key);
             seen += 1;
-            if !lim.mirror && self.in_flight(&info) {
+            if check_in_flight && self.in_flight(info) {
                 if b.first.is_some() {
                     // The records of a transmit are a run with no gap: stop at another's.
                     b.full = true;
@@ -171,7 +175,7 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Engine
                 // A frame that fails its check can never be sent as it was accepted: drop
                 // it, counted, rather than keep it pending for ever.
                 Err(StoreError::Corrupt(err)) if err != FrameError::BufferTooSmall => {
-                    if self.drop_record(&info, DropReason::Corrupt) {
+                    if self.drop_record(info, DropReason::Corrupt) {
                         seen -= 1;
                     }
                     continue;

@@ -39,12 +39,19 @@ pub(super) struct LinkRt {
 }
 
 impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Engine<S, C, E, L> {
+    /// Arms or disarms the costly links as route health now says.
+    #[inline]
     pub(super) fn refresh_arming(&mut self) {
-        let (ne, links) = (self.config.endpoints().len(), self.config.links());
-        // Arming only matters where a costly link could ever be used.
-        if self.facts & HAS_COSTLY == 0 {
-            return;
+        // Arming only matters where a costly link could ever be used; that check is inlined
+        // (most configurations have none) and the work kept out of line.
+        if self.facts & HAS_COSTLY != 0 {
+            self.rearm();
         }
+    }
+
+    #[inline(never)]
+    fn rearm(&mut self) {
+        let (ne, links) = (self.config.endpoints().len(), self.config.links());
         let cheap_up = (0..ne).any(|e| {
             links
                 .iter()

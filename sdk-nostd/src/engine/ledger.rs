@@ -153,7 +153,9 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Engine
         // The transmit's slot is free already, so `holds` is asked of a live copy.
         let held = InFlight { id: 1, ..*f };
         while left > 0 {
-            let Ok(Some(info)) = self.store.next_after(after) else {
+            // Borrowed where the store returned it, not copied out.
+            let next = self.store.next_after(after);
+            let Ok(Some(info)) = &next else {
                 break;
             };
             let key = info.key();
@@ -164,7 +166,7 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Engine
             if held.holds(key, info.meta.class, allow) {
                 left -= 1;
                 let by = Fate::Delivered(EndpointId(e as u8));
-                self.ledger.remove(&mut self.store, &info, by);
+                self.ledger.remove(&mut self.store, info, by);
             }
         }
     }

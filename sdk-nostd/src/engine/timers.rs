@@ -4,6 +4,10 @@ use super::*;
 
 impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Engine<S, C, E, L> {
     /// Brings time forward and does what time alone decides: budget windows, expiry, arming.
+    ///
+    /// Small enough to inline, with the work out of line: on the hot path none of it is
+    /// due, and that answer should not pay for saving the registers the work needs.
+    #[inline]
     pub(super) fn touch(&mut self, now: Instant) {
         if now <= self.now && self.now < self.next_expiry {
             // Time has not moved: windows, expiry and arming are as they were (every call
@@ -11,6 +15,17 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Engine
             return;
         }
         self.now = self.now.max(now);
+        if self.facts & HAS_BUDGET != 0
+            || self.now >= self.next_expiry
+            || self.cheap_down_since != Instant::NEVER
+        {
+            self.time_passed();
+        }
+    }
+
+    /// What time alone decides, once the clock has moved to `self.now`.
+    #[inline(never)]
+    fn time_passed(&mut self) {
         let links = if self.facts & HAS_BUDGET != 0 {
             self.config.links()
         } else {
