@@ -64,6 +64,13 @@ impl Firmware {
         let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .args(["build", "--release", "--target-dir"])
             .arg(dir.join("target"))
+            // As `cargo xtask` builds it: source paths in the image (panic locations) do
+            // not depend on where the checkout is, so neither does its size.
+            .arg("--config")
+            .arg(format!(
+                "target.thumbv7em-none-eabihf.rustflags=['--remap-path-prefix={}=twinhub']",
+                root().display()
+            ))
             .current_dir(&dir)
             .status()
             .expect("cargo runs");
