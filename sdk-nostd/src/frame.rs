@@ -173,6 +173,11 @@ fn get_varint(bytes: &[u8], max: usize, bits: u32) -> Option<(u64, usize)> {
         if ends != 0 {
             let n = (ends.trailing_zeros() / 8 + 1) as usize;
             if n <= max {
+                // A last byte of zero pads the value (an overlong encoding): the encoder
+                // never writes one, so a frame that has it was not written by us.
+                if (w >> (8 * (n - 1))) & 0xff == 0 {
+                    return None;
+                }
                 let v = gather7(w & (u64::MAX >> (64 - 8 * n as u32)));
                 return (bits == 64 || v >> bits == 0).then_some((v, n));
             }
@@ -187,6 +192,10 @@ fn get_varint(bytes: &[u8], max: usize, bits: u32) -> Option<(u64, usize)> {
         }
         v |= bits7 << (7 * i);
         if b & 0x80 == 0 {
+            // Overlong, as above.
+            if b == 0 && i > 0 {
+                return None;
+            }
             return (bits == 64 || v >> bits == 0).then_some((v, i + 1));
         }
     }
@@ -376,6 +385,28 @@ impl<'a> Iterator for Frames<'a> {
 
 #[cfg(test)]
 mod tests {
+    /// Found by fuzzing: a sequence number padded with a zero byte (`a8 ff ff ff bf 00`)
+    /// decoded to the value of its five-byte form, so a frame we never wrote was accepted
+    /// and re-encoded differently. Overlong varints are refused, on both read paths.
+    #[test]
+    fn overlong_varints_are_refused() {
+        assert_eq!(
+            get_varint(&[0xa8, 0xff, 0xff, 0xff, 0xbf, 0x00, 0, 0], 10, 64),
+            None
+        );
+        assert_eq!(get_varint(&[0x80, 0x00], 10, 64), None);
+        assert_eq!(get_varint(&[0x00], 10, 64), Some((0, 1)));
+        assert_eq!(
+            get_varint(&[0x80, 0x01, 0, 0, 0, 0, 0, 0], 10, 64),
+            Some((128, 2))
+        );
+        let crash = [
+            1, 20, 0, 0, 0, 0, 168, 255, 255, 255, 191, 0, 1, 0, 28, 255, 255, 186, 220, 0, 0, 191,
+            255, 0, 255, 122, 88, 233, 8, 0, 0, 0, 0,
+        ];
+        assert_eq!(decode(&crash).err(), Some(FrameError::Meta));
+    }
+
     use super::*;
 
     fn meta() -> RecordMeta {
