@@ -547,6 +547,17 @@ impl DiskStore {
                 rec.acked += 1;
                 continue;
             }
+            // The index is in key order, as the outbox writes. A frame whose key is not
+            // above the last one's was not written in its place: after damage, resyncing
+            // can land on a frame carried inside another record's payload.
+            if self
+                .index
+                .back()
+                .is_some_and(|last| last.meta.key() >= meta.key())
+            {
+                rec.corrupt_frames += 1;
+                continue;
+            }
             seg.live += 1;
             seg.live_bytes += len as u64;
             self.live_cost += (len + ACK_ENTRY) as u64;
