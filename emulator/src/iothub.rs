@@ -348,54 +348,74 @@ pub(crate) fn spawn(
     tls: Arc<rustls::ServerConfig>,
     hub: Arc<IotHub>,
 ) -> tokio::task::JoinHandle<()> {
+    accept_tls(
+        listener,
+        tls,
+        hub,
+        "IoT Hub",
+        |tls, local, hub| async move {
+            let peer = hub.peer_of(local);
+            let cn = crate::tls::client_common_name(tls.get_ref().1);
+            serve(tls, peer, &hub, cn.as_deref()).await;
+        },
+    )
+}
+
+/// A TLS stream the endpoint accepted.
+pub(crate) type TlsConn = tokio_rustls::server::TlsStream<TcpStream>;
+
+/// Accepts connections from `listener` and runs each, once its TLS handshake is done, as
+/// `conn` in a task of its own: a connection that misbehaves (or a bug it finds) ends
+/// that task only. `conn` gets the local address the proxy connected from, for
+/// [`IotHub::peer_of`]. Shared by MQTT on 8883 and by WebSockets on 443.
+pub(crate) fn accept_tls<F, Fut>(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    hub: Arc<IotHub>,
+    what: &'static str,
+    conn: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: Fn(TlsConn, SocketAddr, Arc<IotHub>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let conn = Arc::new(conn);
     tokio::spawn(async move {
         loop {
             let (stream, local) = match listener.accept().await {
                 Ok(c) => c,
                 Err(e) => {
                     // Out of descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "IoT Hub accept failed");
+                    tracing::warn!(error = %e, "{what} accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             };
-            let acceptor = acceptor.clone();
-            let hub = hub.clone();
-            // One task per connection: a connection that misbehaves (or a bug it finds)
-            // ends that task only.
+            let (acceptor, hub, conn) = (acceptor.clone(), hub.clone(), conn.clone());
             tokio::spawn(async move {
-                handle_tcp(stream, local, acceptor, hub).await;
+                let _ = stream.set_nodelay(true);
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => conn(tls, local, hub).await,
+                    _ => hub.events.bump("closed-tls"),
+                }
             });
         }
     })
 }
 
-async fn handle_tcp(
-    stream: TcpStream,
-    local: SocketAddr,
-    acceptor: tokio_rustls::TlsAcceptor,
-    hub: Arc<IotHub>,
-) {
-    let _ = stream.set_nodelay(true);
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-        Ok(Ok(s)) => s,
-        _ => {
-            hub.events.bump("closed-tls");
-            return;
-        }
-    };
-    // The proxy registered the client's address before it forwarded a single byte, so
-    // it is known once the handshake is done.
-    let peer = hub
-        .peers
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&local)
-        .copied()
-        .unwrap_or(local);
-    let cn = crate::tls::client_common_name(tls.get_ref().1);
-    serve(tls, peer, &hub, cn.as_deref()).await;
+impl IotHub {
+    /// The client's address behind the connection the proxy made from `local`: the proxy
+    /// registered it before it forwarded a single byte, so it is known once a handshake
+    /// is done. `local` itself when no proxy stands in between.
+    pub(crate) fn peer_of(&self, local: SocketAddr) -> SocketAddr {
+        self.peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&local)
+            .copied()
+            .unwrap_or(local)
+    }
 }
 
 /// Runs one MQTT connection to its end and counts why it ended. Generic over the stream

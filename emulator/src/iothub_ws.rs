@@ -14,15 +14,15 @@ use std::time::Duration;
 
 use async_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use async_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
-use crate::iothub::{IotHub, serve};
+use crate::iothub::{IotHub, TlsConn, accept_tls, serve};
 use crate::tls::client_common_name;
 
 /// The path IoT Hub serves MQTT over WebSockets on.
 pub const WEBSOCKET_PATH: &str = "/$iothub/websocket";
 
-/// How long a client may take for the TLS handshake and the upgrade.
+/// How long a client may take for the WebSocket upgrade.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves WebSocket connections from `listener` (behind the region's fault proxy).
@@ -31,42 +31,10 @@ pub(crate) fn spawn(
     tls: Arc<rustls::ServerConfig>,
     hub: Arc<IotHub>,
 ) -> tokio::task::JoinHandle<()> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    tokio::spawn(async move {
-        loop {
-            let (stream, local) = match listener.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    // Out of descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "IoT Hub WebSocket accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let acceptor = acceptor.clone();
-            let hub = hub.clone();
-            // One task per connection, as for MQTT on 8883.
-            tokio::spawn(async move {
-                handle(stream, local, acceptor, hub).await;
-            });
-        }
-    })
+    accept_tls(listener, tls, hub, "IoT Hub WebSocket", handle)
 }
 
-async fn handle(
-    stream: TcpStream,
-    local: SocketAddr,
-    acceptor: tokio_rustls::TlsAcceptor,
-    hub: Arc<IotHub>,
-) {
-    let _ = stream.set_nodelay(true);
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-        Ok(Ok(s)) => s,
-        _ => {
-            hub.events.bump("closed-tls");
-            return;
-        }
-    };
+async fn handle(tls: TlsConn, local: SocketAddr, hub: Arc<IotHub>) {
     let cn = client_common_name(tls.get_ref().1);
     let upgrade = async_tungstenite::tokio::accept_hdr_async(tls, check_upgrade);
     let ws = match tokio::time::timeout(HANDSHAKE_TIMEOUT, upgrade).await {
@@ -78,17 +46,9 @@ async fn handle(
     };
     // Counted apart from `connected`, so it shows which listener a device came through.
     hub.events.bump("websocket-upgraded");
-    // The proxy registered the client's address before it forwarded a single byte.
-    let peer = hub
-        .peers
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&local)
-        .copied()
-        .unwrap_or(local);
     serve(
         ws_stream_tungstenite::WsStream::new(ws),
-        peer,
+        hub.peer_of(local),
         &hub,
         cn.as_deref(),
     )
