@@ -157,6 +157,9 @@ async fn server_busy_past_throttle_failover_after_fails_over() {
         took >= Duration::from_secs(5),
         "failed over {took:?} after the first 503, before throttle_failover_after"
     );
+    // The stats snapshot is published after the transmit is handed to its task, so the
+    // record can reach the secondary first: wait for the snapshot, not for luck.
+    assert!(wait_until(Duration::from_secs(10), || p.stats().stats.failovers >= 1).await);
     assert_eq!(p.stats().stats.failovers, 1);
 }
 
