@@ -555,6 +555,7 @@ impl DiskStore {
                 .back()
                 .is_some_and(|last| last.meta.key() >= meta.key())
             {
+                tracing::warn!(path = %path.display(), offset = off, "outbox: skipped a frame out of key order");
                 rec.corrupt_frames += 1;
                 continue;
             }
