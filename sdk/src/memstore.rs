@@ -21,6 +21,13 @@ pub struct MemStore {
     entries: VecDeque<Entry>,
     used: usize,
     max_bytes: usize,
+    /// Entries taken from the front so far: `popped + index` names an entry for as long
+    /// as it is held, however many older ones go before it.
+    popped: usize,
+    /// The entry `next_after` returned last (`popped + index`, key). The engine walks the
+    /// store record after record and reads each one it is handed, so both find it here
+    /// instead of searching the whole deque once per record.
+    cursor: Option<(usize, RecordKey)>,
 }
 
 impl std::fmt::Debug for MemStore {
@@ -40,22 +47,36 @@ impl MemStore {
             entries: VecDeque::new(),
             used: 0,
             max_bytes,
+            popped: 0,
+            cursor: None,
         }
     }
 }
 
 impl MemStore {
-    /// Where the record with `key` is, or would go.
-    fn position(&self, key: RecordKey) -> usize {
-        self.entries.partition_point(|e| e.meta.key() < key)
+    /// Where the record with `key` is held, if it is: the cursor's record and the oldest
+    /// (the ones the engine reads and removes) without a search.
+    fn locate(&self, key: RecordKey) -> Option<usize> {
+        if let Some((at, k)) = self.cursor
+            && k == key
+            && let Some(i) = at.checked_sub(self.popped)
+            && self.entries.get(i).is_some_and(|e| e.meta.key() == key)
+        {
+            return Some(i);
+        }
+        if self.entries.front().is_some_and(|e| e.meta.key() == key) {
+            return Some(0);
+        }
+        let i = self.entries.partition_point(|e| e.meta.key() < key);
+        self.entries
+            .get(i)
+            .is_some_and(|e| e.meta.key() == key)
+            .then_some(i)
     }
 
     fn entry(&self, key: RecordKey) -> Result<(usize, &Entry), StoreError> {
-        let i = self.position(key);
-        match self.entries.get(i) {
-            Some(e) if e.meta.key() == key => Ok((i, e)),
-            _ => Err(StoreError::NoSuchRecord),
-        }
+        let i = self.locate(key).ok_or(StoreError::NoSuchRecord)?;
+        Ok((i, &self.entries[i]))
     }
 }
 
@@ -102,9 +123,17 @@ impl Store for MemStore {
     fn next_after(&mut self, after: Option<RecordKey>) -> Result<Option<RecordInfo>, StoreError> {
         let i = match after {
             None => 0,
-            Some(k) => self.entries.partition_point(|e| e.meta.key() <= k),
+            Some(k) => match self.locate(k) {
+                Some(i) => i + 1,
+                // `after` is not held (removed, or never was): the first key above it.
+                None => self.entries.partition_point(|e| e.meta.key() <= k),
+            },
         };
-        Ok(self.entries.get(i).map(|e| RecordInfo {
+        let Some(e) = self.entries.get(i) else {
+            return Ok(None);
+        };
+        self.cursor = Some((self.popped + i, e.meta.key()));
+        Ok(Some(RecordInfo {
             meta: e.meta,
             payload_len: e.payload_len,
             frame_len: e.frame.len() as u32,
@@ -121,8 +150,18 @@ impl Store for MemStore {
     }
 
     fn remove(&mut self, key: RecordKey) -> Result<(), StoreError> {
-        let (i, _) = self.entry(key)?;
-        if let Some(e) = self.entries.remove(i) {
+        let i = self.locate(key).ok_or(StoreError::NoSuchRecord)?;
+        let removed = if i == 0 {
+            self.popped += 1;
+            self.entries.pop_front()
+        } else {
+            // Entries after `i` move down one place: a cursor among them is stale.
+            if self.cursor.is_some_and(|(at, _)| at >= self.popped + i) {
+                self.cursor = None;
+            }
+            self.entries.remove(i)
+        };
+        if let Some(e) = removed {
             self.used -= e.frame.len() + ENTRY_OVERHEAD;
         }
         Ok(())
@@ -160,5 +199,53 @@ mod tests {
         let last = s.next_after(Some(meta(n - 1).key())).unwrap().unwrap();
         assert_eq!(last.meta.seq, n);
         assert_eq!(s.next_after(Some(last.key())).unwrap(), None);
+    }
+
+    proptest::proptest! {
+        /// The cursor and the front fast path are shortcuts only: every answer matches a
+        /// plain ordered map, whatever mix of appends, walks, reads and removals (oldest
+        /// first or from the middle) comes.
+        #[test]
+        fn matches_an_ordered_map(ops in proptest::collection::vec((0u8..4, 0usize..64), 1..300)) {
+            let mut s = MemStore::new(1 << 20);
+            let mut model = std::collections::BTreeMap::new();
+            let mut next = 0u64;
+            let mut walk: Option<RecordKey> = None;
+            let meta = |seq| RecordMeta { epoch: 1, seq, class: Class::Normal, enqueued_at: Instant::ZERO };
+            for (op, pick) in ops {
+                let held: Vec<RecordKey> = model.keys().copied().collect();
+                match op {
+                    0 => {
+                        s.append(&meta(next), &next.to_le_bytes()).unwrap();
+                        model.insert(meta(next).key(), next);
+                        next += 1 + pick as u64 % 3;
+                    }
+                    1 => {
+                        let want = match walk {
+                            None => model.keys().next().copied(),
+                            Some(a) => model.range((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded)).next().map(|(k, _)| *k),
+                        };
+                        let got = s.next_after(walk).unwrap().map(|i| i.key());
+                        proptest::prop_assert_eq!(got, want);
+                        walk = got;
+                        if let Some(k) = got {
+                            let mut buf = [0u8; 64];
+                            let n = s.read(k, &mut buf).unwrap();
+                            let (f, _) = frame::decode(&buf[..n]).unwrap();
+                            proptest::prop_assert_eq!(f.payload, &model[&k].to_le_bytes()[..]);
+                        }
+                    }
+                    2 if !held.is_empty() => {
+                        // Mostly the oldest, as deliveries go; sometimes any.
+                        let k = if pick % 2 == 0 { held[0] } else { held[pick % held.len()] };
+                        s.remove(k).unwrap();
+                        model.remove(&k);
+                        proptest::prop_assert_eq!(s.remove(k), Err(StoreError::NoSuchRecord));
+                    }
+                    _ => walk = None,
+                }
+                proptest::prop_assert_eq!(s.len(), model.len());
+            }
+        }
     }
 }
