@@ -353,23 +353,28 @@ impl KafkaTransport {
 
     fn encode(&self, records: &[Record]) -> io::Result<Vec<u8>> {
         let ids: Vec<_> = records.iter().map(|r| r.id.to_text()).collect();
+        // Every record's headers in one list, each record's a run of it: one allocation
+        // for the batch, not one per record.
+        let mut headers = Vec::with_capacity(2 * records.len());
+        let mut runs = Vec::with_capacity(records.len());
+        for (r, id) in records.iter().zip(&ids) {
+            let from = headers.len();
+            headers.push(("message-id", id.as_bytes()));
+            headers.push(("class", r.class.name().as_bytes()));
+            for (k, v) in &r.properties {
+                if k != "message-id" && k != "class" {
+                    headers.push((k.as_str(), v.as_bytes()));
+                }
+            }
+            runs.push(from..headers.len());
+        }
         let out: Vec<wire::OutRecord<'_>> = records
             .iter()
-            .zip(&ids)
-            .map(|(r, id)| {
-                let mut headers = Vec::with_capacity(2 + r.properties.len());
-                headers.push(("message-id", id.as_bytes()));
-                headers.push(("class", r.class.name().as_bytes()));
-                for (k, v) in &r.properties {
-                    if k != "message-id" && k != "class" {
-                        headers.push((k.as_str(), v.as_bytes()));
-                    }
-                }
-                wire::OutRecord {
-                    key: self.s.key.as_deref(),
-                    value: &r.body,
-                    headers,
-                }
+            .zip(runs)
+            .map(|(r, run)| wire::OutRecord {
+                key: self.s.key.as_deref(),
+                value: &r.body,
+                headers: &headers[run],
             })
             .collect();
         let now_ms = SystemTime::now()

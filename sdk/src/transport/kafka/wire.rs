@@ -300,7 +300,42 @@ pub(crate) struct OutRecord<'a> {
     /// `None` writes a null key (length -1), which Kafka reads as "no key".
     pub(crate) key: Option<&'a [u8]>,
     pub(crate) value: &'a [u8],
-    pub(crate) headers: Vec<(&'a str, &'a [u8])>,
+    pub(crate) headers: &'a [(&'a str, &'a [u8])],
+}
+
+/// Bytes of a record batch before its records: base offset (8), length (4), leader epoch
+/// (4), magic (1), CRC (4), then what the CRC covers: attributes (2), last offset delta
+/// (4), base and max timestamps (8 + 8), producer id (8), epoch (2), base sequence (4) and
+/// the record count (4).
+const BATCH_HEADER: usize = 61;
+/// Where the CRC-covered part of a batch starts.
+const CRC_FROM: usize = 21;
+
+/// Bytes the zig-zag varint of `v` takes.
+fn varint_len(v: i64) -> usize {
+    let u = ((v << 1) ^ (v >> 63)) as u64;
+    (64 - (u | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// Bytes of a varint length and the `n` bytes after it.
+fn var_bytes_len(n: usize) -> usize {
+    varint_len(n as i64) + n
+}
+
+/// Bytes of record `i`'s body (everything after its own length varint).
+fn record_len(r: &OutRecord<'_>, i: usize) -> usize {
+    let key = r.key.map_or(1, |k| var_bytes_len(k.len()));
+    let headers: usize = r
+        .headers
+        .iter()
+        .map(|(k, v)| var_bytes_len(k.len()) + var_bytes_len(v.len()))
+        .sum();
+    // Attributes and timestamp delta (one byte each), then the offset delta.
+    2 + varint_len(i as i64)
+        + key
+        + var_bytes_len(r.value.len())
+        + varint_len(r.headers.len() as i64)
+        + headers
 }
 
 /// A record batch (magic 2) holding `records`, all stamped `timestamp_ms`.
@@ -308,63 +343,77 @@ pub(crate) struct OutRecord<'a> {
 /// Producer id, epoch and base sequence are -1: no idempotent producer, because
 /// retries are the engine's and may go to another cluster, where a broker-side sequence
 /// would mean nothing; consumers dedupe by the `message-id` header instead.
+///
+/// Written into one buffer sized up front: each record's length is known before its
+/// fields, so no record is built apart and copied in.
 pub(crate) fn encode_batch(
     records: &[OutRecord<'_>],
     timestamp_ms: i64,
     compression: Compression,
 ) -> std::io::Result<Vec<u8>> {
-    let mut body = Writer::default();
+    let total: usize = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let n = record_len(r, i);
+            varint_len(n as i64) + n
+        })
+        .sum();
+    let mut w = Writer {
+        buf: Vec::with_capacity(BATCH_HEADER + total),
+    };
+    w.buf.resize(BATCH_HEADER, 0);
     for (i, r) in records.iter().enumerate() {
-        let mut rec = Writer::default();
-        rec.i8(0); // attributes
-        rec.varint(0); // timestamp delta
-        rec.varint(i as i64); // offset delta
+        w.varint(record_len(r, i) as i64);
+        w.i8(0); // attributes
+        w.varint(0); // timestamp delta
+        w.varint(i as i64); // offset delta
         match r.key {
-            Some(key) => rec.var_bytes(key),
-            None => rec.varint(-1),
+            Some(key) => w.var_bytes(key),
+            None => w.varint(-1),
         }
-        rec.var_bytes(r.value);
-        rec.varint(r.headers.len() as i64);
-        for (k, v) in &r.headers {
-            rec.var_bytes(k.as_bytes());
-            rec.var_bytes(v);
+        w.var_bytes(r.value);
+        w.varint(r.headers.len() as i64);
+        for (k, v) in r.headers {
+            w.var_bytes(k.as_bytes());
+            w.var_bytes(v);
         }
-        body.varint(rec.buf.len() as i64);
-        body.buf.extend_from_slice(&rec.buf);
     }
-    let (attributes, payload) = match compression {
-        Compression::None => (0i16, body.buf),
+    debug_assert_eq!(w.buf.len(), BATCH_HEADER + total);
+    let attributes = match compression {
+        Compression::None => 0i16,
         Compression::Gzip => {
             let mut gz = flate2::write::GzEncoder::new(
-                Vec::with_capacity(body.buf.len() / 2),
+                Vec::with_capacity(BATCH_HEADER + total / 2),
                 flate2::Compression::fast(),
             );
-            gz.write_all(&body.buf)?;
-            (1i16, gz.finish()?)
+            gz.get_mut().resize(BATCH_HEADER, 0);
+            gz.write_all(&w.buf[BATCH_HEADER..])?;
+            w.buf = gz.finish()?;
+            1
         }
     };
     let n = i32::try_from(records.len()).unwrap_or(i32::MAX);
-    // What the CRC covers: attributes to the end.
-    let mut tail = Writer::default();
-    tail.i16(attributes);
-    tail.i32(n - 1); // last offset delta
-    tail.i64(timestamp_ms); // base timestamp
-    tail.i64(timestamp_ms); // max timestamp
-    tail.i64(-1); // producer id
-    tail.i16(-1); // producer epoch
-    tail.i32(-1); // base sequence
-    tail.i32(n);
-    tail.buf.extend_from_slice(&payload);
-    let crc = crc32c::crc32c(&tail.buf);
-
-    let mut w = Writer::default();
-    w.i64(0); // base offset
-    // Length of everything after this field: leader epoch (4), magic (1), crc (4), tail.
-    w.i32(i32::try_from(9 + tail.buf.len()).unwrap_or(i32::MAX));
-    w.i32(-1); // partition leader epoch
-    w.i8(2); // magic
-    w.buf.extend_from_slice(&crc.to_be_bytes());
-    w.buf.extend_from_slice(&tail.buf);
+    let mut h = Writer {
+        buf: Vec::with_capacity(BATCH_HEADER),
+    };
+    h.i64(0); // base offset
+    // Length of everything after this field.
+    h.i32(i32::try_from(w.buf.len() - 12).unwrap_or(i32::MAX));
+    h.i32(-1); // partition leader epoch
+    h.i8(2); // magic
+    h.i32(0); // CRC, set below
+    h.i16(attributes);
+    h.i32(n - 1); // last offset delta
+    h.i64(timestamp_ms); // base timestamp
+    h.i64(timestamp_ms); // max timestamp
+    h.i64(-1); // producer id
+    h.i16(-1); // producer epoch
+    h.i32(-1); // base sequence
+    h.i32(n);
+    w.buf[..BATCH_HEADER].copy_from_slice(&h.buf);
+    let crc = crc32c::crc32c(&w.buf[CRC_FROM..]);
+    w.buf[CRC_FROM - 4..CRC_FROM].copy_from_slice(&crc.to_be_bytes());
     Ok(w.buf)
 }
 
@@ -531,6 +580,20 @@ mod tests {
         }
     }
 
+    /// The sizes a batch is laid out with agree with what the writer writes, at every
+    /// bit length and sign.
+    #[test]
+    fn varint_len_matches_the_writer() {
+        for bit in 0..64 {
+            let p = 1i64 << bit;
+            for v in [p, p.wrapping_sub(1), p.wrapping_neg(), i64::MIN, i64::MAX] {
+                let mut w = Writer::default();
+                w.varint(v);
+                assert_eq!(varint_len(v), w.buf.len(), "{v}");
+            }
+        }
+    }
+
     /// Golden bytes of a one-record batch, laid out field by field from the protocol's
     /// record batch and record definitions.
     #[test]
@@ -538,7 +601,7 @@ mod tests {
         let rec = OutRecord {
             key: Some(b"k"),
             value: b"v",
-            headers: vec![("h", b"x")],
+            headers: &[("h", b"x")],
         };
         let b = encode_batch(&[rec], 1000, Compression::None).unwrap();
         let record: &[u8] = &[
@@ -576,7 +639,7 @@ mod tests {
         let rec = OutRecord {
             key: None,
             value: b"v",
-            headers: Vec::new(),
+            headers: &[],
         };
         let b = encode_batch(&[rec], 1000, Compression::None).unwrap();
         let record: &[u8] = &[0, 0, 0, 1, 2, b'v', 0];
@@ -592,7 +655,7 @@ mod tests {
                 .map(|_| OutRecord {
                     key: Some(b"dev"),
                     value: b"payload payload payload",
-                    headers: vec![("message-id", b"dev:1:1")],
+                    headers: &[("message-id", b"dev:1:1")],
                 })
                 .collect::<Vec<_>>()
         };
