@@ -13,16 +13,21 @@ const ENTRY_OVERHEAD: usize = 32;
 struct Entry {
     meta: RecordMeta,
     payload_len: u32,
-    frame: Box<[u8]>,
+    /// `None` once removed: a record removed from the middle (transmits settle in any
+    /// order) leaves its place until every older one is gone too, so no entry ever moves
+    /// and none is copied down the deque.
+    frame: Option<Box<[u8]>>,
 }
 
 /// Records in memory, oldest first, capped at `max_bytes` (frames plus bookkeeping).
 pub struct MemStore {
     entries: VecDeque<Entry>,
+    /// Entries still held (the rest are places of removed records).
+    live: usize,
     used: usize,
     max_bytes: usize,
     /// Entries taken from the front so far: `popped + index` names an entry for as long
-    /// as it is held, however many older ones go before it.
+    /// as it is in the deque, however many older ones go before it.
     popped: usize,
     /// The entry `next_after` returned last (`popped + index`, key). The engine walks the
     /// store record after record and reads each one it is handed, so both find it here
@@ -33,7 +38,7 @@ pub struct MemStore {
 impl std::fmt::Debug for MemStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MemStore")
-            .field("records", &self.entries.len())
+            .field("records", &self.live)
             .field("bytes", &self.used)
             .field("max_bytes", &self.max_bytes)
             .finish()
@@ -45,6 +50,7 @@ impl MemStore {
     pub fn new(max_bytes: usize) -> Self {
         MemStore {
             entries: VecDeque::new(),
+            live: 0,
             used: 0,
             max_bytes,
             popped: 0,
@@ -54,9 +60,9 @@ impl MemStore {
 }
 
 impl MemStore {
-    /// Where the record with `key` is held, if it is: the cursor's record and the oldest
-    /// (the ones the engine reads and removes) without a search.
-    fn locate(&self, key: RecordKey) -> Option<usize> {
+    /// Where the entry with `key` is, held or removed: the cursor's and the oldest (the
+    /// ones the engine reads and removes) without a search.
+    fn position(&self, key: RecordKey) -> Option<usize> {
         if let Some((at, k)) = self.cursor
             && k == key
             && let Some(i) = at.checked_sub(self.popped)
@@ -74,15 +80,29 @@ impl MemStore {
             .then_some(i)
     }
 
-    fn entry(&self, key: RecordKey) -> Result<(usize, &Entry), StoreError> {
-        let i = self.locate(key).ok_or(StoreError::NoSuchRecord)?;
-        Ok((i, &self.entries[i]))
+    /// The held record with `key`: its place and frame.
+    fn held(&self, key: RecordKey) -> Result<(usize, &[u8]), StoreError> {
+        self.position(key)
+            .and_then(|i| Some((i, self.entries[i].frame.as_deref()?)))
+            .ok_or(StoreError::NoSuchRecord)
+    }
+
+    /// Drops the places of removed records from both ends, so the deque starts and ends
+    /// with held records.
+    fn trim(&mut self) {
+        while self.entries.front().is_some_and(|e| e.frame.is_none()) {
+            self.entries.pop_front();
+            self.popped += 1;
+        }
+        while self.entries.back().is_some_and(|e| e.frame.is_none()) {
+            self.entries.pop_back();
+        }
     }
 }
 
 impl Store for MemStore {
     fn len(&self) -> usize {
-        self.entries.len()
+        self.live
     }
 
     fn capacity(&self) -> usize {
@@ -112,58 +132,56 @@ impl Store for MemStore {
         let mut bytes = vec![0u8; len].into_boxed_slice();
         frame::encode(meta, payload, &mut bytes).map_err(StoreError::Corrupt)?;
         self.used += self.cost(len);
+        self.live += 1;
         self.entries.push_back(Entry {
             meta: *meta,
             payload_len: payload.len() as u32,
-            frame: bytes,
+            frame: Some(bytes),
         });
         Ok(())
     }
 
     fn next_after(&mut self, after: Option<RecordKey>) -> Result<Option<RecordInfo>, StoreError> {
-        let i = match after {
+        let mut i = match after {
             None => 0,
-            Some(k) => match self.locate(k) {
+            Some(k) => match self.position(k) {
                 Some(i) => i + 1,
-                // `after` is not held (removed, or never was): the first key above it.
+                // `after` was never here (or left from the front): the first key above it.
                 None => self.entries.partition_point(|e| e.meta.key() <= k),
             },
         };
+        // Past the places of removed records; the deque ends with a held one.
+        while self.entries.get(i).is_some_and(|e| e.frame.is_none()) {
+            i += 1;
+        }
         let Some(e) = self.entries.get(i) else {
             return Ok(None);
         };
+        let frame_len = e.frame.as_ref().map_or(0, |f| f.len()) as u32;
         self.cursor = Some((self.popped + i, e.meta.key()));
         Ok(Some(RecordInfo {
             meta: e.meta,
             payload_len: e.payload_len,
-            frame_len: e.frame.len() as u32,
+            frame_len,
         }))
     }
 
     fn read(&mut self, key: RecordKey, out: &mut [u8]) -> Result<usize, StoreError> {
-        let (_, e) = self.entry(key)?;
+        let (_, f) = self.held(key)?;
         let dst = out
-            .get_mut(..e.frame.len())
+            .get_mut(..f.len())
             .ok_or(StoreError::Corrupt(frame::FrameError::BufferTooSmall))?;
-        dst.copy_from_slice(&e.frame);
-        Ok(e.frame.len())
+        dst.copy_from_slice(f);
+        Ok(f.len())
     }
 
     fn remove(&mut self, key: RecordKey) -> Result<(), StoreError> {
-        let i = self.locate(key).ok_or(StoreError::NoSuchRecord)?;
-        let removed = if i == 0 {
-            self.popped += 1;
-            self.entries.pop_front()
-        } else {
-            // Entries after `i` move down one place: a cursor among them is stale.
-            if self.cursor.is_some_and(|(at, _)| at >= self.popped + i) {
-                self.cursor = None;
-            }
-            self.entries.remove(i)
-        };
-        if let Some(e) = removed {
-            self.used -= e.frame.len() + ENTRY_OVERHEAD;
+        let (i, _) = self.held(key)?;
+        if let Some(f) = self.entries[i].frame.take() {
+            self.used -= f.len() + ENTRY_OVERHEAD;
+            self.live -= 1;
         }
+        self.trim();
         Ok(())
     }
 }
@@ -246,6 +264,13 @@ mod tests {
                 }
                 proptest::prop_assert_eq!(s.len(), model.len());
             }
+            // Emptied in any order, it holds nothing and counts no bytes.
+            for k in model.keys().rev() {
+                s.remove(*k).unwrap();
+            }
+            proptest::prop_assert_eq!(s.used, 0);
+            proptest::prop_assert!(s.entries.is_empty());
+            proptest::prop_assert_eq!(s.next_after(None).unwrap(), None);
         }
     }
 }
