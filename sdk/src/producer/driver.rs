@@ -7,8 +7,8 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
 use tokio::task::JoinSet;
 use twinhub_core::{
-    Class, Config, EndpointId, EnqueueError, Event, Instant, LinkId, LinkSpend, LinkState,
-    MessageId, Outcome, RecordKey, TransmitId,
+    Class, Config, EndpointId, EnqueueError, Event, Instant, LinkId, LinkSpend, LinkState, Outcome,
+    RecordKey, TransmitId,
 };
 
 use super::clock::Clock;
@@ -26,7 +26,8 @@ pub(super) enum Command {
         body: Vec<u8>,
         properties: Vec<(String, String)>,
         class: Class,
-        reply: oneshot::Sender<Result<MessageId, SendError>>,
+        /// Answered with the accepted record's epoch and sequence number.
+        reply: oneshot::Sender<Result<(u32, u64), SendError>>,
         /// Who waits for the record's delivery, if anyone (`send_confirmed`).
         confirm: Option<Waiter>,
     },
@@ -110,6 +111,7 @@ impl<S: Outbox> Driver<S> {
             delivered,
             confirmations: Arc::new(Semaphore::new(parts.max_confirmations)),
             max_body,
+            device: config.device_id().clone(),
         });
         let (tx, rx) = mpsc::channel(4096);
         let driver = Driver {
@@ -242,7 +244,7 @@ impl<S: Outbox> Driver<S> {
                         self.engine.store_mut().watch(key, waiter);
                         watched.push(key);
                     }
-                    replies.push((reply, result));
+                    replies.push((reply, result.map(|id| (id.epoch, id.seq))));
                 }
                 Command::Flush(reply) => self.flushers.push(reply),
                 Command::Link(l, state, reply) => {

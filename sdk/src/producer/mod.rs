@@ -91,9 +91,22 @@ pub enum SendError {
 }
 
 /// A submitted record's acceptance: await it for the id (see [`Producer::submit`]).
-#[derive(Debug)]
 #[must_use = "the record is only known to be accepted once the ticket resolves"]
-pub struct SendTicket(oneshot::Receiver<Result<MessageId, SendError>>);
+pub struct SendTicket {
+    /// The driver answers with the epoch and sequence number only: a whole `MessageId`
+    /// (its device id is up to 128 bytes) is built once, here, rather than moved through
+    /// the channel.
+    answer: oneshot::Receiver<Result<(u32, u64), SendError>>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for SendTicket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendTicket")
+            .field("device", &self.shared.device)
+            .finish_non_exhaustive()
+    }
+}
 
 impl Future for SendTicket {
     type Output = Result<MessageId, SendError>;
@@ -101,9 +114,16 @@ impl Future for SendTicket {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
-        std::pin::Pin::new(&mut self.0)
-            .poll(cx)
-            .map(|r| r.unwrap_or(Err(SendError::Closed)))
+        let answer = std::task::ready!(std::pin::Pin::new(&mut self.answer).poll(cx));
+        std::task::Poll::Ready(match answer {
+            Ok(Ok((epoch, seq))) => Ok(MessageId {
+                device: self.shared.device.clone(),
+                epoch,
+                seq,
+            }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(SendError::Closed),
+        })
     }
 }
 
@@ -151,6 +171,8 @@ struct Shared {
     /// One permit per confirmation that may be outstanding.
     confirmations: Arc<Semaphore>,
     max_body: u32,
+    /// The device whose ids tickets resolve to.
+    device: twinhub_core::DeviceId,
 }
 
 impl Shared {
@@ -373,7 +395,10 @@ impl Producer {
             })
             .await
             .map_err(|_| SendError::Closed)?;
-        Ok(SendTicket(rx))
+        Ok(SendTicket {
+            answer: rx,
+            shared: Arc::clone(&self.shared),
+        })
     }
 
     /// Waits until nothing is pending (everything delivered or dropped by policy).
