@@ -350,6 +350,17 @@ pub(crate) fn http_client(
         .map_err(|e| TransportError::HttpClient(e.to_string()))
 }
 
+/// Appends the text of `id` (`device:epoch:seq`) to `out`. A device id's characters need
+/// no escaping in JSON (see [`twinhub_core::DeviceId`]), so a batch body takes it as is.
+pub(crate) fn push_id(out: &mut Vec<u8>, id: &twinhub_core::MessageId) {
+    let mut digits = itoa::Buffer::new();
+    out.extend_from_slice(id.device.as_str().as_bytes());
+    out.push(b':');
+    out.extend_from_slice(digits.format(id.epoch).as_bytes());
+    out.push(b':');
+    out.extend_from_slice(digits.format(id.seq).as_bytes());
+}
+
 /// Standard base64.
 pub(crate) fn b64(bytes: &[u8]) -> String {
     use base64::Engine as _;

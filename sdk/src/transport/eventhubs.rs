@@ -10,13 +10,11 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use serde::Serialize;
-use serde::ser::SerializeMap;
 use twinhub_core::{Outcome, RejectReason};
 
 use super::common::{
     TokenCache, TransportError, classify_error, classify_status, http_client, parse_retry_after,
-    plaintext_credentials,
+    plaintext_credentials, push_id,
 };
 use super::{BoxFuture, Transport};
 use crate::record::Record;
@@ -271,34 +269,6 @@ impl Transport for EventHubsTransport {
     }
 }
 
-#[derive(Serialize)]
-struct Broker<'a> {
-    #[serde(rename = "MessageId")]
-    message_id: &'a str,
-    #[serde(rename = "PartitionKey", skip_serializing_if = "Option::is_none")]
-    partition_key: Option<&'a str>,
-}
-
-/// `message-id` first, then the record's properties (a property of that name is skipped:
-/// the id must not be overridden).
-struct UserProperties<'a> {
-    id: &'a str,
-    properties: &'a [(String, String)],
-}
-
-impl Serialize for UserProperties<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        m.serialize_entry("message-id", self.id)?;
-        for (k, v) in self.properties {
-            if k != "message-id" {
-                m.serialize_entry(k, v)?;
-            }
-        }
-        m.end()
-    }
-}
-
 /// The JSON array body of a batch, keyed by device ([`encode_batch_keyed`] with
 /// [`PartitionKey::Device`]).
 pub fn encode_batch(records: &[Record]) -> Result<Vec<u8>, serde_json::Error> {
@@ -310,9 +280,10 @@ pub fn encode_batch(records: &[Record]) -> Result<Vec<u8>, serde_json::Error> {
 /// "PartitionKey":"<device>"},"UserProperties":{"message-id":"..",..}},..]`
 /// (`PartitionKey` left out with [`PartitionKey::None`]).
 ///
-/// Written straight into one buffer: the body is base64-encoded in place (its alphabet
-/// needs no JSON escaping) with SIMD where the CPU has it; ids and properties go through
-/// serde_json, which escapes them.
+/// Written straight into one buffer: the body is base64-encoded in place with SIMD where
+/// the CPU has it, and ids are written as they are (neither base64's alphabet nor a device
+/// id's characters need JSON escaping); properties go through serde_json, which escapes
+/// them. A property test holds the bytes to serde_json's encoding of derived structs.
 pub fn encode_batch_keyed(
     records: &[Record],
     key: PartitionKey,
@@ -325,7 +296,6 @@ pub fn encode_batch_keyed(
         if i > 0 {
             out.push(b',');
         }
-        let id = r.id.to_text();
         out.extend_from_slice(b"{\"Body\":\"");
         let start = out.len();
         out.resize(start + b64.encoded_length(r.body.len()), 0);
@@ -333,24 +303,25 @@ pub fn encode_batch_keyed(
             .encode(&r.body, base64_simd::Out::from_slice(&mut out[start..]))
             .len();
         out.truncate(start + written);
-        out.extend_from_slice(b"\",\"IsBodyBase64\":true,\"BrokerProperties\":");
-        let broker = Broker {
-            message_id: &id,
-            partition_key: match key {
-                PartitionKey::Device => Some(r.id.device.as_str()),
-                PartitionKey::None => None,
-            },
-        };
-        serde_json::to_writer(&mut out, &broker)?;
-        out.extend_from_slice(b",\"UserProperties\":");
-        serde_json::to_writer(
-            &mut out,
-            &UserProperties {
-                id: &id,
-                properties: &r.properties,
-            },
-        )?;
-        out.push(b'}');
+        out.extend_from_slice(b"\",\"IsBodyBase64\":true,\"BrokerProperties\":{\"MessageId\":\"");
+        push_id(&mut out, &r.id);
+        if key == PartitionKey::Device {
+            out.extend_from_slice(b"\",\"PartitionKey\":\"");
+            out.extend_from_slice(r.id.device.as_str().as_bytes());
+        }
+        out.extend_from_slice(b"\"},\"UserProperties\":{\"message-id\":\"");
+        push_id(&mut out, &r.id);
+        out.push(b'"');
+        for (k, v) in &r.properties {
+            // The id must not be overridden.
+            if k != "message-id" {
+                out.push(b',');
+                serde_json::to_writer(&mut out, k)?;
+                out.push(b':');
+                serde_json::to_writer(&mut out, v)?;
+            }
+        }
+        out.extend_from_slice(b"}}");
     }
     out.push(b']');
     Ok(out)
@@ -359,10 +330,40 @@ pub fn encode_batch_keyed(
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
+    use serde::Serialize;
+    use serde::ser::SerializeMap;
     use twinhub_core::{Class, DeviceId, MessageId};
 
     use super::super::common::b64;
     use super::*;
+
+    #[derive(Serialize)]
+    struct Broker<'a> {
+        #[serde(rename = "MessageId")]
+        message_id: &'a str,
+        #[serde(rename = "PartitionKey", skip_serializing_if = "Option::is_none")]
+        partition_key: Option<&'a str>,
+    }
+
+    /// `message-id` first, then the record's properties (a property of that name is skipped:
+    /// the id must not be overridden).
+    struct UserProperties<'a> {
+        id: &'a str,
+        properties: &'a [(String, String)],
+    }
+
+    impl Serialize for UserProperties<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut m = s.serialize_map(None)?;
+            m.serialize_entry("message-id", self.id)?;
+            for (k, v) in self.properties {
+                if k != "message-id" {
+                    m.serialize_entry(k, v)?;
+                }
+            }
+            m.end()
+        }
+    }
 
     /// The reference encoding: serde_json over a struct per event.
     #[derive(Serialize)]
@@ -477,7 +478,9 @@ mod tests {
 
         #[test]
         fn encoding_matches_serde_json(
-            device in "[a-zA-Z0-9:.@$'()*!=,%_-]{1,20}",
+            device in "[a-zA-Z0-9:.@$'()*!=,%_+#?-]{1,20}",
+            epoch in any::<u32>(),
+            first in any::<u64>(),
             bodies in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..300), 0..8),
             props in prop::collection::vec(("\\PC{0,8}", "\\PC{0,12}"), 0..4),
         ) {
@@ -486,7 +489,7 @@ mod tests {
                 .into_iter()
                 .enumerate()
                 .map(|(i, body)| Record {
-                    id: MessageId { device: device.clone(), epoch: 3, seq: i as u64 },
+                    id: MessageId { device: device.clone(), epoch, seq: first.wrapping_add(i as u64) },
                     class: Class::Normal,
                     properties: props.clone(),
                     body: body.into(),
