@@ -133,7 +133,8 @@ pub fn from_frames(
     frames: &[u8],
 ) -> Result<Vec<Record>, TransmitError> {
     let owner = bytes::Bytes::copy_from_slice(frames);
-    let mut records = Vec::new();
+    // Most transmits are a full batch: room for one without growing (a guess, not a cap).
+    let mut records = Vec::with_capacity(64);
     for frame in twinhub_core::frame::Frames::new(&owner) {
         let frame = frame.map_err(TransmitError::Frame)?;
         let (properties, body) = decode(frame.payload)?;
