@@ -14,6 +14,9 @@ async fn fifty_live_producers_fail_over_and_back_losing_nothing() {
     assert_eq!(r.pending_at_end, 0, "everything was flushed");
     assert!(r.accepted > 50 * 100, "{}", r.accepted);
     assert!(r.delivered["primary"] > 0 && r.delivered["secondary"] > 0);
+    // Every accepted id is accounted for by id: arrived at a region, or reported dropped.
+    let arrived: u64 = r.delivered.values().sum();
+    assert_eq!(arrived + r.dropped.total(), r.accepted, "{}", r.summary());
     assert_eq!(r.failover_time.count, 50, "every producer failed over");
     assert!(r.failover_time.p99_ms <= 15_000, "{:?}", r.failover_time);
     assert!(
