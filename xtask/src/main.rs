@@ -431,6 +431,60 @@ fn footprint(elf: &str) -> Result<(u64, u64)> {
     Ok((flash, ram))
 }
 
+/// The full fabrikam scenarios, each run end to end by the release CLI as an operator runs
+/// it: how many times faster than real time it simulates, and records lost (from what the
+/// simulated regions received, by id; none is the only acceptable figure).
+fn fleet_rows(rows: &mut Vec<Row>) -> Result {
+    run(cargo().args(["build", "--release", "--quiet", "-p", "twinhub-cli"]))?;
+    let cli = target_dir().join("release").join("twinhub");
+    for (name, file) in [
+        ("fabrikam, 800,000 devices", "scenarios/fabrikam.toml"),
+        (
+            "fabrikam-2m, 2,000,000 devices",
+            "scenarios/fabrikam-2m.toml",
+        ),
+    ] {
+        let json = target_dir().join(format!(
+            "bench-{}.json",
+            name.split(',').next().unwrap_or(name)
+        ));
+        run(Command::new(&cli)
+            .args(["sim", "--scenario", file, "--json"])
+            .arg(&json)
+            .current_dir(root()))?;
+        let text = fs::read_to_string(&json)
+            .map_err(|e| format!("cannot read {}: {e}", json.display()))?;
+        let report: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", json.display()))?;
+        let field = |k: &str| {
+            report[k]
+                .as_f64()
+                .ok_or_else(|| format!("{}: no number `{k}`", json.display()))
+        };
+        let (simulated, wall) = (field("simulated_s")?, field("wall_s")?);
+        eprintln!("xtask: {name}: {simulated} s simulated in {wall:.1} s");
+        rows.push(Row {
+            name: format!("{name}, whole run: simulated time per wall time (real time)"),
+            ours: simulated / wall,
+            base: 1.0,
+            unit: "x".into(),
+        });
+        rows.push(Row {
+            name: format!("{name}, whole run: wall time (the simulated span)"),
+            ours: wall,
+            base: simulated,
+            unit: "s".into(),
+        });
+        rows.push(Row {
+            name: format!("{name}, whole run: records lost (of those accepted)"),
+            ours: field("lost")?,
+            base: field("accepted")?,
+            unit: "records".into(),
+        });
+    }
+    Ok(())
+}
+
 /// A `--config` for firmware builds that writes this checkout's path as `twinhub` in the
 /// image: panic locations name source files, so without it the image, and its footprint
 /// against the budget, would grow with the length of the path it was built in. Cargo
@@ -517,6 +571,7 @@ fn bench(extra: &[String]) -> Result {
             });
         }
     }
+    fleet_rows(&mut rows)?;
     // The firmware's footprint against its budgets (built, not run: no QEMU needed).
     run(cargo()
         .args([
