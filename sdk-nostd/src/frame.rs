@@ -221,16 +221,15 @@ pub(crate) fn meta_len(meta: &RecordMeta) -> usize {
         + varint_len(meta.enqueued_at.as_millis())
 }
 
+/// Writes the metadata at the front of `m` (a fixed array: no bounds checks per byte) and
+/// returns its length; the bytes after it are left as they were.
 #[inline]
-fn put_meta(meta: &RecordMeta, out: &mut [u8]) -> usize {
-    // Built in a fixed array (no bounds checks per byte), then copied once.
-    let mut m = [0u8; MAX_META];
+fn put_meta(meta: &RecordMeta, m: &mut [u8; MAX_META]) -> usize {
     let mut n = put_varint(u64::from(meta.epoch), &mut m[..5]);
     n += put_varint(meta.seq, &mut m[n..n + 10]);
     m[n] = meta.class as u8;
     n += 1;
     n += put_varint(meta.enqueued_at.as_millis(), &mut m[n..n + 10]);
-    out[..n].copy_from_slice(&m[..n]);
     n
 }
 
@@ -279,7 +278,18 @@ pub(crate) fn encode_sized(
     let out = out.get_mut(..total).ok_or(FrameError::BufferTooSmall)?;
     out[0] = VERSION;
     out[1..5].copy_from_slice(&(body as u32).to_le_bytes());
-    put_meta(meta, &mut out[5..5 + m]);
+    // With room for the largest metadata, written in place (the payload and CRC written
+    // next cover whatever lands past its end), saving a copy a record; else copied over.
+    let mut tmp = [0u8; MAX_META];
+    let in_place = out.len() >= 5 + MAX_META;
+    let dst = match out[5..].first_chunk_mut::<MAX_META>() {
+        Some(dst) => dst,
+        None => &mut tmp,
+    };
+    put_meta(meta, dst);
+    if !in_place {
+        out[5..5 + m].copy_from_slice(&tmp[..m]);
+    }
     out[5 + m..5 + body].copy_from_slice(payload);
     let crc = crc32c(&out[..5 + body]);
     out[5 + body..].copy_from_slice(&crc.to_le_bytes());
