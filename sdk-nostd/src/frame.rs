@@ -329,6 +329,13 @@ pub(crate) fn peek_meta(bytes: &[u8]) -> Option<(RecordMeta, usize, usize)> {
     get_meta(bytes.get(5..)?).map(|(meta, n)| (meta, body, n))
 }
 
+/// The metadata at the front of a frame's `body` and its length, for a store that holds
+/// only frames it encoded itself and so knows their header and CRC are as written.
+#[inline(always)]
+pub(crate) fn body_meta(body: &[u8]) -> Option<(RecordMeta, usize)> {
+    get_meta(body)
+}
+
 /// Decodes and checks the frame at the front of `bytes`; returns it and its length.
 pub fn decode(bytes: &[u8]) -> Result<(Frame<'_>, usize), FrameError> {
     let total = peek_len(bytes)?;

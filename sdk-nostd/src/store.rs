@@ -295,19 +295,19 @@ impl<const N: usize> RamStore<N> {
         self.arena[off] == 1
     }
 
-    fn frame_at(&self, off: usize) -> &[u8] {
-        &self.arena[off + SLOT_HEADER..off + self.slot_len(off)]
-    }
-
     // Inlined whole, decoding included, into the walks: the engine's hot loops call them
     // once a record, and the frame's parts need not come back through memory.
     #[inline(always)]
     fn info_at(&self, off: usize) -> Result<RecordInfo, StoreError> {
-        let bytes = self.frame_at(off);
-        let (f, len) = frame::decode_trusted(bytes).map_err(StoreError::Corrupt)?;
+        // Only the metadata is decoded: the version and length were written by `append`
+        // (which refuses a body over `MAX_BODY`), so checking them again finds nothing.
+        let len = self.slot_len(off) - SLOT_HEADER;
+        let body = &self.arena[off + SLOT_HEADER + 5..off + SLOT_HEADER + len - 4];
+        let (meta, n) =
+            frame::body_meta(body).ok_or(StoreError::Corrupt(frame::FrameError::Meta))?;
         Ok(RecordInfo {
-            meta: f.meta,
-            payload_len: f.payload.len() as u32,
+            meta,
+            payload_len: (body.len() - n) as u32,
             frame_len: len as u32,
         })
     }
