@@ -512,6 +512,9 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Engine
             .map(|i| i.meta.enqueued_at)
     }
     /// The full message id of a record of this device.
+    // Inlined, with the clone, so `enqueue` builds the id in its result rather than
+    // copying 150 bytes out of a temporary.
+    #[inline]
     pub fn message_id(&self, epoch: u32, seq: u64) -> MessageId {
         MessageId {
             device: self.config.device_id().clone(),

@@ -164,6 +164,16 @@ fn get_varint(bytes: &[u8], max: usize, bits: u32) -> Option<(u64, usize)> {
     {
         return Some((u64::from(b), 1));
     }
+    // Two bytes, without the eight-byte gathering: sequence numbers below 16,384 (the
+    // first of every epoch) and short times. A second byte of zero is overlong: left to
+    // the paths below, which refuse it.
+    if let Some(&[b0, b1]) = bytes.first_chunk::<2>()
+        && b1 < 0x80
+        && b1 != 0
+    {
+        let v = u64::from(b0 & 0x7f) | (u64::from(b1) << 7);
+        return (max >= 2 && (bits == 64 || v >> bits == 0)).then_some((v, 2));
+    }
     // Up to eight bytes at once when eight are there to load: the hot path for sequence
     // numbers and timestamps, which take two to six bytes.
     if let Some(word) = bytes.first_chunk::<8>() {
@@ -221,16 +231,15 @@ pub(crate) fn meta_len(meta: &RecordMeta) -> usize {
         + varint_len(meta.enqueued_at.as_millis())
 }
 
+/// Writes the metadata at the front of `m` (a fixed array: no bounds checks per byte) and
+/// returns its length; the bytes after it are left as they were.
 #[inline]
-fn put_meta(meta: &RecordMeta, out: &mut [u8]) -> usize {
-    // Built in a fixed array (no bounds checks per byte), then copied once.
-    let mut m = [0u8; MAX_META];
+fn put_meta(meta: &RecordMeta, m: &mut [u8; MAX_META]) -> usize {
     let mut n = put_varint(u64::from(meta.epoch), &mut m[..5]);
     n += put_varint(meta.seq, &mut m[n..n + 10]);
     m[n] = meta.class as u8;
     n += 1;
     n += put_varint(meta.enqueued_at.as_millis(), &mut m[n..n + 10]);
-    out[..n].copy_from_slice(&m[..n]);
     n
 }
 
@@ -279,7 +288,18 @@ pub(crate) fn encode_sized(
     let out = out.get_mut(..total).ok_or(FrameError::BufferTooSmall)?;
     out[0] = VERSION;
     out[1..5].copy_from_slice(&(body as u32).to_le_bytes());
-    put_meta(meta, &mut out[5..5 + m]);
+    // With room for the largest metadata, written in place (the payload and CRC written
+    // next cover whatever lands past its end), saving a copy a record; else copied over.
+    let mut tmp = [0u8; MAX_META];
+    let in_place = out.len() >= 5 + MAX_META;
+    let dst = match out[5..].first_chunk_mut::<MAX_META>() {
+        Some(dst) => dst,
+        None => &mut tmp,
+    };
+    put_meta(meta, dst);
+    if !in_place {
+        out[5..5 + m].copy_from_slice(&tmp[..m]);
+    }
     out[5 + m..5 + body].copy_from_slice(payload);
     let crc = crc32c(&out[..5 + body]);
     out[5 + body..].copy_from_slice(&crc.to_le_bytes());
@@ -307,6 +327,13 @@ pub fn peek_len(bytes: &[u8]) -> Result<usize, FrameError> {
 pub(crate) fn peek_meta(bytes: &[u8]) -> Option<(RecordMeta, usize, usize)> {
     let body = peek_len(bytes).ok()? - HEADER_AND_CRC;
     get_meta(bytes.get(5..)?).map(|(meta, n)| (meta, body, n))
+}
+
+/// The metadata at the front of a frame's `body` and its length, for a store that holds
+/// only frames it encoded itself and so knows their header and CRC are as written.
+#[inline(always)]
+pub(crate) fn body_meta(body: &[u8]) -> Option<(RecordMeta, usize)> {
+    get_meta(body)
 }
 
 /// Decodes and checks the frame at the front of `bytes`; returns it and its length.
@@ -395,6 +422,8 @@ mod tests {
             None
         );
         assert_eq!(get_varint(&[0x80, 0x00], 10, 64), None);
+        assert_eq!(get_varint(&[0x80, 0x00, 0, 0, 0, 0, 0, 0], 10, 64), None);
+        assert_eq!(get_varint(&[0xff, 0x7f], 10, 64), Some((16_383, 2)));
         assert_eq!(get_varint(&[0x00], 10, 64), Some((0, 1)));
         assert_eq!(
             get_varint(&[0x80, 0x01, 0, 0, 0, 0, 0, 0], 10, 64),

@@ -13,8 +13,10 @@ pub const MAX_DEVICE_ID: usize = 128;
 pub struct DeviceId(heapless::String<MAX_DEVICE_ID>);
 
 // By hand: the derived clone copies byte by byte; every record a std transport sends
-// carries a copy, so this copies the text in one go.
+// carries a copy, so this copies the text in one go, inlined so that it lands in the
+// caller's value rather than in a temporary copied afterwards.
 impl Clone for DeviceId {
+    #[inline]
     fn clone(&self) -> Self {
         let mut out = heapless::String::new();
         // Same capacity as `self`'s: cannot fail.

@@ -10,13 +10,36 @@ use crate::frame::{self, RecordMeta};
 
 /// Names one record in a store: the epoch it was accepted in and its number within it.
 /// Keys order records as they were accepted (epoch first, then sequence number).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct RecordKey {
     /// The producer start count when the record was accepted.
     pub epoch: u32,
     /// The record's number within its epoch.
     pub seq: u64,
+}
+
+impl RecordKey {
+    /// Epoch then sequence number as one number: the order of the two fields, in one
+    /// comparison rather than the derived one's two with a branch between.
+    #[inline]
+    fn ordinal(self) -> u128 {
+        (u128::from(self.epoch) << 64) | u128::from(self.seq)
+    }
+}
+
+impl Ord for RecordKey {
+    #[inline]
+    fn cmp(&self, other: &Self) -> core::cmp::Ordering {
+        self.ordinal().cmp(&other.ordinal())
+    }
+}
+
+impl PartialOrd for RecordKey {
+    #[inline]
+    fn partial_cmp(&self, other: &Self) -> Option<core::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 /// What a store knows about one record without reading its payload.
@@ -124,6 +147,48 @@ pub trait Store {
     /// nothing; stores that only store need not implement it.
     #[inline]
     fn settled(&mut self, _key: RecordKey, _how: Settlement) {}
+
+    /// Removes a run of records, settled as `how`: oldest first, among the records with
+    /// keys above `after` and not above `last`, each that `pick` chooses, until `max` are
+    /// chosen. Each record removed goes to `removed`, then to [`settled`](Store::settled).
+    /// A record the store fails to remove counts as chosen but is left, and a failed walk
+    /// ends the run.
+    ///
+    /// The default does it with [`next_after`](Store::next_after) and
+    /// [`remove`](Store::remove), record by record. A store can do it in one pass: the
+    /// engine settles every delivered transmit through here.
+    fn remove_run(
+        &mut self,
+        after: Option<RecordKey>,
+        last: RecordKey,
+        max: u16,
+        how: Settlement,
+        mut pick: impl FnMut(&RecordInfo) -> bool,
+        mut removed: impl FnMut(&RecordInfo),
+    ) where
+        Self: Sized,
+    {
+        let (mut after, mut left) = (after, max);
+        while left > 0 {
+            // Borrowed where the store returned it, not copied out.
+            let next = self.next_after(after);
+            let Ok(Some(info)) = &next else {
+                break;
+            };
+            let key = info.key();
+            after = Some(key);
+            if key > last {
+                break;
+            }
+            if pick(info) {
+                left -= 1;
+                if self.remove(key).is_ok() {
+                    removed(info);
+                    self.settled(key, how);
+                }
+            }
+        }
+    }
 
     /// For a store that gets room back only in whole units, oldest first (flash pages,
     /// erased whole): the newest record that must go, with every record older than it,
@@ -272,19 +337,19 @@ impl<const N: usize> RamStore<N> {
         self.arena[off] == 1
     }
 
-    fn frame_at(&self, off: usize) -> &[u8] {
-        &self.arena[off + SLOT_HEADER..off + self.slot_len(off)]
-    }
-
     // Inlined whole, decoding included, into the walks: the engine's hot loops call them
     // once a record, and the frame's parts need not come back through memory.
     #[inline(always)]
     fn info_at(&self, off: usize) -> Result<RecordInfo, StoreError> {
-        let bytes = self.frame_at(off);
-        let (f, len) = frame::decode_trusted(bytes).map_err(StoreError::Corrupt)?;
+        // Only the metadata is decoded: the version and length were written by `append`
+        // (which refuses a body over `MAX_BODY`), so checking them again finds nothing.
+        let len = self.slot_len(off) - SLOT_HEADER;
+        let body = &self.arena[off + SLOT_HEADER + 5..off + SLOT_HEADER + len - 4];
+        let (meta, n) =
+            frame::body_meta(body).ok_or(StoreError::Corrupt(frame::FrameError::Meta))?;
         Ok(RecordInfo {
-            meta: f.meta,
-            payload_len: f.payload.len() as u32,
+            meta,
+            payload_len: (body.len() - n) as u32,
             frame_len: len as u32,
         })
     }
@@ -352,6 +417,36 @@ impl<const N: usize> RamStore<N> {
         })?
         .map(|(off, _)| off)
         .ok_or(StoreError::NoSuchRecord)
+    }
+
+    /// Where a walk for the records above `after` starts: past the cursor when its key is
+    /// not above `after` (as in `next_after`), else at the oldest slot.
+    fn run_start(&self, after: Option<RecordKey>) -> usize {
+        match after {
+            Some(a) if self.cursor != NO_SLOT && self.cursor_key.get() <= a => {
+                self.cursor as usize + self.slot_len(self.cursor as usize)
+            }
+            _ => self.head as usize,
+        }
+    }
+
+    /// After removals that may have left the front dead: empties the arena when nothing is
+    /// held, else moves the head to the first live slot; as `remove` leaves them.
+    fn reclaim_front(&mut self) {
+        if self.live == 0 {
+            self.head = 0;
+            self.tail = 0;
+            self.cursor = NO_SLOT;
+            return;
+        }
+        let mut head = self.head as usize;
+        while head < self.tail as usize && !self.is_live(head) {
+            head += self.slot_len(head);
+        }
+        self.head = head as u32;
+        if self.cursor != NO_SLOT && self.cursor < self.head {
+            self.cursor = NO_SLOT;
+        }
     }
 
     fn compact(&mut self) {
@@ -487,6 +582,45 @@ impl<const N: usize> Store for RamStore<N> {
         }
         Ok(())
     }
+
+    // One pass over the slots: each record is decoded once and removed where it lies,
+    // with no look-up by key, and the head is moved once at the end.
+    fn remove_run(
+        &mut self,
+        after: Option<RecordKey>,
+        last: RecordKey,
+        max: u16,
+        how: Settlement,
+        mut pick: impl FnMut(&RecordInfo) -> bool,
+        mut removed: impl FnMut(&RecordInfo),
+    ) {
+        let mut off = self.run_start(after);
+        let mut left = max;
+        while left > 0 && off < self.tail as usize {
+            let len = self.slot_len(off);
+            if self.is_live(off) {
+                let Ok(info) = self.info_at(off) else {
+                    break;
+                };
+                let key = info.key();
+                if after.is_none_or(|a| key > a) {
+                    if key > last {
+                        break;
+                    }
+                    if pick(&info) {
+                        left -= 1;
+                        self.arena[off] = 0;
+                        self.live -= 1;
+                        self.live_bytes -= len as u32;
+                        removed(&info);
+                        self.settled(key, how);
+                    }
+                }
+            }
+            off += len;
+        }
+        self.reclaim_front();
+    }
 }
 
 #[cfg(test)]
@@ -576,5 +710,85 @@ mod tests {
         s.read(meta(1).key(), &mut buf).unwrap();
         assert_eq!(s.next_after(Some(meta(9).key())).unwrap(), None);
         assert_eq!(keys(&mut s).len(), 9);
+    }
+
+    /// A `RamStore` that takes the trait's own `remove_run`, record by record.
+    struct ByRecord(RamStore<512>);
+
+    impl Store for ByRecord {
+        fn len(&self) -> usize {
+            self.0.len()
+        }
+        fn capacity(&self) -> usize {
+            self.0.capacity()
+        }
+        fn cost(&self, frame_len: usize) -> usize {
+            self.0.cost(frame_len)
+        }
+        fn fits(&self, frame_len: usize) -> bool {
+            self.0.fits(frame_len)
+        }
+        fn append(&mut self, meta: &RecordMeta, payload: &[u8]) -> Result<(), StoreError> {
+            self.0.append(meta, payload)
+        }
+        fn next_after(
+            &mut self,
+            after: Option<RecordKey>,
+        ) -> Result<Option<RecordInfo>, StoreError> {
+            self.0.next_after(after)
+        }
+        fn read(&mut self, key: RecordKey, out: &mut [u8]) -> Result<usize, StoreError> {
+            self.0.read(key, out)
+        }
+        fn remove(&mut self, key: RecordKey) -> Result<(), StoreError> {
+            self.0.remove(key)
+        }
+    }
+
+    /// The one-pass `remove_run` removes what the record-by-record one does and leaves
+    /// the store as it leaves it, from any holes and cursor.
+    #[test]
+    fn remove_run_is_the_record_by_record_one() {
+        let mut rng = fastrand::Rng::with_seed(16);
+        for _ in 0..2_000 {
+            let (mut fast, mut slow) = (RamStore::<512>::new(), ByRecord(RamStore::new()));
+            let n = rng.u64(0..24);
+            for seq in 0..n {
+                let m = RecordMeta {
+                    class: Class::ALL[rng.usize(0..3)],
+                    ..meta(seq)
+                };
+                let payload = [seq as u8; 9];
+                let ok = fast.append(&m, &payload).is_ok();
+                assert_eq!(ok, slow.append(&m, &payload).is_ok());
+            }
+            let mut buf = [0u8; 64];
+            for _ in 0..rng.usize(0..8) {
+                let key = meta(rng.u64(0..n.max(1))).key();
+                match rng.u8(0..3) {
+                    0 => assert_eq!(fast.remove(key), slow.remove(key)),
+                    1 => assert_eq!(fast.read(key, &mut buf), slow.read(key, &mut buf)),
+                    _ => assert_eq!(fast.next_after(Some(key)), slow.next_after(Some(key))),
+                }
+            }
+            let after = rng.bool().then(|| meta(rng.u64(0..n.max(1))).key());
+            let last = meta(rng.u64(0..n.max(1) + 2)).key();
+            let max = rng.u16(0..n as u16 + 2);
+            let skip = Class::ALL[rng.usize(0..3)];
+            let how = Settlement::Delivered(EndpointId(0));
+            let (mut a, mut b) = (heapless::Vec::<_, 32>::new(), heapless::Vec::<_, 32>::new());
+            let pick = |i: &RecordInfo| i.meta.class != skip;
+            fast.remove_run(after, last, max, how, pick, |i| a.push(*i).unwrap());
+            slow.remove_run(after, last, max, how, pick, |i| b.push(*i).unwrap());
+            assert_eq!(a, b, "{after:?} {last:?} {max}");
+            assert_eq!((fast.len(), fast.used()), (slow.len(), slow.0.used()));
+            assert_eq!(keys(&mut fast), keys(&mut slow.0));
+            // What comes after runs the same: appends (compaction included) and walks.
+            for seq in n..n + 12 {
+                let ok = fast.append(&meta(seq), &[1; 30]).is_ok();
+                assert_eq!(ok, slow.append(&meta(seq), &[1; 30]).is_ok());
+            }
+            assert_eq!(keys(&mut fast), keys(&mut slow.0));
+        }
     }
 }

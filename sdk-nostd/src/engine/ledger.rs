@@ -2,7 +2,8 @@
 //! `pending`, `pending_bytes`, `dropped`) and the per-class counts, so that
 //! `accepted == delivered + pending + dropped` is kept in one place.
 //!
-//! Every record that leaves the store goes through [`Ledger::remove`], once, with its fate.
+//! Every record that leaves the store is counted here once, with its fate: through
+//! [`Ledger::remove`], or [`Ledger::removed`] for the runs a store removes itself.
 
 use super::*;
 use crate::store::Settlement;
@@ -72,10 +73,19 @@ impl Ledger {
         if store.remove(info.key()).is_err() {
             return false;
         }
+        let how = self.removed(info, fate);
+        store.settled(info.key(), how);
+        true
+    }
+
+    /// Counts a record the store has just removed as settled by `fate`, and says how, for
+    /// [`Store::settled`]: the half of [`remove`](Self::remove) after the store's part.
+    #[inline]
+    pub(super) fn removed(&mut self, info: &RecordInfo, fate: Fate) -> Settlement {
         self.stats.pending -= 1;
         self.stats.pending_bytes -= u64::from(info.payload_len);
         self.class_count[info.meta.class as usize] -= 1;
-        let how = match fate {
+        match fate {
             Fate::Delivered(endpoint) => {
                 self.stats.delivered += 1;
                 Settlement::Delivered(endpoint)
@@ -84,9 +94,7 @@ impl Ledger {
                 self.stats.dropped.bump(reason);
                 Settlement::Dropped(reason)
             }
-        };
-        store.settled(info.key(), how);
-        true
+        }
     }
 
     // Counters that are not record counts: kept here so that `Stats` has one owner.
@@ -147,28 +155,21 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Engine
             self.sweep_mirror(self.endpoints[e].floor(), Some(e));
             return;
         }
-        let mut left = f.records;
-        let mut after = f.walk_start();
-        let (last, allow) = (f.last_key(), self.config.links()[usize::from(f.link)].allow);
+        let allow = self.config.links()[usize::from(f.link)].allow;
         // The transmit's slot is free already, so `holds` is asked of a live copy.
         let held = InFlight { id: 1, ..*f };
-        while left > 0 {
-            // Borrowed where the store returned it, not copied out.
-            let next = self.store.next_after(after);
-            let Ok(Some(info)) = &next else {
-                break;
-            };
-            let key = info.key();
-            after = Some(key);
-            if key > last {
-                break;
-            }
-            if held.holds(key, info.meta.class, allow) {
-                left -= 1;
-                let by = Fate::Delivered(EndpointId(e as u8));
-                self.ledger.remove(&mut self.store, info, by);
-            }
-        }
+        let by = EndpointId(e as u8);
+        let ledger = &mut self.ledger;
+        self.store.remove_run(
+            f.walk_start(),
+            f.last_key(),
+            f.records,
+            Settlement::Delivered(by),
+            |info| held.holds(info.key(), info.meta.class, allow),
+            |info| {
+                ledger.removed(info, Fate::Delivered(by));
+            },
+        );
     }
 
     /// Mirror routing: removes, as delivered, the records every required endpoint has
