@@ -220,6 +220,35 @@ fn fills_up_then_full_and_frees_pages_as_records_go() {
     assert_eq!(contents(&mut s).first().unwrap().0, meta(1, 6).key());
 }
 
+/// A page whose records all went stays closed, and unerased, until the queue needs it
+/// again: the oldest record is then on a later page, and the store must look for it there.
+#[test]
+fn reclaim_through_looks_past_an_emptied_oldest_page() {
+    let mut s = open(Flash::new(None));
+    // A record filling most of page 0, removed: page 0 holds only a removed item.
+    s.append(&meta(1, 0), &payload(0, 180)).unwrap();
+    s.remove(meta(1, 0).key()).unwrap();
+    // The next large one goes to page 1 (page 0 is closed, not erased), and a small one
+    // after it on the same page.
+    s.append(&meta(1, 1), &payload(1, 180)).unwrap();
+    s.append(&meta(1, 2), &payload(2, 5)).unwrap();
+    // Page 2 is free, so any frame the store takes fits; a longer one would need page 1
+    // erased, that is both records gone, not the oldest alone.
+    assert!(s.fits(s.max_frame_len()));
+    assert_eq!(s.reclaim_through(s.max_frame_len()), Ok(None));
+    assert_eq!(
+        s.reclaim_through(s.max_frame_len() + 1),
+        Ok(Some(meta(1, 2).key()))
+    );
+    assert_eq!(
+        contents(&mut s),
+        vec![
+            (meta(1, 1).key(), payload(1, 180)),
+            (meta(1, 2).key(), payload(2, 5)),
+        ]
+    );
+}
+
 #[test]
 fn epochs_grow_and_spend_is_kept() {
     let mut s = open(Flash::new(None));

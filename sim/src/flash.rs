@@ -351,6 +351,21 @@ impl Store for SimFlash {
         frame::encode(&rec.meta(), payload, out).map_err(StoreError::Corrupt)
     }
 
+    /// As `FlashStore`: when a frame does not fit, the newest record on the oldest
+    /// record's page, since only erasing that whole page gives room back.
+    fn reclaim_through(&mut self, frame_len: usize) -> Result<Option<RecordKey>, StoreError> {
+        let Some(oldest) = self.recs.front() else {
+            return Ok(None);
+        };
+        if self.fits(frame_len) {
+            return Ok(None);
+        }
+        // Records sit in ring order, so the oldest page's are the first ones.
+        let page = oldest.page;
+        let n = self.recs.partition_point(|r| r.page == page);
+        Ok(Some(self.recs[n - 1].key()))
+    }
+
     fn remove(&mut self, key: RecordKey) -> Result<(), StoreError> {
         let i = self.find(key)?;
         self.recs.remove(i);

@@ -1,6 +1,7 @@
 //! The simulated outbox against the shipped one: `SimFlash` and `FlashStore` (on a RAM
 //! NOR flash of the same geometry) given the same operations must answer the same, so a
-//! simulated device fills up, refuses and frees room exactly when a real one would.
+//! simulated device fills up, refuses, frees room and names what to evict to make room
+//! exactly when a real one would.
 
 use embedded_storage::nor_flash::{
     ErrorType, MultiwriteNorFlash, NorFlash, NorFlashErrorKind, ReadNorFlash,
@@ -115,6 +116,11 @@ fn quick(real: &mut Real, sim: &mut SimFlash) {
     for f in [13, 40, 77, 100, 161, 500, MAX_FRAME, MAX_FRAME + 1] {
         assert_eq!(real.cost(f), sim.cost(f), "cost({f})");
         assert_eq!(real.fits(f), sim.fits(f), "fits({f}) with {sim:?}");
+        assert_eq!(
+            real.reclaim_through(f),
+            sim.reclaim_through(f),
+            "reclaim_through({f}) with {sim:?}"
+        );
     }
     assert_eq!(real.next_after(None), sim.next_after(None));
 }

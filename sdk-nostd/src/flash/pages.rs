@@ -244,12 +244,22 @@ impl<F: MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
             return Ok(None);
         };
         self.page_hint = oldest;
+        // The queue erases a page only when it writes to it again: until then a page whose
+        // records all went stays closed, the oldest by its markers, and the oldest record
+        // is on a later page.
+        let mut page = oldest;
         let mut first = None;
-        self.page_items(oldest, |it| {
-            first = Some(*it);
-            false
-        })?;
-        let Some(mut at) = first.map(|it| (oldest, it)) else {
+        for _ in 0..self.pages {
+            self.page_items(page, |it| {
+                first = Some(*it);
+                false
+            })?;
+            if first.is_some() {
+                break;
+            }
+            page = (page + 1) % self.pages;
+        }
+        let Some(mut at) = first.map(|it| (page, it)) else {
             return Ok(None);
         };
         while at.1.info.key() < key {
