@@ -9,6 +9,9 @@ use twinhub_core::{RecordInfo, RecordKey, Store, StoreError};
 
 /// Per-record bookkeeping besides the frame bytes.
 const ENTRY_OVERHEAD: usize = 32;
+/// Places of removed records kept beyond as many as there are records held, before they
+/// are all dropped at once (amortised: that takes at least as many removals).
+const MAX_SLACK: usize = 64;
 
 struct Entry {
     meta: RecordMeta,
@@ -88,7 +91,9 @@ impl MemStore {
     }
 
     /// Drops the places of removed records from both ends, so the deque starts and ends
-    /// with held records.
+    /// with held records, and all of them once they outnumber the records held: a record
+    /// that stays at the front (one no route may carry yet) must not let the places of
+    /// every record delivered after it pile up without bound.
     fn trim(&mut self) {
         while self.entries.front().is_some_and(|e| e.frame.is_none()) {
             self.entries.pop_front();
@@ -96,6 +101,11 @@ impl MemStore {
         }
         while self.entries.back().is_some_and(|e| e.frame.is_none()) {
             self.entries.pop_back();
+        }
+        if self.entries.len() > 2 * self.live + MAX_SLACK {
+            self.entries.retain(|e| e.frame.is_some());
+            // Positions moved: the cursor no longer names its entry.
+            self.cursor = None;
         }
     }
 }
@@ -219,6 +229,31 @@ mod tests {
         assert_eq!(s.next_after(Some(last.key())).unwrap(), None);
     }
 
+    /// One record that stays at the front while thousands after it are delivered: the
+    /// places they leave are dropped, not kept until the first one goes.
+    #[test]
+    fn a_record_held_at_the_front_does_not_pile_up_places() {
+        let mut s = MemStore::new(1 << 20);
+        let meta = |seq| RecordMeta {
+            epoch: 1,
+            seq,
+            class: Class::Normal,
+            enqueued_at: Instant::ZERO,
+        };
+        s.append(&meta(0), &[0; 8]).unwrap();
+        s.append(&meta(1), &[1; 8]).unwrap();
+        // Each delivered record has a newer one behind it, so its place is in the middle.
+        for seq in 2..10_000 {
+            s.append(&meta(seq), &[1; 8]).unwrap();
+            s.remove(meta(seq - 1).key()).unwrap();
+        }
+        assert_eq!(s.len(), 2);
+        assert!(s.entries.len() <= 4 + MAX_SLACK, "{}", s.entries.len());
+        assert_eq!(s.next_after(None).unwrap().unwrap().meta.seq, 0);
+        let next = s.next_after(Some(meta(0).key())).unwrap().unwrap();
+        assert_eq!(next.meta.seq, 9_999);
+    }
+
     proptest::proptest! {
         /// The cursor and the front fast path are shortcuts only: every answer matches a
         /// plain ordered map, whatever mix of appends, walks, reads and removals (oldest
@@ -263,6 +298,7 @@ mod tests {
                     _ => walk = None,
                 }
                 proptest::prop_assert_eq!(s.len(), model.len());
+                proptest::prop_assert!(s.entries.len() <= 2 * s.live + MAX_SLACK);
             }
             // Emptied in any order, it holds nothing and counts no bytes.
             for k in model.keys().rev() {
