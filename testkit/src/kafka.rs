@@ -134,14 +134,41 @@ impl MockCluster {
         let _ = self.child.wait();
     }
 
-    /// SIGSTOP: connections stay open and nothing answers (a blackhole).
+    /// SIGSTOP: connections stay open and nothing answers (a blackhole). Returns once the
+    /// process is seen stopped, so nothing sent after it can be answered.
     pub fn stop(&self) -> Result<(), String> {
-        self.signal("-STOP")
+        self.signal("-STOP")?;
+        self.wait_state(true)
     }
 
-    /// SIGCONT after [`MockCluster::stop`].
+    /// SIGCONT after [`MockCluster::stop`]; returns once the process runs again.
     pub fn cont(&self) -> Result<(), String> {
-        self.signal("-CONT")
+        self.signal("-CONT")?;
+        self.wait_state(false)
+    }
+
+    /// Waits (at most 10 s) until `/proc` shows the process stopped, or not.
+    fn wait_state(&self, stopped: bool) -> Result<(), String> {
+        let path = format!("/proc/{}/stat", self.child.id());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            // The state is the field after the command name, which is in parentheses.
+            let stat = std::fs::read_to_string(&path).unwrap_or_default();
+            let state = stat
+                .rsplit_once(") ")
+                .and_then(|(_, rest)| rest.chars().next());
+            if state.is_some_and(|c| (c == 'T') == stopped) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "kcat {} never showed {}: {stat}",
+                    self.child.id(),
+                    if stopped { "stopped" } else { "running" }
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// Every record in the topic, read by a separate `kcat` consumer to the end; panics
