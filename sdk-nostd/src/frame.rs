@@ -243,8 +243,10 @@ fn put_meta(meta: &RecordMeta, m: &mut [u8; MAX_META]) -> usize {
     n
 }
 
+/// The metadata at the front of a frame's `body` and its length; a store that holds only
+/// frames it encoded itself (so their header and CRC are as written) reads it directly.
 #[inline(always)]
-fn get_meta(body: &[u8]) -> Option<(RecordMeta, usize)> {
+pub(crate) fn get_meta(body: &[u8]) -> Option<(RecordMeta, usize)> {
     let (epoch, a) = get_varint(body, 5, 32)?;
     let (seq, b) = get_varint(&body[a..], 10, 64)?;
     let (class, c) = get_varint(&body[a + b..], 5, 32)?;
@@ -327,13 +329,6 @@ pub fn peek_len(bytes: &[u8]) -> Result<usize, FrameError> {
 pub(crate) fn peek_meta(bytes: &[u8]) -> Option<(RecordMeta, usize, usize)> {
     let body = peek_len(bytes).ok()? - HEADER_AND_CRC;
     get_meta(bytes.get(5..)?).map(|(meta, n)| (meta, body, n))
-}
-
-/// The metadata at the front of a frame's `body` and its length, for a store that holds
-/// only frames it encoded itself and so knows their header and CRC are as written.
-#[inline(always)]
-pub(crate) fn body_meta(body: &[u8]) -> Option<(RecordMeta, usize)> {
-    get_meta(body)
 }
 
 /// Decodes and checks the frame at the front of `bytes`; returns it and its length.

@@ -346,7 +346,7 @@ impl<const N: usize> RamStore<N> {
         let len = self.slot_len(off) - SLOT_HEADER;
         let body = &self.arena[off + SLOT_HEADER + 5..off + SLOT_HEADER + len - 4];
         let (meta, n) =
-            frame::body_meta(body).ok_or(StoreError::Corrupt(frame::FrameError::Meta))?;
+            frame::get_meta(body).ok_or(StoreError::Corrupt(frame::FrameError::Meta))?;
         Ok(RecordInfo {
             meta,
             payload_len: (body.len() - n) as u32,
