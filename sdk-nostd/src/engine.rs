@@ -638,11 +638,13 @@ impl<S: Store, C: Deref<Target = Config>, const E: usize, const L: usize> Engine
                 let Some((e, l)) = self.choose_active_passive() else {
                     return Ok(None);
                 };
-                let tx = self.build(buf, slot, e, l, false)?;
-                if tx.is_some() {
+                // Passed on as built, not unpacked by `?` and packed again: the repacking
+                // read the result back in pieces that stalled on its stores.
+                let tx = self.build(buf, slot, e, l, false);
+                if let Ok(Some(_)) = tx {
                     self.note_active(e);
                 }
-                Ok(tx)
+                tx
             }
             Routing::ActiveActive => match self.choose_active_active() {
                 Some((e, l)) => self.build(buf, slot, e, l, false),
