@@ -52,7 +52,7 @@ use rumqttc::mqttbytes::v4::{
 use rumqttc::mqttbytes::{Error as CodecError, Protocol as MqttLevel, QoS};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 use twinhub_core::sas::{ParsedToken, SasError, SasKey};
 
 use crate::fault::{Fault, FaultSwitch};
@@ -81,6 +81,8 @@ const MAX_CONNECT_BYTES: usize = 16 * 1024;
 #[derive(Clone, Default)]
 pub struct IotHubEvents {
     counts: Arc<Mutex<BTreeMap<&'static str, u64>>>,
+    // Wakes `wait_for` at every count.
+    changed: Arc<Notify>,
 }
 
 impl std::fmt::Debug for IotHubEvents {
@@ -97,6 +99,7 @@ impl IotHubEvents {
 
     pub(crate) fn bump(&self, reason: &'static str) {
         *self.lock().entry(reason).or_insert(0) += 1;
+        self.changed.notify_waiters();
     }
 
     /// Every reason seen so far with its count.
@@ -107,9 +110,29 @@ impl IotHubEvents {
             .collect()
     }
 
-    /// How many connections ended (or were answered) for `reason`.
+    /// How many connections ended (or were answered) for `reason`. A connection is counted
+    /// once the hub is done with it, which may be after the client saw the answer: a test
+    /// that acts on the answer waits with [`wait_for`](Self::wait_for).
     pub fn count(&self, reason: &str) -> u64 {
         self.lock().get(reason).copied().unwrap_or(0)
+    }
+
+    /// Waits until `reason` was counted at least `n` times, or `timeout` passed; returns
+    /// the count either way. For what the client can see before the hub counts it: a
+    /// failed TLS handshake's alert reaches the client before the hub's side of the
+    /// handshake returns.
+    pub async fn wait_for(&self, reason: &str, n: u64, timeout: Duration) -> u64 {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            // Registered before the count is read, so a bump in between is not missed.
+            notified.as_mut().enable();
+            let count = self.count(reason);
+            if count >= n || tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.count(reason);
+            }
+        }
     }
 
     pub(crate) fn reset(&self) {

@@ -386,7 +386,8 @@ async fn fault_switch_refuses_or_throttles_one_device() {
             .publish_acked(&topic("slow", "$.mid=s2"), b"s".to_vec())
             .await
     );
-    assert_eq!(r.iot_hub_events().count("closed-refused"), 1);
+    let refused = r.iot_hub_events().wait_for("closed-refused", 1, T);
+    assert_eq!(refused.await, 1);
     assert!(
         eventually(T, || async {
             r.iot_hub_events().count("closed-throttled") == 1
