@@ -889,6 +889,29 @@ mod tests {
         assert!(!looks_like_other_version(b"GET / HTTP/1.1"));
     }
 
+    // Paused time: a wake-up that was lost would show as the clock run on to the timeout.
+    #[tokio::test(start_paused = true)]
+    async fn wait_for_returns_on_the_count_or_at_the_timeout() {
+        let events = IotHubEvents::default();
+        let start = tokio::time::Instant::now();
+        events.bump("closed-tls");
+        let limit = Duration::from_secs(5);
+        assert_eq!(events.wait_for("closed-tls", 2, limit).await, 1);
+        assert_eq!(start.elapsed(), limit, "not reached: waited the whole time");
+
+        let bumper = events.clone();
+        let start = tokio::time::Instant::now();
+        let waiter = tokio::spawn(async move { events.wait_for("closed-tls", 2, limit).await });
+        tokio::task::yield_now().await;
+        bumper.bump("closed-tls");
+        assert_eq!(waiter.await.unwrap(), 2);
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "woken by the count, not the timeout"
+        );
+    }
+
     #[test]
     fn random_loopback_stays_off_127_0() {
         for salt in 0..200 {
